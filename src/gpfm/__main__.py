@@ -1,0 +1,3 @@
+from gpfm.cli import main
+
+main()

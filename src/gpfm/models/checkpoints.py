@@ -1,0 +1,233 @@
+"""Read checkpoints, detect the GPFM layout, convert between layouts, load strictly, hash files.
+
+GPFM circulates in two layouts (encoders-and-checkpoints.md §2-4):
+
+* **format A** — the DINOv2 training ("teacher") checkpoint: ``{"teacher": {...}}`` with ``backbone.`` prefixes,
+  FSDP-chunked blocks ``backbone.blocks.<chunk>.<global index>.*``, a ``mask_token`` and a ``dino_head``;
+* **format B** — a timm state dict: ``blocks.<i>.*`` with no prefix, mask token or head.
+
+Both load into the same timm-layout ViT after :func:`gpfm_to_timm`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gpfm.atomic import atomic_path, write_text_atomic
+
+FORMAT_A = "dinov2-teacher"
+FORMAT_A_BODY = "dinov2-backbone"
+FORMAT_B = "timm"
+
+_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
+_CHUNKED_NORM1 = re.compile(r"^blocks\.\d+\.\d+\.norm1\.weight$")
+_FLAT_NORM1 = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read, recognised or loaded strictly; the message says how to fix it."""
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a ``.safetensors``, ``.pth``/``.pt``/``.bin`` checkpoint onto the CPU without executing code.
+
+    Raises:
+        CheckpointError: unreadable file, with the path and the likely fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; pass an existing path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path), device="cpu"))
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "is the file complete? re-download it or pass a .safetensors/.pth state dict"
+        ) from exc
+
+
+def _first_keys(sd: Mapping[str, Any], n: int = 10) -> str:
+    return ", ".join(list(sd)[:n])
+
+
+def detect_gpfm_format(ckpt: Mapping[str, Any]) -> str:
+    """Detect the layout of a GPFM checkpoint (rules of encoders-and-checkpoints.md §4, in order).
+
+    Returns:
+        ``dinov2-teacher`` (format A, wrapped), ``dinov2-backbone`` (format A body, prefixed or chunked) or
+        ``timm`` (format B).
+
+    Raises:
+        CheckpointError: unrecognised layout, listing the first 10 keys.
+    """
+    if "teacher" in ckpt and isinstance(ckpt["teacher"], Mapping):
+        return FORMAT_A
+    keys = list(ckpt)
+    if any(k.startswith("backbone.") for k in keys):
+        return FORMAT_A_BODY
+    for wrapper in ("state_dict", "model"):
+        if wrapper in ckpt and isinstance(ckpt[wrapper], Mapping):
+            return detect_gpfm_format(ckpt[wrapper])
+    if any(_CHUNKED_NORM1.match(k) for k in keys):
+        return FORMAT_A_BODY
+    if any(_FLAT_NORM1.match(k) for k in keys):
+        return FORMAT_B
+    raise CheckpointError(f"unrecognised GPFM checkpoint layout; first keys: {_first_keys(ckpt)}")
+
+
+def _unwrap(ckpt: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "teacher" in ckpt and isinstance(ckpt["teacher"], Mapping):
+        return ckpt["teacher"]
+    if not any(k.startswith(("backbone.", "blocks.")) for k in ckpt):
+        for wrapper in ("state_dict", "model"):
+            if wrapper in ckpt and isinstance(ckpt[wrapper], Mapping):
+                return _unwrap(ckpt[wrapper])
+    return ckpt
+
+
+def gpfm_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """Convert either GPFM layout to the timm layout (format B), fp32.
+
+    A → B: drop ``dino_head.*``/``ibot_head.*`` and ``mask_token``, strip ``backbone.``, un-chunk
+    ``blocks.<c>.<i>.`` → ``blocks.<i>.``.
+
+    Returns:
+        (state_dict, detected format name).
+    """
+    fmt = detect_gpfm_format(ckpt)
+    body = _unwrap(ckpt)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in body.items():
+        if key.startswith(("dino_head.", "ibot_head.")) or not isinstance(value, torch.Tensor):
+            continue
+        key = key.removeprefix("backbone.")
+        if key == "mask_token":
+            continue
+        key = _CHUNKED.sub(r"blocks.\1.", key)
+        out[key] = value.float()
+    return out, fmt
+
+
+def timm_to_gpfm_teacher(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    chunks: int = 4,
+    depth: int | None = None,
+    mask_token: torch.Tensor | None = None,
+    dino_head: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Convert a timm-layout backbone to format A (``{"teacher": ...}``, chunked blocks, ``backbone.``).
+
+    Args:
+        state_dict: format-B state dict.
+        chunks: number of FSDP chunks (GPFM: 4 chunks of 6 blocks).
+        depth: number of blocks (inferred from the keys when None).
+        mask_token: the trained mask token if available, otherwise zeros (1, D).
+        dino_head: optional DINO head tensors, stored under ``dino_head.``.
+    """
+    if depth is None:
+        depth = 1 + max(int(m.group(1)) for k in state_dict if (m := _FLAT_NORM1.match(k)))
+    per_chunk = -(-depth // chunks)
+    teacher: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        m = re.match(r"^blocks\.(\d+)\.(.*)$", key)
+        if m:
+            i = int(m.group(1))
+            key = f"blocks.{i // per_chunk}.{i}.{m.group(2)}"
+        teacher[f"backbone.{key}"] = value
+    dim = state_dict["cls_token"].shape[-1]
+    teacher["backbone.mask_token"] = mask_token if mask_token is not None else torch.zeros(1, dim)
+    for key, value in (dino_head or {}).items():
+        teacher[f"dino_head.{key}"] = value
+    return {"teacher": teacher}
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names missing/unexpected/mis-shaped keys.
+
+    Raises:
+        CheckpointError: naming up to 10 keys of each kind and the source file.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [
+        f"{k} {tuple(state_dict[k].shape)}≠{tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:10])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:10])}")
+        if shape:
+            parts.append(f"wrong shape {len(shape)}: {', '.join(shape[:10])}")
+        raise CheckpointError(
+            f"{source}: checkpoint does not match the architecture ({'; '.join(parts)}); "
+            "check that the file belongs to this encoder"
+        )
+    module.load_state_dict(state_dict, strict=True)
+
+
+def file_sha256(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime) so multi-GB weights are hashed once."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    cache_file = Path(cache_dir or os.environ.get("GPFM_CACHE", Path.home() / ".cache" / "gpfm")) / "sha256.json"
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    try:
+        cache[key] = value
+        write_text_atomic(cache_file, json.dumps(cache))
+    except OSError:
+        pass  # the cache is an optimisation only
+    return value
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """MD5 of a file (only for third-party published checksums; we pin SHA-256)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_safetensors_atomic(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+                            metadata: Mapping[str, str] | None = None) -> None:
+    """Write a state dict as safetensors via temp file + fsync + atomic rename."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=dict(metadata or {}))
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` via temp file + fsync + atomic rename."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -1,0 +1,107 @@
+"""``create_encoder(name, ...)`` and ``list_encoders()``: every encoder is constructible by name."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from gpfm.models.checkpoints import CheckpointError, file_md5, file_sha256, load_strict, read_checkpoint
+from gpfm.models.encoder import Encoder
+from gpfm.models.spec import EncoderSpec
+from gpfm.models.weights import RANDOM, resolve_weights
+from gpfm.registry import Registry
+from gpfm.runtime import resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+ENCODERS: Registry[EncoderSpec] = Registry("encoder")
+
+
+def register_encoder(spec: EncoderSpec) -> EncoderSpec:
+    """Add an encoder spec to the registry (names must be unique)."""
+    ENCODERS.register(spec.name, spec)
+    return spec
+
+
+def _ensure_registered() -> None:
+    # importing the package registers every entry once
+    import gpfm.models.encoders  # noqa: F401
+
+
+def list_encoders() -> list[str]:
+    """Names of all registered encoders, sorted."""
+    _ensure_registered()
+    return ENCODERS.names()
+
+
+def get_encoder_spec(name: str) -> EncoderSpec:
+    """The registry entry for ``name`` (raises with the known names if unknown)."""
+    _ensure_registered()
+    return ENCODERS.get(name)
+
+
+def create_encoder(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    *,
+    allow_unverified: bool = False,
+    verbose: bool = True,
+) -> Encoder:
+    """Build a registered encoder and load its weights strictly.
+
+    Args:
+        name: registry name, e.g. ``gpfm``, ``uni``, ``efficientnet-lite0-imagenet`` (see :func:`list_encoders`).
+        weights: a path, ``"random"`` (explicit random init, for tests and timing), or None to search
+            ``$<NAME>_WEIGHTS``, the local weights folder, packaged files and the Hugging Face cache.
+        device: ``cpu``, ``cuda``, ``cuda:1`` ... or None for CUDA when available.
+        precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or None for the hardware default (bf16 where the CPU
+            or GPU runs it natively and the encoder passed the parity test; else fp32).
+        allow_unverified: accept a weights file whose checksum differs from the pinned one.
+        verbose: log the detected checkpoint format and SHA-256.
+
+    Returns:
+        An :class:`Encoder` in eval mode on ``device``.
+
+    Raises:
+        WeightsNotFoundError: no weights offline (the message says where to get them).
+        CheckpointError: unreadable checkpoint, unknown layout, or a strict-load mismatch naming the keys.
+
+    Examples:
+        >>> enc = create_encoder("gpfm", weights="random", device="cpu", precision="fp32")
+        >>> enc.embed_dim
+        1024
+    """
+    spec = get_encoder_spec(name)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev, half_parity_ok="bf16" in spec.half_precision_ok)
+    resolved = resolve_weights(spec, weights)
+    model = spec.build()
+    if resolved.path is None:
+        sha, fmt, path = RANDOM, RANDOM, None
+    else:
+        path = str(resolved.path)
+        sha = file_sha256(resolved.path)
+        state_dict, fmt = spec.convert_state_dict(read_checkpoint(resolved.path))
+        _verify_checksum(spec, resolved.path, fmt, sha, allow_unverified)
+        load_strict(model, state_dict, source=path)
+        if verbose:
+            log.info("%s: loaded %s (%s layout, from %s) sha256=%s", name, path, fmt, resolved.source, sha)
+    model.eval().requires_grad_(False).to(dev)
+    return Encoder(spec, model, device=dev, precision=prec, weights_sha256=sha, weights_path=path,
+                   checkpoint_format=fmt)
+
+
+def _verify_checksum(spec: EncoderSpec, path: os.PathLike[str], fmt: str, sha: str, allow_unverified: bool) -> None:
+    for layout, algo, digest in spec.weights.pinned:
+        if layout != fmt:
+            continue
+        actual = sha if algo == "sha256" else file_md5(path)
+        if actual != digest and not allow_unverified:
+            raise CheckpointError(
+                f"{path}: {algo} {actual} does not match the published {digest} for {spec.name!r} ({fmt} layout); "
+                "re-download the file, or pass allow_unverified=True / --allow-unverified to load it anyway"
+            )
