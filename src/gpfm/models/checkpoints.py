@@ -231,3 +231,15 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` via temp file + fsync + atomic rename."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def unwrap_timm_state_dict(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """A plain timm-layout state dict, unwrapping ``state_dict``/``model`` wrappers and ``module.`` prefixes."""
+    for wrapper in ("state_dict", "model"):
+        if wrapper in ckpt and isinstance(ckpt[wrapper], Mapping):
+            ckpt = ckpt[wrapper]
+    out = {k.removeprefix("module."): v.float() if v.is_floating_point() else v
+           for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    if not out:
+        raise CheckpointError(f"no tensors found in checkpoint; first keys: {_first_keys(ckpt)}")
+    return out, FORMAT_B

@@ -34,6 +34,7 @@ class ViTConfig:
         reg_tokens: number of register tokens.
         qkv_bias: bias in the qkv projection.
         norm_eps: LayerNorm epsilon.
+        no_embed_class: the position embedding covers patch tokens only (UNI2-h / H-optimus layout).
         dynamic_img_size: resample the position embedding for other input sizes.
         drop_path_rate: stochastic depth (0 at inference).
         drop_path_uniform: same drop rate in every block (GPFM/DINOv2 ViT-L) instead of linearly increasing.
@@ -50,6 +51,7 @@ class ViTConfig:
     reg_tokens: int = 0
     qkv_bias: bool = True
     norm_eps: float = 1e-6
+    no_embed_class: bool = False
     dynamic_img_size: bool = False
     drop_path_rate: float = 0.0
     drop_path_uniform: bool = True
@@ -95,6 +97,7 @@ class ViT(VisionTransformer):
             qkv_bias=cfg.qkv_bias,
             init_values=cfg.init_values,
             reg_tokens=cfg.reg_tokens,
+            no_embed_class=cfg.no_embed_class,
             num_classes=0,
             global_pool="token",
             norm_layer=norm_layer,

@@ -1,3 +1,12 @@
 """One module per weight source; importing this package registers every encoder once."""
 
-from gpfm.models.encoders import efficientnet, gpfm  # noqa: F401
+from gpfm.models.encoders import (  # noqa: F401
+    conch,
+    efficientnet,
+    gpfm,
+    hoptimus,
+    phikon,
+    resnet,
+    uni,
+    virchow,
+)

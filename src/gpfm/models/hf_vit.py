@@ -1,0 +1,120 @@
+"""Key mappings from Hugging Face ``transformers`` ViT/DINOv2 layouts to timm's (stacked qkv).
+
+Explicit tables, not heuristics: every source key is either mapped or rejected with its name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from gpfm.models.checkpoints import CheckpointError
+
+_VIT_LAYER = {
+    "layernorm_before": "norm1",
+    "attention.output.dense": "attn.proj",
+    "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+_DINOV2_LAYER = {
+    "norm1": "norm1",
+    "attention.output.dense": "attn.proj",
+    "layer_scale1.lambda1": "ls1.gamma",
+    "norm2": "norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "layer_scale2.lambda1": "ls2.gamma",
+}
+_TOP = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+}
+_DROP = ("pooler.", "embeddings.mask_token")
+
+
+def _strip(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
+        ckpt = ckpt["state_dict"]
+    out = {}
+    for key, value in ckpt.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("vit.", "dinov2.", "model."):
+            key = key.removeprefix(prefix)
+        out[key] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def hf_to_timm(ckpt: Mapping[str, Any], layer_map: Mapping[str, str], fmt: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Convert an HF ``ViTModel``/``Dinov2Model`` state dict to timm keys, stacking q, k, v into qkv.
+
+    The untrained tanh pooler and the mask token (training-only) are dropped on purpose.
+    """
+    sd = _strip(ckpt)
+    if any(k.startswith("blocks.") for k in sd):  # already timm layout
+        return sd, "timm"
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        if key.startswith(_DROP):
+            continue
+        if key in _TOP:
+            out[_TOP[key]] = value
+            continue
+        m = re.match(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$", key)
+        if m is None:
+            raise CheckpointError(f"unexpected key {key!r} in a Hugging Face ViT checkpoint")
+        layer, name, kind = int(m.group(1)), m.group(2), m.group(3)
+        qm = re.match(r"^attention\.attention\.(query|key|value)$", name)
+        if qm:
+            qkv.setdefault((layer, kind), {})[qm.group(1)] = value
+            continue
+        full = f"{name}.{kind}" if kind == "lambda1" else name
+        target = layer_map.get(full)
+        if target is None:
+            raise CheckpointError(f"unmapped key {key!r} in a Hugging Face ViT checkpoint")
+        out[f"blocks.{layer}.{target}" + ("" if kind == "lambda1" else f".{kind}")] = value
+    for (layer, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise CheckpointError(f"layer {layer}: incomplete q/k/v {kind} tensors ({sorted(parts)})")
+        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    return out, fmt
+
+
+def hf_vit_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """HF ``ViTModel`` (e.g. Phikon) → timm."""
+    return hf_to_timm(ckpt, _VIT_LAYER, "hf-vit")
+
+
+def hf_dinov2_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """HF ``Dinov2Model`` (e.g. Phikon-v2) → timm."""
+    return hf_to_timm(ckpt, _DINOV2_LAYER, "hf-dinov2")
+
+
+def timm_to_hf_vit(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`hf_vit_to_timm` (used to test the mapping against ``transformers.ViTModel``)."""
+    inv_top = {v: k for k, v in _TOP.items()}
+    inv_layer = {v: k for k, v in _VIT_LAYER.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key in inv_top:
+            out[inv_top[key]] = value
+            continue
+        m = re.match(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if m is None:
+            raise KeyError(key)
+        layer, name, kind = m.groups()
+        if name == "attn.qkv":
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
+                out[f"encoder.layer.{layer}.attention.attention.{part}.{kind}"] = chunk
+        else:
+            out[f"encoder.layer.{layer}.{inv_layer[name]}.{kind}"] = value
+    return out
