@@ -1,0 +1,164 @@
+"""The slide list: explicit paths, folders (sorted scan) or a CSV manifest ``slide_id,path[,mpp]``.
+
+Every run starts from the same ordered list, so every shard of a job sees the same slides under the same ids.
+A slide id names all of a slide's outputs; two slides with one id would overwrite each other, so duplicates are
+an error, never a silent "last one wins".
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: File endings scanned in folders (lower case; compound endings such as ``.ome.tiff`` end in one of these).
+SLIDE_EXTENSIONS: tuple[str, ...] = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm",
+    ".png", ".jpg", ".jpeg",
+)
+
+#: Columns a manifest must (``slide_id``, ``path``) or may (``mpp``) have.
+MANIFEST_REQUIRED = ("slide_id", "path")
+
+
+class SlideListError(ValueError):
+    """The slide list is unusable (missing file, bad manifest, duplicate slide ids); the message names the fix."""
+
+
+@dataclass(frozen=True)
+class SlideEntry:
+    """One slide to process.
+
+    Attributes:
+        slide_id: unique name used for every output file of this slide (the file stem unless a manifest names it).
+        path: the slide file.
+        mpp: µm/px at level 0 that overrides the file's metadata, or None to read it from the file.
+        mpp_source: where ``mpp`` came from: ``manifest`` or ``cli_override`` (None when ``mpp`` is None).
+    """
+
+    slide_id: str
+    path: Path
+    mpp: float | None = None
+    mpp_source: str | None = None
+
+
+def slide_id_for(path: Path) -> str:
+    """The default slide id: the file name without its (possibly compound) extension."""
+    name = path.name
+    for compound in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(compound):
+            return name[: -len(compound)]
+    return path.stem
+
+
+def _parse_mpp(value: str | float | None, where: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        mpp = float(value)
+    except ValueError:
+        raise SlideListError(f"{where}: mpp {value!r} is not a number; write µm/px at level 0, e.g. 0.25") from None
+    if not math.isfinite(mpp) or not 0.05 <= mpp <= 20.0:
+        raise SlideListError(f"{where}: mpp {mpp} is outside the plausible range [0.05, 20] µm/px; check the value")
+    return mpp
+
+
+def read_manifest(path: Path) -> list[SlideEntry]:
+    """Read a CSV manifest with columns ``slide_id,path[,mpp]``; relative paths are relative to the CSV's folder.
+
+    Raises:
+        SlideListError: missing columns, an empty id, a bad mpp, or a slide file that does not exist.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in MANIFEST_REQUIRED if c not in columns]
+        if missing:
+            raise SlideListError(
+                f"{path}: manifest lacks column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'}); "
+                "the header must be slide_id,path[,mpp]"
+            )
+        entries = []
+        for line_no, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            where = f"{path}:{line_no}"
+            if not row.get("slide_id"):
+                raise SlideListError(f"{where}: empty slide_id; every row needs a unique slide id")
+            slide_path = Path(row["path"]).expanduser()
+            if not slide_path.is_absolute():
+                slide_path = path.parent / slide_path
+            if not slide_path.exists():
+                raise SlideListError(f"{where}: slide file {slide_path} does not exist; fix the path column")
+            mpp = _parse_mpp(row.get("mpp"), where)
+            entries.append(SlideEntry(row["slide_id"], slide_path, mpp, "manifest" if mpp is not None else None))
+    return entries
+
+
+def scan_folder(folder: Path, extensions: Sequence[str] = SLIDE_EXTENSIONS, recursive: bool = False) -> list[Path]:
+    """Slide files in ``folder`` with one of ``extensions`` (case-insensitive), sorted by path."""
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    candidates: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith("."))
+
+
+def collect_slides(
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    mpp: float | None = None,
+    extensions: Sequence[str] = SLIDE_EXTENSIONS,
+    recursive: bool = False,
+) -> list[SlideEntry]:
+    """Build the ordered slide list from paths, folders and CSV manifests.
+
+    Args:
+        inputs: slide files, folders (scanned in sorted order) and ``.csv`` manifests, in any mix.
+        mpp: a global µm/px override for every slide without a manifest ``mpp`` (``mpp_source="cli_override"``).
+            A per-slide manifest value is more specific and wins.
+        extensions: file endings accepted when scanning folders.
+        recursive: scan folders recursively.
+
+    Returns:
+        Entries in input order (folders expanded in sorted order).
+
+    Raises:
+        SlideListError: a path that does not exist, an empty result, or duplicate slide ids.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    global_mpp = _parse_mpp(mpp, "--mpp") if mpp is not None else None
+    entries: list[SlideEntry] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise SlideListError(f"{path}: no such file or folder; pass slide files, a folder or a CSV manifest")
+        if path.is_dir():
+            found = scan_folder(path, extensions, recursive)
+            if not found:
+                raise SlideListError(
+                    f"{path}: folder has no slide files ending in {', '.join(extensions)}; "
+                    "check the folder, or pass --recursive for nested folders"
+                )
+            entries.extend(SlideEntry(slide_id_for(p), p) for p in found)
+        elif path.suffix.lower() == ".csv":
+            entries.extend(read_manifest(path))
+        else:
+            entries.append(SlideEntry(slide_id_for(path), path))
+    if not entries:
+        raise SlideListError("no slides given; pass slide files, a folder or a CSV manifest")
+    dupes = sorted(k for k, n in Counter(e.slide_id for e in entries).items() if n > 1)
+    if dupes:
+        shown = "; ".join(
+            f"{d}: " + ", ".join(str(e.path) for e in entries if e.slide_id == d) for d in dupes[:5]
+        )
+        raise SlideListError(
+            f"duplicate slide ids ({len(dupes)}): {shown}; slide ids name the output files, so they must be unique "
+            "— rename the files or give unique ids in a CSV manifest (slide_id,path[,mpp])"
+        )
+    if global_mpp is not None:
+        entries = [e if e.mpp is not None else SlideEntry(e.slide_id, e.path, global_mpp, "cli_override")
+                   for e in entries]
+    return entries
