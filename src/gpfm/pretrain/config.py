@@ -1,0 +1,547 @@
+"""Typed configuration of a UNKD pretraining run (unkd-pretraining.md), with YAML and ``a.b=value`` overrides.
+
+The dataclass defaults ARE the faithful GPFM ViT-L/14 release (``distill_vitl14_192M_exclude_split1``, spec §1-§5,
+every §8 switch at its [F] value). A YAML file holds only overrides, optionally starting from a named preset
+(``preset: tiny_cpu``); unknown keys are errors that name the key and the valid ones.
+
+Example:
+    >>> cfg = load_config(None, ["optim.base_lr=1e-3", "data.batch_size_per_gpu=8"], preset="tiny_cpu")
+    >>> cfg.optim.base_lr
+    0.001
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and the fix."""
+
+
+@dataclass
+class StudentConfig:
+    """Student backbone (spec §1, §5, §6).
+
+    Attributes:
+        arch: size preset of :data:`gpfm.models.vit.VIT_PRESETS` (``vit_tiny|small|base|large``).
+        patch_size: patch side in px (GPFM: 14).
+        drop_path_rate: stochastic depth of the student (GPFM: 0.4). The EMA teacher never drops paths.
+        drop_path_uniform: same rate in every block (GPFM [F]) instead of linearly increasing.
+        layerscale: LayerScale init (GPFM 1e-5; None disables LayerScale).
+        ffn: ``mlp`` (GPFM) or ``swiglu``.
+        init: ``scratch`` [F as written, §6] or a path to a GPFM/timm checkpoint loaded strictly [I].
+    """
+
+    arch: str = "vit_large"
+    patch_size: int = 14
+    drop_path_rate: float = 0.4
+    drop_path_uniform: bool = True
+    layerscale: float | None = 1e-5
+    ffn: str = "mlp"
+    init: str = "scratch"
+
+
+@dataclass
+class HeadsConfig:
+    """DINO/iBOT projection heads and expert distillation heads (spec §1, §4.3, §8 #6).
+
+    Attributes:
+        dino_out_dim: prototypes K of the DINO head (GPFM 65,536).
+        dino_hidden_dim: MLP width.
+        dino_bottleneck_dim: bottleneck before the weight-normalised last layer.
+        dino_nlayers: MLP layers.
+        ibot_separate_head: a separate iBOT head (False: one head shared by DINO and iBOT, GPFM [F]).
+        ibot_out_dim: prototypes of the separate iBOT head (ignored when shared).
+        ibot_hidden_dim: width of the separate iBOT head.
+        ibot_bottleneck_dim: bottleneck of the separate iBOT head.
+        ibot_nlayers: MLP layers of the separate iBOT head.
+        distill_head: ``shared_dinohead_1layer`` [F] or ``separate_mlp`` [I].
+        distill_bottleneck_dim: bottleneck of the faithful distill head (256).
+    """
+
+    dino_out_dim: int = 65536
+    dino_hidden_dim: int = 2048
+    dino_bottleneck_dim: int = 256
+    dino_nlayers: int = 3
+    ibot_separate_head: bool = False
+    ibot_out_dim: int = 65536
+    ibot_hidden_dim: int = 2048
+    ibot_bottleneck_dim: int = 256
+    ibot_nlayers: int = 3
+    distill_head: str = "shared_dinohead_1layer"
+    distill_bottleneck_dim: int = 256
+
+
+@dataclass
+class SSLConfig:
+    """Self-distillation losses (spec §3).
+
+    Attributes:
+        dino_weight: weight of L_DINO (1.0).
+        ibot_weight: weight of L_iBOT (1.0).
+        koleo_weight: weight of the KoLeo term (0.1).
+        koleo_fp32: upcast the CLS to fp32 before KoLeo [I]; False keeps the autocast dtype.
+        student_temp: τ_S.
+        teacher_temp: τ_T after warm-up.
+        warmup_teacher_temp: τ_T at iteration 0.
+        warmup_teacher_temp_iters: linear τ_T warm-up length (30 epochs × 1,250 = 37,500).
+        centering: ``softmax_center`` [F] or ``sinkhorn_knopp`` [I].
+        center_momentum: centre EMA momentum (0.9).
+    """
+
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    koleo_fp32: bool = True
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_iters: int = 37500
+    centering: str = "softmax_center"
+    center_momentum: float = 0.9
+
+
+@dataclass
+class ExpertConfig:
+    """One frozen expert teacher (spec §1, §4.2). A weight of 0 on both terms means it is never loaded.
+
+    Attributes:
+        name: a :func:`gpfm.models.list_encoders` name (``uni``, ``phikon``, ``conch``, ...).
+        weights: None (search the usual places), ``random`` (timing/tests only) or a path.
+        cls_weight: weight of L_cls (1 − cos).
+        patch_weight: weight of L_patch (0.9·(1 − cos) + 0.1·SmoothL1).
+    """
+
+    name: str = "uni"
+    weights: str | None = None
+    cls_weight: float = 1.0
+    patch_weight: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one of its loss terms has a non-zero weight."""
+        return self.cls_weight != 0.0 or self.patch_weight != 0.0
+
+
+def _release_experts() -> list[ExpertConfig]:
+    # ViT-L release weights, spec §4.2: UNI 1.0/0.25, Phikon 0.5/0.125, CONCH 1.0/(patch never used).
+    return [
+        ExpertConfig("uni", None, 1.0, 0.25),
+        ExpertConfig("phikon", None, 0.5, 0.125),
+        ExpertConfig("conch", None, 1.0, 0.0),
+    ]
+
+
+@dataclass
+class DistillConfig:
+    """Expert distillation (spec §4, §8 #2-#8, #14).
+
+    Attributes:
+        experts: the configured experts, in order (a list, never one flag per expert).
+        expert_norm: ``shared_imagenet`` [F] (experts get the student's crops) or ``per_expert`` [I].
+        conch_target: ``proj_contrast`` [F] or ``pooled_no_proj`` [I].
+        conch_patch: ``none`` [F] or ``trunk_tokens`` [I] (never the caption queries).
+        expert_patch_tokens: ``all`` [F] (masked student tokens regressed too), ``unmasked_only`` or
+            ``extra_unmasked_pass`` (an extra unmasked student forward of the globals) [I].
+        align: ``teacher_bicubic_up`` [F] or ``student_down`` [I].
+        align_dtype: ``fp16`` [F] or ``fp32`` [I] for the grid resampling.
+        teacher_feature_norm: ``none`` [F] (raw expert features).
+        cos_weight: share of (1 − cos) in the patch loss (0.9).
+        smooth_l1_weight: share of SmoothL1(β=1) in the patch loss (0.1).
+    """
+
+    experts: list[ExpertConfig] = field(default_factory=_release_experts)
+    expert_norm: str = "shared_imagenet"
+    conch_target: str = "proj_contrast"
+    conch_patch: str = "none"
+    expert_patch_tokens: str = "all"
+    align: str = "teacher_bicubic_up"
+    align_dtype: str = "fp16"
+    teacher_feature_norm: str = "none"
+    cos_weight: float = 0.9
+    smooth_l1_weight: float = 0.1
+
+    @property
+    def active_experts(self) -> list[ExpertConfig]:
+        """Experts with a non-zero weight (the only ones that are built)."""
+        return [e for e in self.experts if e.enabled]
+
+
+@dataclass
+class DataConfig:
+    """Tile source, multi-crop augmentation and iBOT masking (spec §2).
+
+    Attributes:
+        source: ``folder`` (image files under ``root``) or ``slides`` (slides + coordinate HDF5 files).
+        root: folder of tiles, or a text file listing one tile path per line.
+        slides: ``[[slide_path, coords_h5], ...]`` for ``source: slides``.
+        mpp: target µm/px for slide tiles (None: level 0 as upstream).
+        batch_size_per_gpu: images per process per step (GPFM 96).
+        num_workers: DataLoader worker processes per process (0: load in the main process).
+        global_crops_size: global crop side (224).
+        local_crops_size: local crop side (98).
+        local_crops_number: local crops per image (8).
+        global_crops_scale: RandomResizedCrop area range of the globals.
+        local_crops_scale: area range of the locals.
+        blur_semantics: ``dinov2_inverted`` [F] or ``intended`` [I] (§8 #1).
+        aug_preset: ``dinov2`` [F] or ``pathology`` [I] (§8 #12).
+        mask_probability: share of global crops that are iBOT-masked (0.5).
+        mask_ratio_min_max: mask-ratio range spread over the masked crops.
+    """
+
+    source: str = "folder"
+    root: str | None = None
+    slides: list[list[str]] = field(default_factory=list)
+    mpp: float | None = None
+    batch_size_per_gpu: int = 96
+    num_workers: int = 10
+    global_crops_size: int = 224
+    local_crops_size: int = 98
+    local_crops_number: int = 8
+    global_crops_scale: tuple[float, float] = (0.32, 1.0)
+    local_crops_scale: tuple[float, float] = (0.05, 0.32)
+    blur_semantics: str = "dinov2_inverted"
+    aug_preset: str = "dinov2"
+    mask_probability: float = 0.5
+    mask_ratio_min_max: tuple[float, float] = (0.1, 0.5)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, schedules and clipping (spec §5). Schedules always span ``epochs × iters_per_epoch``.
+
+    Attributes:
+        base_lr: LR before batch scaling (4e-4).
+        lr_scaling: ``sqrt_1024`` (lr = base·√(global batch/1024)) or ``none``.
+        min_lr: cosine floor (1e-6).
+        epochs: scheduled "epochs" (400).
+        iters_per_epoch: iterations per "epoch" (1,250; not a data pass).
+        warmup_epochs: linear LR warm-up (40).
+        weight_decay: WD at iteration 0 (0.04).
+        weight_decay_end: WD at the end (0.4).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        layerwise_decay: LR decay per block from the top (0.9; 1.0 disables).
+        patch_embed_lr_mult: extra factor for the patch embedding (0.2).
+        freeze_last_layer_epochs: epochs with LR 0 on ``last_layer`` parameters (1).
+        clip_grad: global-norm clip per module (3.0; 0 disables).
+        clip_scope: ``backbone_and_dino_head`` [F] or ``all_trainable`` [I] (§8 #9).
+        momentum_teacher: EMA momentum at iteration 0 (0.992).
+        final_momentum_teacher: EMA momentum at the end (1.0).
+    """
+
+    base_lr: float = 4e-4
+    lr_scaling: str = "sqrt_1024"
+    min_lr: float = 1e-6
+    epochs: int = 400
+    iters_per_epoch: int = 1250
+    warmup_epochs: int = 40
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    layerwise_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    freeze_last_layer_epochs: int = 1
+    clip_grad: float = 3.0
+    clip_scope: str = "backbone_and_dino_head"
+    momentum_teacher: float = 0.992
+    final_momentum_teacher: float = 1.0
+
+    @property
+    def total_iters(self) -> int:
+        """Length of every schedule (500,000 for GPFM)."""
+        return self.epochs * self.iters_per_epoch
+
+
+@dataclass
+class TrainConfig:
+    """Run control, checkpoints, precision and parallelism (spec §5, §7, §10).
+
+    Attributes:
+        output_dir: run folder (checkpoints, metrics, exports).
+        seed: base seed of the data stream, masks and torch RNG.
+        device: ``auto``, ``cpu``, ``cuda`` ...
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+        parallel: ``ddp`` or ``fsdp2`` (CUDA only) when launched under torchrun.
+        stop_at_iteration: stop early while schedules keep the full horizon (faithful release: 87,500).
+        checkpoint_every: iterations between full resumable checkpoints (3,750).
+        keep_last: full checkpoints kept (3).
+        teacher_checkpoint_every: iterations between exported EMA-teacher encoders (12,500; 0 disables).
+        log_every: iterations between metric records (10).
+        tf32: allow TF32 matmuls on CUDA.
+    """
+
+    output_dir: str = "runs/pretrain"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    parallel: str = "ddp"
+    stop_at_iteration: int | None = 87500
+    checkpoint_every: int = 3750
+    keep_last: int = 3
+    teacher_checkpoint_every: int = 12500
+    log_every: int = 10
+    tf32: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """The whole run; the defaults are the faithful GPFM ViT-L/14 release."""
+
+    student: StudentConfig = field(default_factory=StudentConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML/JSON-serialisable dict of every resolved value."""
+        return _plain(dataclasses.asdict(self))
+
+
+# Allowed values of every string switch (spec §8); checked by :func:`validate`.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "student.ffn": ("mlp", "swiglu"),
+    "heads.distill_head": ("shared_dinohead_1layer", "separate_mlp"),
+    "ssl.centering": ("softmax_center", "sinkhorn_knopp"),
+    "distill.expert_norm": ("shared_imagenet", "per_expert"),
+    "distill.conch_target": ("proj_contrast", "pooled_no_proj"),
+    "distill.conch_patch": ("none", "trunk_tokens"),
+    "distill.expert_patch_tokens": ("all", "unmasked_only", "extra_unmasked_pass"),
+    "distill.align": ("teacher_bicubic_up", "student_down"),
+    "distill.align_dtype": ("fp16", "fp32"),
+    "distill.teacher_feature_norm": ("none",),
+    "data.source": ("folder", "slides"),
+    "data.blur_semantics": ("dinov2_inverted", "intended"),
+    "data.aug_preset": ("dinov2", "pathology"),
+    "optim.lr_scaling": ("sqrt_1024", "none"),
+    "optim.clip_scope": ("backbone_and_dino_head", "all_trainable"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.parallel": ("ddp", "fsdp2"),
+}
+
+
+def _tiny_cpu_overrides() -> dict[str, Any]:
+    # A ViT-tiny/16 student on 112/48 px crops: 7x7 and 3x3 grids, seconds per step on 2 CPU cores.
+    return {
+        "student": {"arch": "vit_tiny", "patch_size": 16, "drop_path_rate": 0.1, "layerscale": 1e-5},
+        "heads": {"dino_out_dim": 1024, "dino_hidden_dim": 256, "dino_bottleneck_dim": 64,
+                  "distill_bottleneck_dim": 64},
+        "ssl": {"warmup_teacher_temp_iters": 20},
+        "distill": {"experts": [{"name": "efficientnet-lite0-imagenet", "weights": None,
+                                 "cls_weight": 1.0, "patch_weight": 0.25}], "align_dtype": "fp32"},
+        "data": {"root": "../shared/data/patches/lc25000_lung_224", "batch_size_per_gpu": 8, "num_workers": 0,
+                 "global_crops_size": 112, "local_crops_size": 48, "local_crops_number": 2},
+        "optim": {"base_lr": 5e-4, "lr_scaling": "none", "epochs": 10, "iters_per_epoch": 10, "warmup_epochs": 1,
+                  "freeze_last_layer_epochs": 0, "layerwise_decay": 1.0},
+        "train": {"output_dir": "runs/pretrain_tiny", "precision": "fp32", "stop_at_iteration": None,
+                  "checkpoint_every": 50, "teacher_checkpoint_every": 0, "log_every": 1},
+    }
+
+
+PRESETS: dict[str, typing.Callable[[], dict[str, Any]]] = {
+    "gpfm_vitl14": dict,  # the dataclass defaults are the faithful release
+    "tiny_cpu": _tiny_cpu_overrides,
+}
+
+
+def preset_config(name: str) -> PretrainConfig:
+    """The named preset (``gpfm_vitl14`` faithful release, ``tiny_cpu``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return merge(PretrainConfig(), PRESETS[name](), where=f"preset {name}")
+
+
+def merge(cfg: Any, overrides: dict[str, Any], where: str = "config") -> Any:
+    """Return a copy of dataclass ``cfg`` with nested ``overrides`` applied (unknown keys raise)."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(overrides).__name__}")
+    names = {f.name for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(names))}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[key] = merge(current, value, where=f"{where}.{key}")
+        else:
+            changes[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated type (lists → tuples, ints → floats, dicts → dataclasses)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return merge(hint(), value, where) if isinstance(value, dict) else _fail(value, hint, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            _fail(value, hint, where)
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            _fail(value, hint, where)
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
+        return value
+    return _fail(value, hint, where)
+
+
+def _fail(value: Any, hint: Any, where: str) -> Any:
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where}: expected {name}, got {value!r}")
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``optim.lr=1e-3`` → ``{"optim": {"lr": 0.001}}`` (the value is parsed as YAML).
+
+    List items are addressed by index: ``distill.experts.0.cls_weight=0``.
+    """
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE; e.g. optim.base_lr=1e-3")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # YAML 1.1 reads "1e-3" as a string
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _apply_override(cfg: PretrainConfig, text: str) -> PretrainConfig:
+    tree = parse_override(text)
+    path = text.split("=", 1)[0].strip().split(".")
+    # list indexing (distill.experts.0.cls_weight): rebuild the list with the one item changed
+    for i, part in enumerate(path):
+        if part.isdigit():
+            parent = _get(cfg, path[:i])
+            if not isinstance(parent, list) or int(part) >= len(parent):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[:i])} has no item {part}")
+            items = list(parent)
+            items[int(part)] = merge(items[int(part)], parse_override(".".join(path[i + 1 :]) + "=" +
+                                                                      text.split("=", 1)[1]), where=text)
+            return _set(cfg, path[:i], items)
+    return merge(cfg, tree, where=f"override {text!r}")
+
+
+def _get(obj: Any, path: list[str]) -> Any:
+    for part in path:
+        if not hasattr(obj, part):
+            raise ConfigError(f"unknown config key {'.'.join(path)!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set(cfg: Any, path: list[str], value: Any) -> Any:
+    if len(path) == 1:
+        return dataclasses.replace(cfg, **{path[0]: value})
+    return dataclasses.replace(cfg, **{path[0]: _set(getattr(cfg, path[0]), path[1:], value)})
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: typing.Sequence[str] = (),
+                preset: str | None = None) -> PretrainConfig:
+    """Resolve a run config: preset (or the YAML's ``preset:`` key) → YAML overrides → ``key=value`` overrides.
+
+    Args:
+        path: YAML file of overrides (may start with ``preset: NAME``), or None.
+        overrides: ``a.b=value`` strings applied last.
+        preset: preset to start from when the YAML names none (default: the faithful ``gpfm_vitl14``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or invalid choice (the message names it).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc}); pass a readable YAML file") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (student, data, ...)")
+    data = dict(data)
+    cfg = preset_config(data.pop("preset", None) or preset or "gpfm_vitl14")
+    cfg = merge(cfg, data, where=str(path or "config"))
+    for text in overrides:
+        cfg = _apply_override(cfg, text)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Check every choice and range; raise :class:`ConfigError` naming the key."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key.split("."))
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not supported; choose one of {', '.join(allowed)}")
+    names = [e.name for e in cfg.distill.experts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"distill.experts lists an expert twice ({names}); give each expert once")
+    if cfg.data.batch_size_per_gpu < 2:
+        raise ConfigError("data.batch_size_per_gpu must be ≥ 2 (KoLeo needs a nearest neighbour in the batch)")
+    if cfg.optim.warmup_epochs > cfg.optim.epochs:
+        raise ConfigError("optim.warmup_epochs must not exceed optim.epochs")
+    stop = cfg.train.stop_at_iteration
+    if stop is not None and not 0 < stop <= cfg.optim.total_iters:
+        raise ConfigError(f"train.stop_at_iteration={stop} must lie in (0, {cfg.optim.total_iters}]")
+    for size, name in ((cfg.data.global_crops_size, "global"), (cfg.data.local_crops_size, "local")):
+        if size % cfg.student.patch_size:
+            raise ConfigError(f"data.{name}_crops_size={size} is not a multiple of the patch size "
+                              f"{cfg.student.patch_size}")
+
+
+def total_steps(cfg: PretrainConfig) -> int:
+    """Iterations this run executes (``stop_at_iteration`` or the full schedule)."""
+    return cfg.train.stop_at_iteration or cfg.optim.total_iters
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def dump_yaml(cfg: PretrainConfig) -> str:
+    """The fully resolved config as YAML (written next to every run)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
