@@ -1,0 +1,24 @@
+"""UNKD pretraining losses, one per file (unkd-pretraining.md §3–§4); each docstring states its formula.
+
+- :class:`DINOLoss` — CLS self-distillation (centering or Sinkhorn-Knopp teacher targets).
+- :class:`IBOTPatchLoss` — masked-patch self-distillation with per-image weighting.
+- :class:`KoLeoLoss` — nearest-neighbour spreading regulariser (fp32).
+- :class:`ExpertClsLoss` — 1 − cosine to a frozen expert's CLS target.
+- :class:`ExpertPatchLoss` — 0.9·(1 − cosine) + 0.1·SmoothL1 to an expert's resampled token grid.
+"""
+
+from gpfm.pretrain.losses.dino import DINOLoss
+from gpfm.pretrain.losses.expert_cls import ExpertClsLoss
+from gpfm.pretrain.losses.expert_patch import ExpertPatchLoss, ExpertPatchTerms, resample_token_grid
+from gpfm.pretrain.losses.ibot import IBOTPatchLoss
+from gpfm.pretrain.losses.koleo import KoLeoLoss
+
+__all__ = [
+    "DINOLoss",
+    "ExpertClsLoss",
+    "ExpertPatchLoss",
+    "ExpertPatchTerms",
+    "IBOTPatchLoss",
+    "KoLeoLoss",
+    "resample_token_grid",
+]
