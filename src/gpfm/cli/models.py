@@ -1,8 +1,9 @@
-"""``gpfm models``: list the registered encoders and their facts."""
+"""``gpfm models``, ``gpfm embed`` and ``gpfm convert``: the encoder-level commands."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -29,6 +30,40 @@ def models(
     Console(width=200).print(table)
 
 
+def embed(
+    images: Path = typer.Argument(..., help="Folder of tile images (searched recursively) or CSV with a 'path' column."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .h5 or .safetensors."),
+    encoder: str = typer.Option("gpfm", "--encoder", "-e", help="Registered encoder name (see `gpfm models`)."),
+    weights: str = typer.Option(None, "--weights", help="Weights file, or 'random' (tests/timing only)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
+    precision: str = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA); default from hardware."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Image-decoding worker processes."),
+) -> None:
+    """Embed a folder or CSV list of tile images into one features file (names and encoder facts recorded)."""
+    from gpfm.extract.images import embed_images
+
+    res = embed_images(images, out, encoder, weights=weights, device=device, precision=precision,
+                       batch_size=batch_size, workers=workers)
+    typer.echo(f"wrote {res.out}: {res.n_images} x {res.dim} features"
+               + (f"; {res.n_failed} unreadable images skipped (listed in the file)" if res.n_failed else ""))
+
+
+def convert(
+    source: Path = typer.Argument(..., help="GPFM checkpoint in either layout (DINOv2 teacher .pth or timm)."),
+    out: Path = typer.Argument(..., help="Output path (.safetensors for --to timm, .pth for --to dinov2)."),
+    to: str = typer.Option("timm", "--to", help="timm (format B safetensors) or dinov2 (format A .pth)."),
+) -> None:
+    """Convert a GPFM checkpoint between layouts, validating it by a strict load; prints both SHA-256."""
+    from gpfm.models.convert import convert_gpfm_checkpoint
+
+    rep = convert_gpfm_checkpoint(source, out, to=to)
+    typer.echo(f"{rep.source}: {rep.source_format} layout, sha256 {rep.source_sha256}")
+    typer.echo(f"{rep.out}: {rep.out_format} layout, {rep.n_tensors} tensors, sha256 {rep.out_sha256}")
+
+
 def register(app: typer.Typer) -> None:
-    """Mount the command on the main app."""
+    """Mount the commands on the main app."""
     app.command("models")(models)
+    app.command("embed")(embed)
+    app.command("convert")(convert)

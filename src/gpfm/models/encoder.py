@@ -116,8 +116,8 @@ class Encoder(nn.Module):
             "transform": self.spec.preprocess.to_dict(),
             "tile_recipe": self.spec.tile_recipe,
             "is_pathology": self.spec.is_pathology,
-            "torch_version": torch.__version__,
-            "timm_version": timm.__version__,
+            "torch_version": str(torch.__version__),
+            "timm_version": str(timm.__version__),
         }
 
     def __repr__(self) -> str:

@@ -13,9 +13,13 @@ import torch
 
 from gpfm.models.checkpoints import CheckpointError
 
+# Legacy (transformers 4.x, the layout of the released checkpoints) and transformers 5.x names both map.
 _VIT_LAYER = {
     "layernorm_before": "norm1",
     "attention.output.dense": "attn.proj",
+    "attention.o_proj": "attn.proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
     "layernorm_after": "norm2",
     "intermediate.dense": "mlp.fc1",
     "output.dense": "mlp.fc2",
@@ -23,6 +27,7 @@ _VIT_LAYER = {
 _DINOV2_LAYER = {
     "norm1": "norm1",
     "attention.output.dense": "attn.proj",
+    "attention.o_proj": "attn.proj",
     "layer_scale1.lambda1": "ls1.gamma",
     "norm2": "norm2",
     "mlp.fc1": "mlp.fc1",
@@ -69,13 +74,14 @@ def hf_to_timm(ckpt: Mapping[str, Any], layer_map: Mapping[str, str], fmt: str) 
         if key in _TOP:
             out[_TOP[key]] = value
             continue
-        m = re.match(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$", key)
+        m = re.match(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias|lambda1)$", key)
         if m is None:
             raise CheckpointError(f"unexpected key {key!r} in a Hugging Face ViT checkpoint")
         layer, name, kind = int(m.group(1)), m.group(2), m.group(3)
-        qm = re.match(r"^attention\.attention\.(query|key|value)$", name)
+        qm = re.match(r"^attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)$", name)
         if qm:
-            qkv.setdefault((layer, kind), {})[qm.group(1)] = value
+            part = qm.group(1) or {"q": "query", "k": "key", "v": "value"}[qm.group(2)]
+            qkv.setdefault((layer, kind), {})[part] = value
             continue
         full = f"{name}.{kind}" if kind == "lambda1" else name
         target = layer_map.get(full)
@@ -100,9 +106,9 @@ def hf_dinov2_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor],
 
 
 def timm_to_hf_vit(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`hf_vit_to_timm` (used to test the mapping against ``transformers.ViTModel``)."""
+    """Inverse of :func:`hf_vit_to_timm`, in the legacy layout of the released Phikon checkpoint."""
     inv_top = {v: k for k, v in _TOP.items()}
-    inv_layer = {v: k for k, v in _VIT_LAYER.items()}
+    inv_layer = {v: k for k, v in _VIT_LAYER.items() if "_proj" not in k and not k.startswith("mlp.")}
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key in inv_top:

@@ -102,6 +102,20 @@ def resolve_weights(spec: EncoderSpec, weights: str | os.PathLike[str] | None) -
     raise WeightsNotFoundError(_missing_message(spec))
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub (at resolution time, never at import) so offline runs fail fast
+    instead of waiting through huggingface_hub's retry back-off."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _from_hub(spec: EncoderSpec) -> ResolvedWeights | None:
     try:
         import huggingface_hub as hf
@@ -111,7 +125,7 @@ def _from_hub(spec: EncoderSpec) -> ResolvedWeights | None:
     cached = hf.try_to_load_from_cache(repo_id=repo, filename=filename)
     if isinstance(cached, str) and Path(cached).is_file():
         return ResolvedWeights(Path(cached), "hf_cache")
-    if _hub_offline():
+    if _hub_offline() or not _hub_reachable():
         return None
     try:
         path = hf.hf_hub_download(repo_id=repo, filename=filename)
