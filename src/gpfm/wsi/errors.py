@@ -1,0 +1,26 @@
+"""Errors raised by :mod:`gpfm.wsi`; every message is one line naming the file and the fix."""
+
+from __future__ import annotations
+
+
+class WsiError(Exception):
+    """Base class of every slide-side error (catch this to isolate one slide in a batch)."""
+
+
+class MissingMppError(WsiError, ValueError):
+    """The slide has no usable µm/px in its metadata and none was given.
+
+    Raised instead of silently falling back to level 0 or a magnification bin (spec §1.2).
+    """
+
+
+class UnsupportedSlideError(WsiError):
+    """No backend can read this file; the message says which backends were tried and why they refused."""
+
+
+class SlideReadError(WsiError):
+    """A region could not be read even after the retries of spec §1.1."""
+
+
+class TilingError(WsiError, ValueError):
+    """The tiling request cannot be met on this slide (e.g. target finer than the scan without upsampling)."""

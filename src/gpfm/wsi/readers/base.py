@@ -1,0 +1,89 @@
+"""The small reader protocol every backend implements, and the pixel helpers they share.
+
+A backend (one file per library under ``gpfm.wsi.readers``) opens one file and answers four things: the
+pyramid (``level_dimensions``, ``level_downsamples``), its raw ``properties``, its µm/px readings
+(``mpp_candidates``) and :meth:`SlideBackend.read_level` — an **integer level-space** read returning RGB uint8
+with transparent and out-of-bounds pixels composited onto white. Everything else (mpp policy, level-0
+coordinates, retries, pickling) lives once in :class:`gpfm.wsi.readers.slide.Slide`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from gpfm.wsi.mpp import MppCandidate, candidates_from_properties
+
+
+class SlideBackend(abc.ABC):
+    """One open slide file in one library. Not picklable and not fork-safe: :class:`Slide` reopens it."""
+
+    name: ClassVar[str]
+
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    properties: Mapping[str, object]
+
+    def __init__(self, path: Path, **options: object) -> None:
+        self.path = Path(path)
+
+    @abc.abstractmethod
+    def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
+        """Pixels ``[ly, ly+height) × [lx, lx+width)`` of ``level`` as (height, width, 3) uint8, white outside."""
+
+    def mpp_candidates(self, extra_keys: tuple[str, ...] = ()) -> list[MppCandidate]:
+        """µm/px readings in lookup order (spec §1.2)."""
+        return candidates_from_properties(self.properties, extra_keys=extra_keys)
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int] | None:
+        """Non-empty region (x, y, w, h) in level-0 px when the format defines one (MRXS), else None."""
+        return None
+
+    @property
+    def version(self) -> str:
+        """Reader library and version, recorded in outputs."""
+        return self.name
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the file handle."""
+
+
+def composite_on_white(pixels: np.ndarray) -> np.ndarray:
+    """RGB(A) uint8 → RGB uint8 with alpha composited onto white (never black, spec §1.1).
+
+    ``out = rgb · a/255 + 255 · (1 − a/255)`` for straight (non-premultiplied) alpha, rounded.
+    """
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    channels = pixels.shape[-1]
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=-1).astype(np.uint8, copy=False)
+    if channels == 2:  # grey + alpha
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
+        channels = 4
+    if channels == 3:
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
+    rgb = pixels[..., :3].astype(np.uint16)
+    alpha = pixels[..., 3:4].astype(np.uint16)
+    if bool((alpha == 255).all()):
+        return np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def paste_clipped(
+    level_size: tuple[int, int], lx: int, ly: int, width: int, height: int, fetch
+) -> np.ndarray:
+    """White canvas of (height, width, 3); fills the in-bounds part with ``fetch(x0, y0, x1, y1)`` (level px)."""
+    out = np.full((height, width, 3), 255, dtype=np.uint8)
+    lw, lh = level_size
+    x0, y0 = max(lx, 0), max(ly, 0)
+    x1, y1 = min(lx + width, lw), min(ly + height, lh)
+    if x1 > x0 and y1 > y0:
+        out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = fetch(x0, y0, x1, y1)
+    return out
