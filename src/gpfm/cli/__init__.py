@@ -30,6 +30,7 @@ def _mount() -> None:
     from gpfm.cli import models
 
     models.register(app)
+    from gpfm.cli import bench; bench.register(app)  # noqa: E702, I001
 
 
 _mount()
