@@ -3,13 +3,12 @@
 A mask is built from random rectangles of patches: each rectangle has a target area uniform between
 min_num_patches and the remaining budget (budget capped by ``max_num_patches`` per rectangle; as in
 BEiT/DINOv2, when fewer than min_num_patches remain the area lies between the two, which lets the last
-rectangle top the mask up; the realised area after rounding h and w can fall one below the target), an
-aspect ratio
-log-uniform in [min_aspect, 1/min_aspect], and a uniform position; up to 10 attempts are made per rectangle
-and a rectangle is accepted only if it adds at least one and at most ``budget`` new patches. Rectangles are
-added until the requested number of patches is reached or a rectangle cannot be placed (so a mask may hold
-slightly fewer patches than requested, never more). All randomness comes from the numpy ``Generator`` passed
-in, so masks are reproducible.
+rectangle top the mask up; the realised area after rounding h and w can fall one below the target), an aspect
+ratio log-uniform in [min_aspect, 1/min_aspect], and a uniform position; up to 10 attempts are made per
+rectangle and a rectangle is accepted only if it adds at least one and at most ``budget`` new patches.
+Rectangles are added until the requested number of patches is reached or a rectangle cannot be placed (so a
+mask may hold slightly fewer patches than requested, never more). All randomness comes from the numpy
+``Generator`` passed in, so masks are reproducible.
 """
 
 from __future__ import annotations
