@@ -50,6 +50,11 @@ def _backend_class(name: str) -> type[SlideBackend]:
     return BACKENDS.get(name)
 
 
+def level_origin(coord0: float, downsample: float) -> int:
+    """floor(coord0 / downsample), robust to float noise: the level pixel where a level-0 coordinate falls."""
+    return math.floor(coord0 / downsample + 1e-9)
+
+
 def auto_backends(path: Path) -> list[str]:
     """Backends to try, in order, for ``backend="auto"``."""
     suffix = path.suffix.lower()
@@ -259,7 +264,7 @@ class Slide:
     # -- pixels -------------------------------------------------------------------------------------------
     def level_origin(self, coord0: float, level: int) -> int:
         """Level pixel where a read at level-0 coordinate ``coord0`` starts: floor(coord0 / downsample)."""
-        return math.floor(coord0 / self.level_downsamples[level] + 1e-9)
+        return level_origin(coord0, self.level_downsamples[level])
 
     def read_level_region(self, level: int, lx: int, ly: int, size: tuple[int, int]) -> np.ndarray:
         """Pixels of ``level`` from level pixel (lx, ly), size (w, h) → (h, w, 3) uint8, white outside."""
