@@ -40,6 +40,9 @@ class StudentConfig:
         layerscale: LayerScale init (GPFM 1e-5; None disables LayerScale).
         ffn: ``mlp`` (GPFM) or ``swiglu``.
         init: ``scratch`` [F as written, §6] or a path to a GPFM/timm checkpoint loaded strictly [I].
+        embed_dim: width override of the preset (None: the preset's).
+        depth: block-count override (None: the preset's).
+        num_heads: head-count override (None: the preset's).
     """
 
     arch: str = "vit_large"
@@ -49,6 +52,9 @@ class StudentConfig:
     layerscale: float | None = 1e-5
     ffn: str = "mlp"
     init: str = "scratch"
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
 
 
 @dataclass
@@ -335,16 +341,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def _tiny_cpu_overrides() -> dict[str, Any]:
-    # A ViT-tiny/16 student on 112/48 px crops: 7x7 and 3x3 grids, seconds per step on 2 CPU cores.
+    # A 6-block ViT-tiny/16 student on 96/48 px crops (6x6 and 3x3 grids): seconds per step on 2 CPU cores.
     return {
-        "student": {"arch": "vit_tiny", "patch_size": 16, "drop_path_rate": 0.1, "layerscale": 1e-5},
+        "student": {"arch": "vit_tiny", "depth": 6, "patch_size": 16, "drop_path_rate": 0.1, "layerscale": 1e-5},
         "heads": {"dino_out_dim": 1024, "dino_hidden_dim": 256, "dino_bottleneck_dim": 64,
                   "distill_bottleneck_dim": 64},
         "ssl": {"warmup_teacher_temp_iters": 20},
         "distill": {"experts": [{"name": "efficientnet-lite0-imagenet", "weights": None,
                                  "cls_weight": 1.0, "patch_weight": 0.25}], "align_dtype": "fp32"},
         "data": {"root": "../shared/data/patches/lc25000_lung_224", "batch_size_per_gpu": 8, "num_workers": 0,
-                 "global_crops_size": 112, "local_crops_size": 48, "local_crops_number": 2},
+                 "global_crops_size": 96, "local_crops_size": 48, "local_crops_number": 2},
         "optim": {"base_lr": 5e-4, "lr_scaling": "none", "epochs": 10, "iters_per_epoch": 10, "warmup_epochs": 1,
                   "freeze_last_layer_epochs": 0, "layerwise_decay": 1.0},
         "train": {"output_dir": "runs/pretrain_tiny", "precision": "fp32", "stop_at_iteration": None,

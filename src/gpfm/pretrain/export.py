@@ -1,0 +1,133 @@
+"""Export the EMA teacher backbone as a GPFM-format encoder (spec §7, §10; encoders-and-checkpoints.md).
+
+An export folder holds:
+
+* ``teacher_checkpoint.pth`` — format A, ``{"teacher": {"backbone.blocks.<chunk>.<i>.*", "backbone.mask_token",
+  "dino_head.*"}}`` as the GPFM release circulates (:func:`gpfm.models.checkpoints.timm_to_gpfm_teacher`);
+* ``model.safetensors`` — format B, the timm state dict (no mask token, no head);
+* ``config.json`` — the :class:`~gpfm.models.vit.ViTConfig` and provenance (iteration, run config).
+
+A ViT-L/14 export loads strictly with ``create_encoder("gpfm", weights=<dir>/teacher_checkpoint.pth)``; any
+size loads with :func:`load_exported_encoder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpfm.atomic import write_json_atomic
+from gpfm.models.checkpoints import (
+    gpfm_to_timm,
+    load_strict,
+    read_checkpoint,
+    save_safetensors_atomic,
+    save_torch_atomic,
+    timm_to_gpfm_teacher,
+)
+from gpfm.models.vit import ViTConfig, build_vit, vit_cls_tokens
+
+FORMAT_A_FILE = "teacher_checkpoint.pth"
+FORMAT_B_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def _encoder_vit_config(cfg: ViTConfig) -> ViTConfig:
+    # the exported encoder runs at its training size, without drop path or dynamic resizing (as GPFM)
+    return dataclasses.replace(cfg, drop_path_rate=0.0, dynamic_img_size=False)
+
+
+def export_from_state(teacher_backbone: dict[str, torch.Tensor], dino_head: dict[str, torch.Tensor],
+                      vit_cfg: ViTConfig, out_dir: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write formats A and B and ``config.json`` from a teacher backbone state dict (timm keys + mask_token)."""
+    out = Path(out_dir)
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in teacher_backbone.items()}
+    mask_token = sd.pop("mask_token", None)
+    head = {k: v.detach().float().cpu().contiguous() for k, v in dino_head.items()}
+    # chunks=4 as the release's FSDP units (6 blocks each for ViT-L); smaller models use ≤ depth chunks
+    fmt_a = timm_to_gpfm_teacher(sd, chunks=min(4, vit_cfg.depth), depth=vit_cfg.depth, mask_token=mask_token,
+                                 dino_head=head)
+    save_torch_atomic(fmt_a, out / FORMAT_A_FILE)
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    save_safetensors_atomic(sd, out / FORMAT_B_FILE, metadata={"format": "timm", **meta})
+    enc_cfg = _encoder_vit_config(vit_cfg)
+    write_json_atomic(out / CONFIG_FILE, {"architecture": "gpfm.models.vit.ViT", "vit": dataclasses.asdict(enc_cfg),
+                                          "embed_dim": enc_cfg.embed_dim, "pooling": "cls",
+                                          "files": {"format_a": FORMAT_A_FILE, "format_b": FORMAT_B_FILE},
+                                          **(metadata or {})})
+    return out
+
+
+def export_teacher(meta, out_dir: str | Path, iteration: int | None = None) -> Path:
+    """Export the EMA teacher of a live :class:`~gpfm.pretrain.meta_arch.MetaArch`."""
+    teacher = meta.teacher
+    return export_from_state(teacher.backbone.state_dict(), teacher.dino_head.state_dict(),
+                             meta.student.vit_cfg, out_dir, metadata={"iteration": iteration})
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Export the EMA teacher stored in a full training checkpoint (``gpfm pretrain-export``).
+
+    Raises:
+        ValueError: not a gpfm pretraining checkpoint.
+    """
+    from gpfm.pretrain.checkpoint import load_checkpoint
+    from gpfm.pretrain.config import PretrainConfig, merge
+    from gpfm.pretrain.student import student_vit_config
+
+    state = load_checkpoint(checkpoint)
+    cfg = merge(PretrainConfig(), state["config"], where=f"{checkpoint} config")
+    model = state["model"]
+    backbone = {k.removeprefix("teacher.backbone."): v for k, v in model.items() if k.startswith("teacher.backbone.")}
+    head = {k.removeprefix("teacher.dino_head."): v for k, v in model.items() if k.startswith("teacher.dino_head.")}
+    if not backbone:
+        raise ValueError(f"{checkpoint}: no teacher backbone in the checkpoint")
+    return export_from_state(backbone, head, student_vit_config(cfg), out_dir,
+                             metadata={"iteration": state["iteration"], "source_checkpoint": str(checkpoint)})
+
+
+def load_exported_encoder(export_dir: str | Path, device: str | torch.device | None = "cpu",
+                          precision: str | None = "fp32"):
+    """Build the ViT described by ``config.json`` and load the format-A teacher strictly → :class:`Encoder`.
+
+    Args:
+        export_dir: folder written by :func:`export_teacher` / :func:`export_checkpoint`.
+        device: where to put the encoder.
+        precision: ``fp32``/``bf16``/None (hardware default).
+    """
+    from gpfm.models.checkpoints import file_sha256
+    from gpfm.models.encoder import Encoder
+    from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
+    from gpfm.runtime import resolve_device, resolve_precision
+
+    folder = Path(export_dir)
+    info = json.loads((folder / CONFIG_FILE).read_text())
+    vit_cfg = ViTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["vit"].items()})
+    path = folder / FORMAT_A_FILE
+    spec = EncoderSpec(
+        name=f"pretrained:{folder.name}",
+        architecture=f"ViT {vit_cfg.embed_dim}x{vit_cfg.depth}/{vit_cfg.patch_size} exported EMA teacher",
+        build=lambda: build_vit(vit_cfg),
+        convert_state_dict=gpfm_to_timm,
+        forward_tokens=vit_cls_tokens,
+        embed_dim=vit_cfg.embed_dim,
+        token_dim=vit_cfg.embed_dim,
+        patch_size=vit_cfg.patch_size,
+        num_prefix_tokens=vit_cfg.num_prefix_tokens,
+        pooling="cls",
+        preprocess=Preprocess(input_size=vit_cfg.img_size, interpolation="bicubic", resize="direct"),
+        weights=WeightSource(env_var="GPFM_PRETRAINED_WEIGHTS", license="as the training data allows"),
+        description="EMA teacher exported by gpfm pretrain-export",
+    )
+    model = spec.build()
+    state_dict, fmt = gpfm_to_timm(read_checkpoint(path))
+    load_strict(model, state_dict, source=str(path))
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model.eval().requires_grad_(False).to(dev)
+    return Encoder(spec, model, device=dev, precision=prec, weights_sha256=file_sha256(path),
+                   weights_path=str(path), checkpoint_format=fmt)
