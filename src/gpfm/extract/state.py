@@ -29,8 +29,8 @@ SUMMARY_COLUMNS = (
 
 
 def utc_now() -> str:
-    """Current UTC time, ISO-8601 to the second."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    """Current UTC time, ISO-8601 to the millisecond (sortable as text)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def new_run_id() -> str:
