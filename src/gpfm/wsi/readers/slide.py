@@ -278,6 +278,8 @@ class Slide:
 
     def read_region(self, x0: float, y0: float, level: int, size: tuple[int, int]) -> np.ndarray:
         """Read ``size`` = (w, h) pixels of ``level`` whose top-left is level-0 (x0, y0) → (h, w, 3) uint8."""
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"{self.path.name}: level {level} out of range 0..{self.level_count - 1}")
         return self.read_level_region(level, self.level_origin(x0, level), self.level_origin(y0, level), size)
 
     def read_region_safe(
