@@ -11,8 +11,9 @@
     <job>/<tiling>/feature_maps_<encoder>/<slide>.jpg
     <job>/<tiling>/tiling_config.json
 
-``<tiling>`` is ``{mag}x_{tile_px}px_{overlap}px_overlap`` with mag = 10 / target_mpp when that is an integer
-(``gpfm-128um`` → ``20x_256px_0px_overlap``), else ``{target_mpp}mpp_{tile_px}px_{overlap}px_overlap``.
+``<tiling>`` is :meth:`gpfm.wsi.TilingConfig.dir_name`: ``{mag}x_{tile_px}px_{overlap}px_overlap`` with
+mag = 10 / target_mpp when that is an integer (``gpfm-128um`` → ``20x_256px_0px_overlap``), else
+``{target_mpp}mpp_{tile_px}px_{overlap}px_overlap``.
 TRIDENT keys that folder on magnification, size and overlap only, so changed segmentation settings would
 silently reuse stale coordinates; here ``tiling_config.json`` holds the full configuration and its SHA-256,
 and a different configuration for the same folder is refused.
@@ -30,16 +31,6 @@ from gpfm.atomic import write_json_atomic
 
 class TilingConfigMismatchError(RuntimeError):
     """The tiling folder already holds coordinates made with a different configuration."""
-
-
-def tiling_dir_name(target_mpp: float, tile_px: int, overlap: int) -> str:
-    """The tiling folder name for a target resolution, tile size and overlap."""
-    mag = 10.0 / target_mpp
-    if abs(mag - round(mag)) < 1e-9:
-        prefix = f"{round(mag)}x"
-    else:
-        prefix = f"{target_mpp:g}mpp"
-    return f"{prefix}_{tile_px}px_{overlap}px_overlap"
 
 
 @dataclass(frozen=True)

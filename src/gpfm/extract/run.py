@@ -279,7 +279,7 @@ def extract_slides(
     mpp: float | None = None,
     device: str | None = None,
     precision: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     block_k: int = 4,
     shard: ShardSpec | str | None = None,
@@ -307,7 +307,7 @@ def extract_slides(
         mpp: µm/px override for slides without a manifest mpp (recorded as ``cli_override``).
         device: ``cpu``/``cuda``/``cuda:1``; None = ``cuda:$LOCAL_RANK`` under torchrun, else CUDA if present.
         precision: ``fp32``/``bf16``/``fp16``; None = the encoder's hardware default.
-        batch_size: most tiles per encoder batch.
+        batch_size: most tiles per encoder batch; None = 256 on CUDA, 32 on CPU.
         workers: reader processes; None = 0.75 × cores.
         block_k: read k×k blocks of neighbouring tiles with one region read.
         shard: ``ShardSpec``, ``"I/N"``, or None to read torchrun / Slurm-array variables.
@@ -343,6 +343,7 @@ def extract_slides(
         spec = parse_shard(shard) if shard else shard_from_env()
     tiling_cfg, segmentation, tiling_sha, tiling_config = resolve_tiling(recipe, tiling, seg_method, seg_params)
     enc = create_encoder(encoder, weights, device=device or local_device_from_env(), precision=precision)
+    batch_size = batch_size or (256 if enc.device.type == "cuda" else 32)
     layout = JobLayout(Path(out_dir), tiling_cfg.dir_name(), enc.name)
     guard_tiling_config(layout, tiling_config, tiling_sha, force=force)
     run_id = new_run_id()

@@ -1,0 +1,118 @@
+"""``gpfm extract``, ``gpfm demo`` and ``gpfm wsi summarize``: argument parsing only, over :mod:`gpfm.extract`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+wsi_app = typer.Typer(help="Whole-slide job tools: summarize a job directory.", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def extract(
+    slides: list[Path] = typer.Argument(..., help="Slide files, folders, and/or CSV manifests (slide_id,path[,mpp])."),
+    encoder: str = typer.Option("gpfm", "--encoder", "-e", help="Registered encoder (see `gpfm models`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Job directory (shared safely by any number of workers)."),
+    weights: str | None = typer.Option(None, help="Weights file, or 'random' for timing runs."),
+    mpp: float | None = typer.Option(None, help="µm/px override for slides without a manifest mpp."),
+    recipe: str = typer.Option("gpfm-128um", help="Tiling recipe: gpfm-128um, trident-112um, clam-level0-512."),
+    seg_method: str = typer.Option("hsv", help="Tissue detection: hsv, otsu, clam-tcga."),
+    batch_size: int | None = typer.Option(None, help="Tiles per encoder batch [default: 256 on CUDA, 32 on CPU]."),
+    workers: int | None = typer.Option(None, help="Reader processes [default: 0.75 × cores]."),
+    block_k: int = typer.Option(4, help="Read k×k blocks of neighbouring tiles with one region read."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 [default: cuda:$LOCAL_RANK / cuda / cpu]."),
+    precision: str | None = typer.Option(None, help="fp32, bf16, fp16 [default: the encoder's hardware default]."),
+    shard: str | None = typer.Option(None, help="I/N (0-based) [default: from torchrun or Slurm-array env]."),
+    steal: bool = typer.Option(True, help="After this shard's slides, take pending unlocked slides of others."),
+    overwrite: bool = typer.Option(False, help="Redo slides that are already complete."),
+    retry_failed: bool = typer.Option(False, help="Retry slides that failed in earlier runs."),
+    skip_errors: bool = typer.Option(True, help="Record a failing slide and go on (--no-skip-errors stops)."),
+    force: bool = typer.Option(False, help="Replace a different tiling configuration recorded in --out."),
+    recursive: bool = typer.Option(False, help="Scan folders recursively."),
+) -> None:
+    """Embed every tissue tile of every slide; one TRIDENT-compatible HDF5 per slide under OUT.
+
+    Runs tissue detection and tiling where no coordinates exist. Exit code 1 when any slide failed.
+    """
+    from gpfm.extract import extract_slides
+    from gpfm.extract.layout import TilingConfigMismatchError
+    from gpfm.extract.slides import SlideListError
+    from gpfm.models import WeightsNotFoundError
+
+    try:
+        summary = extract_slides(
+            [str(s) for s in slides], encoder, out, weights=weights, recipe=recipe, seg_method=seg_method, mpp=mpp,
+            device=device, precision=precision, batch_size=batch_size, workers=workers, block_k=block_k,
+            shard=shard, steal=steal, overwrite=overwrite, retry_failed=retry_failed, skip_errors=skip_errors,
+            force=force, recursive=recursive,
+        )
+    except (SlideListError, TilingConfigMismatchError, WeightsNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "nothing to do"
+    typer.echo(f"run {summary.run_id} (shard {summary.shard}): {counts}; {summary.n_tiles} tiles in "
+               f"{summary.seconds:.1f} s ({summary.tiles_per_s:.1f} tiles/s)")
+    for s in summary.failures:
+        typer.echo(f"  FAILED {s.slide_id}: {s.error_class}: {s.error}")
+    if summary.counts.get("failed_earlier"):
+        typer.echo("  (slides that failed in earlier runs were not retried; pass --retry-failed)")
+    typer.echo(f"summary: {summary.summary_csv}  run record: {summary.record_path}")
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+def demo(
+    slide: Path | None = typer.Argument(None, help="A slide file [default: CMU-1-Small-Region, fetched once]."),
+    out: Path = typer.Option(Path("gpfm_demo"), "--out", "-o", help="Output directory."),
+    weights: str | None = typer.Option(None, help="GPFM weights [default: $GPFM_WEIGHTS / weights folder]."),
+    mpp: float | None = typer.Option(None, help="µm/px, for a slide without mpp metadata."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ..."),
+    precision: str | None = typer.Option(None, help="fp32, bf16, fp16."),
+    workers: int | None = typer.Option(None, help="Reader processes."),
+    overwrite: bool = typer.Option(False, help="Redo an existing result."),
+) -> None:
+    """Detect tissue, tile and extract features on one real slide, offline; draw the pictures."""
+    from gpfm.extract.demo import run_demo
+    from gpfm.extract.demo_slide import DemoSlideError
+    from gpfm.models import WeightsNotFoundError
+
+    try:
+        run_demo(slide, out, weights=weights, mpp=mpp, device=device, precision=precision, workers=workers,
+                 overwrite=overwrite, echo=typer.echo)
+    except (DemoSlideError, WeightsNotFoundError, RuntimeError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+@wsi_app.command("summarize")
+def summarize(
+    job_dir: Path = typer.Argument(..., help="A job directory written by `gpfm extract`."),
+) -> None:
+    """Aggregate state/*.json into summary.csv and print the counts and failures."""
+    from collections import Counter
+
+    from gpfm.extract.state import load_all_states, write_summary_csv
+
+    states = load_all_states(job_dir / "state")
+    if not states:
+        _fail(f"{job_dir}: no state/*.json files; is this a `gpfm extract` job directory?")
+    write_summary_csv(job_dir / "summary.csv", states)
+    counts = Counter(s.status for s in states)
+    tiles = sum(s.n_tiles for s in states if s.status == "done")
+    typer.echo(f"{len(states)} slides: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+               + f"; {tiles} tiles embedded")
+    for s in states:
+        if s.status == "failed":
+            typer.echo(f"  FAILED {s.slide_id} (stage {s.stage}): {s.error_class}: {s.error}")
+    typer.echo(f"summary: {job_dir / 'summary.csv'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``extract``, ``demo`` and the ``wsi`` group on the main app."""
+    app.command("extract")(extract)
+    app.command("demo")(demo)
+    app.add_typer(wsi_app, name="wsi")
