@@ -1,0 +1,203 @@
+"""ROI classification protocols on frozen features: three linear probes and two kNN definitions.
+
+Pinned defaults are the ``Config`` field defaults (benchmark-protocols.md §1.1–1.2). Every protocol scores the
+test split once with the model chosen without looking at test, and reports accuracy, balanced accuracy (the
+primary metric), macro/weighted F1, quadratic κ and macro AUROC with 1,000-resample stratified percentile
+bootstrap CIs, plus ``predictions``, ``roc_curves`` and ``confusion_matrix`` artifacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from gpfm.atomic import write_json_atomic
+from gpfm.eval.data import RoiFeatures
+from gpfm.eval.metrics import classification_metrics
+from gpfm.eval.metrics.retrieval import l2_normalize, nearest_neighbours
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
+from gpfm.eval.protocols._roi_common import check_roi_data, classification_result
+from gpfm.eval.protocols.roi_linear import train_adamw_probe, train_lbfgs_logreg, train_sklearn_logreg
+
+
+class _RoiClassification(Protocol):
+    family = "roi_classification"
+    data_kind = RoiFeatures
+    primary_metric = "balanced_accuracy"
+
+
+@register_protocol
+class LinearProbeGPFM(_RoiClassification):
+    """``roi.linear.gpfm``: GPFM's AdamW linear probe, best val-macro-AUROC checkpoint (§1.1 [F])."""
+
+    name = "roi.linear.gpfm"
+    version = 1
+
+    @dataclass
+    class Config:
+        """Pinned defaults."""
+
+        lr: float = 5e-4
+        min_lr: float = 1e-5
+        weight_decay: float = 1e-5
+        batch_size: int = 256
+        max_epochs: int = 3000
+        patience: int = 100
+        init_std: float = 0.01
+        seed: int = 0
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Train on train, select on val, score test."""
+        data = check_roi_data(self, data, need_val=True)
+        (xtr, ytr), (xva, yva), (xte, _) = data.arrays("train"), data.arrays("val"), data.arrays("test")
+        c = self.config
+        fit = train_adamw_probe(xtr, ytr, xva, yva, xte, data.num_classes, lr=c.lr, min_lr=c.min_lr,
+                                weight_decay=c.weight_decay, batch_size=c.batch_size, max_epochs=c.max_epochs,
+                                patience=c.patience, init_std=c.init_std, seed=c.seed)
+        write_json_atomic(Path(out_dir) / "curves.json", fit.curves)
+        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=fit.proba,
+                                      extra_provenance={"selection": fit.info, "seeds": [c.seed]},
+                                      artifacts={"curves": "curves.json"})
+
+
+@register_protocol
+class LinearProbeUNI(_RoiClassification):
+    """``roi.linear.uni``: UNI's L-BFGS logistic regression, C = d·K/100, train+val combined (§1.1)."""
+
+    name = "roi.linear.uni"
+    version = 1
+
+    @dataclass
+    class Config:
+        """Pinned defaults (``C`` None = d·K/100)."""
+
+        max_iter: int = 1000
+        C: float | None = None
+        combine_trainval: bool = True
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Fit on train (+val), score test."""
+        data = check_roi_data(self, data, need_val=False)
+        fit_splits = ("train", "val") if self.config.combine_trainval else ("train",)
+        (xtr, ytr), (xte, _) = data.arrays(*fit_splits), data.arrays("test")
+        fit = train_lbfgs_logreg(xtr, ytr, xte, data.num_classes, max_iter=self.config.max_iter, C=self.config.C)
+        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=fit.proba,
+                                      extra_provenance={"fit": fit.info, "fit_splits": list(fit_splits)})
+
+
+@register_protocol
+class LinearProbeSklearn(_RoiClassification):
+    """``roi.linear.sk``: scikit-learn logistic regression, Patho-Bench defaults (§1.1)."""
+
+    name = "roi.linear.sk"
+    version = 1
+
+    @dataclass
+    class Config:
+        """Pinned defaults: Patho-Bench ``linprobe.yaml`` (C 0.5, balanced class weights)."""
+
+        c_mode: Literal["fixed", "adaptive", "auto"] = "fixed"
+        C: float = 0.5
+        class_weight: str | None = "balanced"
+        max_iter: int = 10000
+        seed: int = 0
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Fit on train (C swept on val for ``auto``), score test."""
+        c = self.config
+        data = check_roi_data(self, data, need_val=c.c_mode == "auto")
+        (xtr, ytr), (xva, yva), (xte, _) = data.arrays("train"), data.arrays("val"), data.arrays("test")
+        fit = train_sklearn_logreg(xtr, ytr, xva, yva, xte, data.num_classes, c_mode=c.c_mode, C=c.C,
+                                   class_weight=c.class_weight, max_iter=c.max_iter, seed=c.seed)
+        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=fit.proba,
+                                      extra_provenance={"fit": fit.info, "seeds": [c.seed]})
+
+
+def knn_class_scores(neighbour_labels: np.ndarray, weights: np.ndarray, k: int, num_classes: int) -> np.ndarray:
+    """Σ of the first k neighbours' weights per class, normalised to probabilities (rows of (Q, K))."""
+    q = len(neighbour_labels)
+    scores = np.zeros((q, num_classes))
+    np.add.at(scores, (np.repeat(np.arange(q), k), neighbour_labels[:, :k].ravel()), weights[:, :k].ravel())
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+def _suffixed(metrics: dict[str, float], suffix: str) -> dict[str, float]:
+    return {f"{name}{suffix}": value for name, value in metrics.items()}
+
+
+@register_protocol
+class KnnDinov2(_RoiClassification):
+    """``roi.knn.dinov2``: cosine kNN with softmax(sim/T) weights, k ∈ {1, 20}, k = 20 primary (§1.2 [F]).
+
+    Neighbour weights are softmax(sim/T) over the max(k) nearest train items; for each k the class score is
+    the sum of the first k weights of that class (normalised to probabilities for AUROC); prediction is the
+    arg-max. Metrics of non-primary k carry an ``@k<k>`` suffix.
+    """
+
+    name = "roi.knn.dinov2"
+    version = 1
+
+    @dataclass
+    class Config:
+        """Pinned defaults."""
+
+        ks: tuple[int, ...] = (1, 20)
+        primary_k: int = 20
+        temperature: float = 0.07
+        gallery: Literal["train", "train+val"] = "train"
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Vote with the train gallery for every test item."""
+        data = check_roi_data(self, data, need_val=False)
+        c = self.config
+        if c.primary_k not in c.ks:
+            raise ValueError(f"roi.knn.dinov2: primary_k {c.primary_k} must be one of ks {list(c.ks)}")
+        (xg, yg), (xq, yq) = data.arrays(*c.gallery.split("+")), data.arrays("test")
+        kmax = min(max(c.ks), len(xg))
+        idx, sim = nearest_neighbours(l2_normalize(xq), l2_normalize(xg), kmax, metric="cosine")
+        logits = sim / c.temperature
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        labels = yg[idx]
+        extra, primary = {}, None
+        for k in c.ks:
+            proba = knn_class_scores(labels, weights, min(k, kmax), data.num_classes)
+            if k == c.primary_k:
+                primary = proba
+            else:
+                extra.update(_suffixed(classification_metrics(yq, proba), f"@k{k}"))
+        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=primary,
+                                      extra_metrics=extra, extra_provenance={"gallery": c.gallery, "k_used": kmax})
+
+
+@register_protocol
+class KnnCL2N(_RoiClassification):
+    """``roi.knn.cl2n``: UNI's kNN — centre on the train mean, L2-normalise, Euclidean, k = 20 uniform (§1.2).
+
+    Probabilities are the neighbour vote fractions (scikit-learn ``predict_proba``); the prediction is the
+    arg-max (lowest class index on ties).
+    """
+
+    name = "roi.knn.cl2n"
+    version = 1
+
+    @dataclass
+    class Config:
+        """Pinned defaults."""
+
+        k: int = 20
+        gallery: Literal["train", "train+val"] = "train"
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Vote with the train gallery for every test item."""
+        data = check_roi_data(self, data, need_val=False)
+        (xg, yg), (xq, _) = data.arrays(*self.config.gallery.split("+")), data.arrays("test")
+        mean = xg.mean(axis=0, keepdims=True)
+        k = min(self.config.k, len(xg))
+        idx, _ = nearest_neighbours(l2_normalize(xq - mean), l2_normalize(xg - mean), k, metric="l2")
+        proba = knn_class_scores(yg[idx], np.ones(idx.shape), k, data.num_classes)
+        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=proba,
+                                      extra_provenance={"gallery": self.config.gallery, "k_used": k})
