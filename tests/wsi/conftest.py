@@ -60,14 +60,14 @@ def synthetic_pyramid(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
 
 @pytest.fixture(scope="session")
 def synthetic_tissue_png(tmp_path_factory) -> Path:
-    """White 2000×1600 PNG with a pink disk (r 600 px) holding a white hole (r 150 px) and a tiny speck."""
+    """White 2000×1600 PNG with a pink disk (r 600 px) holding a white hole (r 150 px) and a small blob (r 60 px)."""
     import cv2
     from PIL import Image
 
     img = np.full((1600, 2000, 3), 245, np.uint8)
     cv2.circle(img, (900, 800), 600, (200, 110, 170), -1)
     cv2.circle(img, (900, 800), 150, (245, 245, 245), -1)
-    cv2.circle(img, (1800, 200), 20, (150, 60, 140), -1)
+    cv2.circle(img, (1800, 250), 60, (150, 60, 140), -1)
     path = tmp_path_factory.mktemp("synth") / "disk.png"
     Image.fromarray(img).save(path)
     return path

@@ -112,6 +112,11 @@ class DicomBackend(SlideBackend):
 
     def __init__(self, path: Path, **options: object) -> None:
         super().__init__(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom validates lazily: over-long UIDs warn on first access
+            self._load_series(path)
+
+    def _load_series(self, path: Path) -> None:
         ds = _read_header(path)
         if str(ds.get("SOPClassUID", "")) != WSI_SOP_CLASS:
             raise UnsupportedSlideError(
