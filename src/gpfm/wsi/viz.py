@@ -51,9 +51,9 @@ def contours_image(thumbnail: np.ndarray, scale: float, tissue, thickness: int =
     for poly in shapely.get_parts(geometry):
         if not isinstance(poly, Polygon) or poly.is_empty:
             continue
-        cv2.polylines(out, [_ring_px(poly.exterior.coords, scale)], True, TISSUE_RGB, thickness, cv2.LINE_AA)
+        cv2.polylines(out, [_ring_px(poly.exterior.coords, scale)], True, TISSUE_RGB, thickness, cv2.LINE_8)
         for ring in poly.interiors:
-            cv2.polylines(out, [_ring_px(ring.coords, scale)], True, HOLE_RGB, thickness, cv2.LINE_AA)
+            cv2.polylines(out, [_ring_px(ring.coords, scale)], True, HOLE_RGB, thickness, cv2.LINE_8)
     return out
 
 
