@@ -1,0 +1,153 @@
+"""``roi.fewshot.simpleshot``: SimpleShot few-shot classification over many seeded episodes (§1.3).
+
+Per episode and shot count n: draw n train items per class (without replacement) as support; centre support
+and queries on the **support mean** μ and L2-normalise ("CL2N"); prototypes p_c are the class means of the
+normalised support; every test item is assigned to the nearest prototype in Euclidean distance. The query set
+is the whole test split and all classes are used. Episodes are vectorised: with x̂ = (x − μ)/‖x − μ‖,
+‖x̂ − p_c‖² = 1 + ‖p_c‖² − 2 (x·p_c − μ·p_c)/‖x − μ‖, and ‖x − μ‖² = ‖x‖² − 2 x·μ + ‖μ‖², so one matrix
+product per batch of episodes scores everything without materialising centred copies of the queries.
+
+Reported per shot count: mean, sd and the 2.5/97.5 percentiles over episodes of balanced accuracy and macro F1
+(``balanced_accuracy@{n}shot``...). The headline ``balanced_accuracy`` / ``macro_f1`` are those at
+``primary_shots`` (or the largest shot count every class can supply, which is then flagged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpfm.atomic import write_json_atomic
+from gpfm.eval.metrics import metrics_from_confusion
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
+from gpfm.eval.protocols._roi_common import check_roi_data, provenance
+
+
+def sample_supports(
+    class_members: list[np.ndarray], shots: int, episodes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(E, K, n) train indices: n distinct members of each class per episode."""
+    out = np.empty((episodes, len(class_members), shots), dtype=np.int64)
+    for c, members in enumerate(class_members):
+        keys = rng.random((episodes, len(members)))
+        out[:, c, :] = members[np.argpartition(keys, shots - 1, axis=1)[:, :shots]]
+    return out
+
+
+def simpleshot_predictions(
+    x_train: np.ndarray, supports: np.ndarray, x_query: np.ndarray, max_elements: int = 1 << 23
+) -> np.ndarray:
+    """Nearest-prototype predictions (E, Q) for every episode's support set, by matrix products only.
+
+    With a (K, N) selection matrix A_e of the episode's support items, s_ei = ‖x_i − μ_e‖ and n shots:
+    μ_e = Σ_c A_e[c] X / (K n) and p_ec = (1/n) Σ_i A_e[c, i] (x_i − μ_e)/s_ei = (A_e[c]/s_e) X / n − μ_e ·
+    Σ_i A_e[c, i]/(n s_ei), so no per-episode copy of the support features is gathered.
+    """
+    xt = torch.as_tensor(x_train, dtype=torch.float64)
+    xq = torch.as_tensor(x_query, dtype=torch.float64)
+    t_sq, q_sq = (xt * xt).sum(1), (xq * xq).sum(1)
+    e_total, k, n = supports.shape
+    preds = np.empty((e_total, len(x_query)), dtype=np.int64)
+    # episodes per batch so the dense (e, K, N) selection and (e, Q, K) score tensors stay near max_elements
+    episode_batch = max(1, max_elements // max(1, k * len(xt), k * len(xq)))
+    for start in range(0, e_total, episode_batch):
+        sup = torch.as_tensor(supports[start : start + episode_batch])
+        e = len(sup)
+        select = torch.zeros(e, k, len(xt), dtype=torch.float64)
+        select.scatter_(2, sup, 1.0)
+        mu = select.sum(1) @ xt / (k * n)  # (e, D): the support mean
+        mu_sq = (mu * mu).sum(1)
+        dist_to_mu = (t_sq[None, :] - 2.0 * mu @ xt.T + mu_sq[:, None]).clamp_min(1e-24).sqrt()  # (e, N)
+        weights = select / (n * dist_to_mu[:, None, :])  # (e, K, N)
+        protos = weights @ xt - weights.sum(-1, keepdim=True) * mu[:, None, :]  # (e, K, D)
+        x_dot_p = torch.einsum("qd,ekd->eqk", xq, protos)
+        mu_dot_p = torch.einsum("ed,ekd->ek", mu, protos)
+        q_norm = (q_sq[None, :] - 2.0 * mu @ xq.T + mu_sq[:, None]).clamp_min(1e-24).sqrt()  # (e, Q)
+        # ‖x̂ − p‖² = 1 + ‖p‖² − 2 x̂·p; the constant 1 does not change the arg-min
+        dist = (protos * protos).sum(-1)[:, None, :] - 2.0 * (x_dot_p - mu_dot_p[:, None, :]) / q_norm[..., None]
+        preds[start : start + e] = dist.argmin(dim=-1).numpy()
+    return preds
+
+
+def episode_confusions(y_true: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(E, K, K) confusion counts (rows = truth) of (E, Q) per-episode predictions, by one bincount."""
+    e = preds.shape[0]
+    flat = (np.arange(e)[:, None] * num_classes + y_true[None, :]) * num_classes + preds
+    return np.bincount(flat.ravel(), minlength=e * num_classes * num_classes).reshape(e, num_classes, num_classes)
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "p2.5": float(low), "p97.5": float(high)}
+
+
+@register_protocol
+class SimpleShot(Protocol):
+    """SimpleShot few-shot evaluation (UNI / THUNDER definition, CL2N on the support mean)."""
+
+    name = "roi.fewshot.simpleshot"
+    version = 1
+    family = "roi_classification"
+    primary_metric = "balanced_accuracy"
+
+    @dataclass
+    class Config:
+        """Pinned defaults."""
+
+        shots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+        episodes: int = 1000
+        primary_shots: int = 16
+        seed: int = 0
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Evaluate every feasible shot count on the test split."""
+        data = check_roi_data(self, data, need_val=False)
+        c = self.config
+        (xtr, ytr), (xte, yte) = data.arrays("train"), data.arrays("test")
+        members = [np.flatnonzero(ytr == k) for k in range(data.num_classes)]
+        smallest = min(len(m) for m in members)
+        if smallest == 0:
+            empty = [data.label_names[k] for k, m in enumerate(members) if not len(m)]
+            raise ValueError(f"roi.fewshot.simpleshot: classes {empty} have no train items; all classes are needed")
+        feasible = [n for n in c.shots if n <= smallest]
+        if not feasible:
+            raise ValueError(f"roi.fewshot.simpleshot: no shot count in {list(c.shots)} fits {smallest} train items")
+        flags = []
+        dropped = [n for n in c.shots if n > smallest]
+        if dropped:
+            flags.append(f"shots {dropped} skipped (smallest class has {smallest} train items)")
+        primary = c.primary_shots if c.primary_shots in feasible else max(feasible)
+        if primary != c.primary_shots:
+            flags.append(f"headline at {primary} shots (primary_shots {c.primary_shots} not feasible)")
+        rng = np.random.default_rng(c.seed)
+        metrics: dict[str, float] = {}
+        sds: dict[str, float] = {}
+        ci95: dict[str, tuple[float, float]] = {}
+        curve: dict[str, Any] = {"shots": [], "balanced_accuracy": [], "macro_f1": []}
+        for n in feasible:
+            preds = simpleshot_predictions(xtr, sample_supports(members, n, c.episodes, rng), xte)
+            scores = metrics_from_confusion(episode_confusions(yte, preds, data.num_classes))
+            curve["shots"].append(n)
+            for name in ("balanced_accuracy", "macro_f1"):
+                summary = _summary(scores[name])
+                key = f"{name}@{n}shot"
+                metrics[key], sds[key], ci95[key] = summary["mean"], summary["sd"], (summary["p2.5"], summary["p97.5"])
+                curve[name].append(summary)
+                if n == primary:
+                    metrics[name], sds[name], ci95[name] = metrics[key], sds[key], ci95[key]
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "fewshot.json", curve)
+        return ProtocolResult(
+            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
+            primary_metric=self.primary_metric, metrics=metrics, metrics_sd=sds, ci95=ci95,
+            config=self.resolved_config(),
+            provenance=provenance(self, data, seeds=[c.seed], episodes=c.episodes, shots_run=feasible,
+                                  primary_shots=primary, interval="episode percentiles 2.5/97.5"),
+            artifacts={"fewshot": "fewshot.json"}, flags=flags,
+        )
