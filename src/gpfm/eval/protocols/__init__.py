@@ -2,3 +2,6 @@
 
 Each family module adds itself to the import list below with one line.
 """
+from gpfm.eval.protocols import roi_classification  # noqa: F401  (roi.linear.*, roi.knn.*, roi_images loader)
+from gpfm.eval.protocols import roi_fewshot  # noqa: F401  (roi.fewshot.simpleshot)
+from gpfm.eval.protocols import roi_retrieval  # noqa: F401  (roi.retrieval.pathobench/thunder/gpfm)
