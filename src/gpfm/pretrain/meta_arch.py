@@ -45,9 +45,11 @@ class TeacherTargets:
 
 def build_experts(cfg: PretrainConfig, device: torch.device) -> dict:
     """Build every ACTIVE expert of ``cfg.distill.experts`` (weight 0 → not built) in config order."""
+    d = cfg.distill
+    if not d.active_experts:
+        return {}
     from gpfm.pretrain.experts import build_expert
 
-    d = cfg.distill
     params = inspect.signature(build_expert).parameters
     extra = {}
     if d.conch_patch != "none":
