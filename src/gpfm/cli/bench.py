@@ -13,13 +13,22 @@ def _split(value: str | None) -> list[str]:
 
 def bench(
     suite: str = typer.Argument(..., help="Suite YAML, or a shipped suite name (gpfm_public, lc25000_demo)."),
-    encoders: str = typer.Option(..., "--encoders", "-e", help="Comma-separated encoder names, e.g. gpfm,uni."),
+    encoders: str = typer.Option(
+        ..., "--encoders", "-e", help="Comma-separated encoder names, e.g. gpfm,uni."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (results, report, per-run artifacts)."),
-    data_root: Path | None = typer.Option(None, "--data-root", help="Folder for relative data paths / ${DATA_ROOT}."),
-    weights: list[str] | None = typer.Option(None, "--weights", "-w",
-                                             help="ENCODER=PATH or ENCODER=random (repeatable)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (default: hardware default)."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Folder for relative data paths / ${DATA_ROOT}."
+    ),
+    weights: list[str] | None = typer.Option(
+        None, "--weights", "-w", help="ENCODER=PATH or ENCODER=random (repeatable)."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."
+    ),
+    precision: str | None = typer.Option(
+        None, "--precision", help="fp32, bf16 or fp16 (default: hardware default)."
+    ),
     tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated task ids (default: all)."),
     rerun: bool = typer.Option(False, "--rerun", help="Ignore finished results and run everything again."),
     as_json: bool = typer.Option(False, "--json", help="Print the leaderboard as JSON instead of a table."),
@@ -38,13 +47,25 @@ def bench(
 
     def _progress(row) -> None:  # noqa: ANN001
         what = f"{row.value:.4f} {row.primary_metric}" if row.ok else f"{row.status}: {row.reason}"
-        console.print(f"{row.task} · {row.protocol_id} · {row.encoder}: {what}{' (reused)' if row.reused else ''}",
-                      highlight=False, markup=False)
+        console.print(
+            f"{row.task} · {row.protocol_id} · {row.encoder}: {what}{' (reused)' if row.reused else ''}",
+            highlight=False,
+            markup=False,
+        )
 
     try:
-        table = run_suite(suite, _split(encoders), out, data_root=data_root, device=device, precision=precision,
-                          weights=parse_weights_overrides(weights), only_tasks=_split(tasks) or None, rerun=rerun,
-                          progress=_progress)
+        table = run_suite(
+            suite,
+            _split(encoders),
+            out,
+            data_root=data_root,
+            device=device,
+            precision=precision,
+            weights=parse_weights_overrides(weights),
+            only_tasks=_split(tasks) or None,
+            rerun=rerun,
+            progress=_progress,
+        )
     except (SuiteError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -56,9 +77,14 @@ def bench(
         for col in ("encoder", "avg rank", "mean score", "firsts", "tasks", "missing"):
             lb.add_column(col)
         for e in agg.overall.entries:
-            lb.add_row(e.encoder, "–" if e.average_rank is None else f"{e.average_rank:.2f}",
-                       "–" if e.mean_score is None else f"{e.mean_score:.4f}", str(e.n_first), str(e.n_tasks),
-                       str(e.n_failed))
+            lb.add_row(
+                e.encoder,
+                "–" if e.average_rank is None else f"{e.average_rank:.2f}",
+                "–" if e.mean_score is None else f"{e.mean_score:.4f}",
+                str(e.n_first),
+                str(e.n_tasks),
+                str(e.n_failed),
+            )
         Console(width=160).print(lb)
     n_bad = sum(not r.ok for r in table.rows)
     typer.echo(f"{len(table.rows) - n_bad}/{len(table.rows)} runs ok; report: {Path(out) / 'report.html'}")
@@ -66,7 +92,9 @@ def bench(
 
 def bench_report(
     results_dir: Path = typer.Argument(..., help="A gpfm bench run folder (holds results.json)."),
-    output: Path | None = typer.Option(None, "--output", help="HTML path (default: RESULTS_DIR/report.html)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="HTML path (default: RESULTS_DIR/report.html)."
+    ),
 ) -> None:
     """Rebuild leaderboard.json and the self-contained HTML report of a finished run."""
     from gpfm.eval.report import write_report

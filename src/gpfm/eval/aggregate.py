@@ -104,7 +104,7 @@ class Aggregate:
 
 
 def rank_values(values: Iterable[float], higher_is_better: bool = True) -> np.ndarray:
-    """Ranks of ``values``, 1 = best, ties averaged (``rankdata(method='average')`` on the oriented values)."""
+    """Ranks of ``values``, 1 = best, ties averaged (``rankdata(method='average')`` on oriented values)."""
     arr = np.asarray(list(values), dtype=float)
     return rankdata(-arr if higher_is_better else arr, method="average")
 
@@ -113,7 +113,9 @@ def _unit(row: ResultRow, headline_only: bool) -> str:
     return row.task if headline_only else f"{row.task} [{row.protocol}]"
 
 
-def leaderboard(name: str, rows: list[ResultRow], encoders: list[str], headline_only: bool = True) -> Leaderboard:
+def leaderboard(
+    name: str, rows: list[ResultRow], encoders: list[str], headline_only: bool = True
+) -> Leaderboard:
     """Rank encoders over the units in ``rows`` (see the module docstring for the formulas)."""
     units: list[str] = []
     scores: dict[str, dict[str, float]] = defaultdict(dict)
@@ -143,22 +145,41 @@ def leaderboard(name: str, rows: list[ResultRow], encoders: list[str], headline_
         vals = [scores[u][enc] for u in mine]
         rks = [ranks[u][enc] for u in mine]
         firsts = sum(1 for u in mine if ranks[u][enc] == min(ranks[u].values()))
-        entries.append(EncoderSummary(
-            encoder=enc, mean_score=float(np.mean(vals)) if vals else None,
-            average_rank=float(np.mean(rks)) if rks else None, n_tasks=len(mine), n_first=firsts,
-            n_failed=len(units) - len(mine)))
-    entries.sort(key=lambda e: (e.average_rank is None, e.average_rank or 0.0, -(e.mean_score or 0.0), e.encoder))
+        entries.append(
+            EncoderSummary(
+                encoder=enc,
+                mean_score=float(np.mean(vals)) if vals else None,
+                average_rank=float(np.mean(rks)) if rks else None,
+                n_tasks=len(mine),
+                n_first=firsts,
+                n_failed=len(units) - len(mine),
+            )
+        )
+    entries.sort(
+        key=lambda e: (e.average_rank is None, e.average_rank or 0.0, -(e.mean_score or 0.0), e.encoder)
+    )
     complete_units = [u for u in units if all(e in scores[u] for e in encoders)]
     friedman_p = None
     if len(encoders) >= 3 and len(complete_units) >= 2:
-        oriented = [[scores[u][e] if direction[u] else -scores[u][e] for u in complete_units] for e in encoders]
+        oriented = [
+            [scores[u][e] if direction[u] else -scores[u][e] for u in complete_units] for e in encoders
+        ]
         if np.ptp(np.asarray(oriented)) > 0:
             friedman_p = float(friedmanchisquare(*oriented).pvalue)
-    return Leaderboard(name=name, entries=entries, units=units, scores={u: dict(scores[u]) for u in units},
-                       ranks=ranks, metrics=metrics, friedman_p=friedman_p)
+    return Leaderboard(
+        name=name,
+        entries=entries,
+        units=units,
+        scores={u: dict(scores[u]) for u in units},
+        ranks=ranks,
+        metrics=metrics,
+        friedman_p=friedman_p,
+    )
 
 
-def aggregate(rows: list[ResultRow], encoders: list[str] | None = None, headline_only: bool = True) -> Aggregate:
+def aggregate(
+    rows: list[ResultRow], encoders: list[str] | None = None, headline_only: bool = True
+) -> Aggregate:
     """Overall, per-family and saturated leaderboards of a results table's rows.
 
     Args:
@@ -178,6 +199,10 @@ def aggregate(rows: list[ResultRow], encoders: list[str] | None = None, headline
             groups[r.group].append(r)
     families = {g: leaderboard(g, groups[g], encoders, headline_only) for g in sorted(groups)}
     complete = all(len(overall.scores[u]) == len(encoders) for u in overall.units)
-    return Aggregate(overall=overall, families=families,
-                     saturated=leaderboard("saturated", sat, encoders, headline_only) if sat else None,
-                     encoders=encoders, complete=complete)
+    return Aggregate(
+        overall=overall,
+        families=families,
+        saturated=leaderboard("saturated", sat, encoders, headline_only) if sat else None,
+        encoders=encoders,
+        complete=complete,
+    )

@@ -32,7 +32,8 @@ LEADERBOARD_JSON = "leaderboard.json"
 MAX_SAMPLES = 5
 
 _CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 2rem 3rem;color:#1d232b;font-size:14px}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 2rem 3rem;color:#1d232b;
+font-size:14px}
 h1{margin:1.2rem 0 .2rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
 h3{margin:1.6rem 0 .3rem}.meta{color:#57606a;font-size:12px}nav a{margin-right:1rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}
@@ -77,33 +78,47 @@ def _anchor(task: str) -> str:
 
 def _leaderboard_table(board: Leaderboard, with_firsts: bool = True) -> str:
     head = "<tr><th>#</th><th>encoder</th><th>average rank ↓</th><th>mean score ↑</th>"
-    head += ("<th>tasks ranked first</th>" if with_firsts else "") + "<th>tasks with a number</th><th>missing</th></tr>"
+    head += (
+        "<th>tasks ranked first</th>" if with_firsts else ""
+    ) + "<th>tasks with a number</th><th>missing</th></tr>"
     body = []
     for i, e in enumerate(board.entries, 1):
         cls = ' class="best"' if i == 1 and e.average_rank is not None else ""
-        body.append(f"<tr{cls}><td>{i}</td><td>{_e(e.encoder)}</td><td class=num>{_num(e.average_rank, 2)}</td>"
-                    f"<td class=num>{_num(e.mean_score)}</td>"
-                    + (f"<td class=num>{e.n_first}</td>" if with_firsts else "")
-                    + f"<td class=num>{e.n_tasks}</td><td class=num>{e.n_failed}</td></tr>")
+        body.append(
+            f"<tr{cls}><td>{i}</td><td>{_e(e.encoder)}</td><td class=num>{_num(e.average_rank, 2)}</td>"
+            f"<td class=num>{_num(e.mean_score)}</td>"
+            + (f"<td class=num>{e.n_first}</td>" if with_firsts else "")
+            + f"<td class=num>{e.n_tasks}</td><td class=num>{e.n_failed}</td></tr>"
+        )
     return f"<table>{head}{''.join(body)}</table>"
 
 
 def _overview(agg: Aggregate) -> str:
     board = agg.overall
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>']
-    parts.append(f"<p>{len(board.units)} ranked task(s), each through its headline protocol (the first one the suite "
-                 "lists). Rank 1 = best per task, ties averaged; average rank and mean score are means over the "
-                 "tasks an encoder has a number for. Saturated tasks are ranked separately below.</p>")
+    parts.append(
+        f"<p>{len(board.units)} ranked task(s), each through its headline protocol (the first one the suite "
+        "lists). Rank 1 = best per task, ties averaged; average rank and mean score are means over the "
+        "tasks an encoder has a number for. Saturated tasks are ranked separately below.</p>"
+    )
     if not agg.complete:
-        parts.append('<p class="note">Not every encoder has a number on every task (see "missing"): mean scores '
-                     "over different task sets are not comparable; compare average ranks with care.</p>")
+        parts.append(
+            '<p class="note">Not every encoder has a number on every task (see "missing"): mean scores '
+            "over different task sets are not comparable; compare average ranks with care.</p>"
+        )
     parts.append(_leaderboard_table(board))
     if board.friedman_p is not None:
         parts.append(f"<p>Friedman test over the tasks every encoder ran: p = {board.friedman_p:.3g}.</p>")
     if board.units and any(e.average_rank is not None for e in board.entries):
-        parts.append(f'<img class="plot" alt="rank chart" src="{plots.rank_chart([e.encoder for e in board.entries], [e.average_rank for e in board.entries], [e.mean_score for e in board.entries])}">')  # noqa: E501
+        chart = plots.rank_chart(
+            [e.encoder for e in board.entries],
+            [e.average_rank for e in board.entries],
+            [e.mean_score for e in board.entries],
+        )
+        parts.append(f'<img class="plot" alt="rank chart" src="{chart}">')
         if len(board.units) >= 2:
-            parts.append(f'<img class="plot" alt="rank per task" src="{plots.rank_heatmap(board.units, agg.encoders, board.ranks)}">')  # noqa: E501
+            grid = plots.rank_heatmap(board.units, agg.encoders, board.ranks)
+            parts.append(f'<img class="plot" alt="rank per task" src="{grid}">')
     parts.append("</section>")
     return "".join(parts)
 
@@ -111,20 +126,27 @@ def _overview(agg: Aggregate) -> str:
 def _families(agg: Aggregate) -> str:
     if not agg.families:
         return ""
-    head = "<tr><th>family</th><th>tasks</th>" + "".join(
-        f"<th>{_e(e)}<br>avg rank / mean</th>" for e in agg.encoders) + "</tr>"
+    head = (
+        "<tr><th>family</th><th>tasks</th>"
+        + "".join(f"<th>{_e(e)}<br>avg rank / mean</th>" for e in agg.encoders)
+        + "</tr>"
+    )
     body = []
     for name, board in agg.families.items():
         cells = []
         for enc in agg.encoders:
             s = board.entry(enc)
-            cells.append(f"<td class=num>{_num(s.average_rank, 2)} / {_num(s.mean_score, 3)} "
-                         f"<span class=meta>(n={s.n_tasks})</span></td>")
+            cells.append(
+                f"<td class=num>{_num(s.average_rank, 2)} / {_num(s.mean_score, 3)} "
+                f"<span class=meta>(n={s.n_tasks})</span></td>"
+            )
         body.append(f"<tr><td>{_e(name)}</td><td class=num>{len(board.units)}</td>{''.join(cells)}</tr>")
     out = f'<section id="families"><h2>Per family</h2><table>{head}{"".join(body)}</table>'
     if agg.saturated is not None:
-        out += ('<h3 id="saturated">Saturated tasks (not in the ranks above)</h3>'
-                f"<p>{_e(', '.join(agg.saturated.units))}</p>{_leaderboard_table(agg.saturated)}")
+        out += (
+            '<h3 id="saturated">Saturated tasks (not in the ranks above)</h3>'
+            f"<p>{_e(', '.join(agg.saturated.units))}</p>{_leaderboard_table(agg.saturated)}"
+        )
     return out + "</section>"
 
 
@@ -147,7 +169,11 @@ def _attention_summary(path: Path) -> dict[str, float] | None:
                 a = np.asarray(fh[name][()], dtype=float).ravel()
                 if a.size == 0:
                     continue
-                p = a / a.sum() if (a >= 0).all() and a.sum() > 0 else np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+                p = (
+                    a / a.sum()
+                    if (a >= 0).all() and a.sum() > 0
+                    else np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+                )
                 sizes.append(a.size)
                 nz = p[p > 0]
                 entropies.append(float(-(nz * np.log(nz)).sum() / np.log(a.size)) if a.size > 1 else 0.0)
@@ -155,8 +181,12 @@ def _attention_summary(path: Path) -> dict[str, float] | None:
                 top_mass.append(float(np.sort(p)[::-1][:k].sum()))
         if not sizes:
             return None
-        return {"slides": len(sizes), "mean_tiles": float(np.mean(sizes)), "entropy": float(np.mean(entropies)),
-                "top10_mass": float(np.mean(top_mass))}
+        return {
+            "slides": len(sizes),
+            "mean_tiles": float(np.mean(sizes)),
+            "entropy": float(np.mean(entropies)),
+            "top10_mass": float(np.mean(top_mass)),
+        }
     except Exception as err:  # a broken artifact must not break the whole report
         log.warning("report: cannot summarise attention %s: %s", path, err)
         return None
@@ -171,9 +201,12 @@ def _artifact_sections(run_dir: Path, results: dict[str, Any]) -> str:
             if (base / rel).is_file():
                 by_kind[kind][enc] = base / rel
     parts = []
-    drawers = (("roc_curves", "ROC curves", plots.roc_figure), ("confusion_matrix", "Confusion matrices",
-               plots.confusion_figure), ("km_curves", "Kaplan–Meier curves of predicted risk groups", plots.km_figure),
-               ("curves", "Training curves", plots.curves_figure))
+    drawers = (
+        ("roc_curves", "ROC curves", plots.roc_figure),
+        ("confusion_matrix", "Confusion matrices", plots.confusion_figure),
+        ("km_curves", "Kaplan–Meier curves of predicted risk groups", plots.km_figure),
+        ("curves", "Training curves", plots.curves_figure),
+    )
     for kind, title, draw in drawers:
         loaded = {enc: d for enc, p in by_kind.get(kind, {}).items() if (d := _load_json(p)) is not None}
         if loaded:
@@ -186,12 +219,18 @@ def _artifact_sections(run_dir: Path, results: dict[str, Any]) -> str:
         for enc, p in by_kind["attention"].items():
             s = _attention_summary(p)
             if s:
-                rows.append(f"<tr><td>{_e(enc)}</td><td class=num>{s['slides']}</td><td class=num>{s['mean_tiles']:.0f}"
-                            f"</td><td class=num>{s['entropy']:.3f}</td><td class=num>{s['top10_mass']:.3f}</td></tr>")
+                rows.append(
+                    f"<tr><td>{_e(enc)}</td><td class=num>{s['slides']}</td>"
+                    f"<td class=num>{s['mean_tiles']:.0f}</td><td class=num>{s['entropy']:.3f}</td>"
+                    f"<td class=num>{s['top10_mass']:.3f}</td></tr>"
+                )
         if rows:
-            parts.append("<h4>MIL attention</h4><table><tr><th>encoder</th><th>slides</th><th>mean tiles</th>"
-                         "<th>normalised entropy (1 = uniform)</th><th>mass on top 10% tiles</th></tr>"
-                         + "".join(rows) + "</table>")
+            parts.append(
+                "<h4>MIL attention</h4><table><tr><th>encoder</th><th>slides</th><th>mean tiles</th>"
+                "<th>normalised entropy (1 = uniform)</th><th>mass on top 10% tiles</th></tr>"
+                + "".join(rows)
+                + "</table>"
+            )
     if by_kind.get("vqa_breakdown"):
         parts.append(_vqa_table(by_kind["vqa_breakdown"]))
     if by_kind.get("samples"):
@@ -208,12 +247,17 @@ def _vqa_table(paths: dict[str, Path]) -> str:
         for g in groups:
             v = d.get(g)
             if isinstance(v, dict):
-                cells = ", ".join(f"{_e(k)} = {_e(f'{x:.4f}' if isinstance(x, float) else x)}" for k, x in v.items())
+                cells = ", ".join(
+                    f"{_e(k)} = {_e(f'{x:.4f}' if isinstance(x, float) else x)}" for k, x in v.items()
+                )
             else:
                 cells = _e(f"{v:.4f}" if isinstance(v, float) else v)
             rows.append(f"<tr><td>{_e(enc)}</td><td>{_e(g)}</td><td>{cells}</td></tr>")
-    return "<h4>VQA accuracy</h4><table><tr><th>encoder</th><th>question type</th><th>values</th></tr>" + \
-        "".join(rows) + "</table>"
+    return (
+        "<h4>VQA accuracy</h4><table><tr><th>encoder</th><th>question type</th><th>values</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _samples_table(paths: dict[str, Path]) -> str:
@@ -222,28 +266,42 @@ def _samples_table(paths: dict[str, Path]) -> str:
         samples = _load_json(p)
         for s in (samples or [])[:MAX_SAMPLES]:
             if isinstance(s, dict):
-                rows.append(f"<tr><td>{_e(enc)}</td><td>{_e(s.get('id', ''))}</td><td>{_e(s.get('reference', ''))}"
-                            f"</td><td>{_e(s.get('generated', ''))}</td></tr>")
-    return (f"<h4>Generated vs reference (first {MAX_SAMPLES} per encoder)</h4><table><tr><th>encoder</th><th>id</th>"
-            "<th>reference</th><th>generated</th></tr>" + "".join(rows) + "</table>")
+                rows.append(
+                    f"<tr><td>{_e(enc)}</td><td>{_e(s.get('id', ''))}</td><td>{_e(s.get('reference', ''))}"
+                    f"</td><td>{_e(s.get('generated', ''))}</td></tr>"
+                )
+    return (
+        f"<h4>Generated vs reference (first {MAX_SAMPLES} per encoder)</h4>"
+        "<table><tr><th>encoder</th><th>id</th><th>reference</th><th>generated</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _provenance(row: ResultRow, res: dict[str, Any]) -> str:
     prov = res.get("provenance", {})
     sha = str(prov.get("encoder_weights_sha256", ""))
-    brief = f"weights {sha[:12]} · {prov.get('precision', prov.get('precision_requested', ''))} · key {row.run_key[:12]}"
+    precision = prov.get("precision", prov.get("precision_requested", ""))
+    brief = f"weights {sha[:12]} · {precision} · key {row.run_key[:12]}"
     full = json.dumps({"config": res.get("config", {}), "provenance": prov}, indent=1, default=str)
     return f"<details><summary>{_e(brief)}</summary><pre>{_e(full)}</pre></details>"
 
 
-def _task_section(task: str, rows: list[ResultRow], info: dict[str, Any], run_dir: Path, agg: Aggregate) -> str:
-    parts = [f'<h3 id="{_anchor(task)}">{_e(task)}</h3><p class="meta">{_e(info.get("group", rows[0].group))}'
-             + (f" · {_e(info['description'])}" if info.get("description") else "")
-             + (f" · source: {_e(info['source'])}" if info.get("source") else "")
-             + (" · <span class=flag>saturated</span>" if rows[0].saturated else "") + "</p>"]
+def _task_section(
+    task: str, rows: list[ResultRow], info: dict[str, Any], run_dir: Path, agg: Aggregate
+) -> str:
+    parts = [
+        f'<h3 id="{_anchor(task)}">{_e(task)}</h3><p class="meta">{_e(info.get("group", rows[0].group))}'
+        + (f" · {_e(info['description'])}" if info.get("description") else "")
+        + (f" · source: {_e(info['source'])}" if info.get("source") else "")
+        + (" · <span class=flag>saturated</span>" if rows[0].saturated else "")
+        + "</p>"
+    ]
     board = agg.saturated if rows[0].saturated and agg.saturated else agg.overall
-    head = ("<tr><th>protocol@version</th><th>encoder</th><th>metric</th><th>value</th><th>95% CI</th><th>sd</th>"
-            "<th>rank</th><th>flags</th><th>status</th><th>provenance</th></tr>")
+    head = (
+        "<tr><th>protocol@version</th><th>encoder</th><th>metric</th><th>value</th><th>95% CI</th><th>sd</th>"
+        "<th>rank</th><th>flags</th><th>status</th><th>provenance</th></tr>"
+    )
     body = []
     by_protocol: dict[str, dict[str, Any]] = defaultdict(dict)
     for r in rows:
@@ -252,14 +310,19 @@ def _task_section(task: str, rows: list[ResultRow], info: dict[str, Any], run_di
             by_protocol[r.protocol][r.encoder] = (r, res)
         rank = board.ranks.get(task, {}).get(r.encoder) if r.headline else None
         ci = f"{_num(r.ci_low)} – {_num(r.ci_high)}" if r.ci_low is not None else "–"
-        status = "ok" + (" (reused)" if r.reused else "") if r.ok else \
-            f'<span class="{_e(r.status)}">{_e(r.status)}: {_e(r.reason)}</span>'
+        status = (
+            "ok" + (" (reused)" if r.reused else "")
+            if r.ok
+            else f'<span class="{_e(r.status)}">{_e(r.status)}: {_e(r.reason)}</span>'
+        )
         arrow = "↑" if r.higher_is_better else "↓"
         body.append(
-            f"<tr><td><code>{_e(r.protocol_id)}</code>{' (headline)' if r.headline else ''}</td><td>{_e(r.encoder)}</td>"
-            f"<td>{_e(r.primary_metric or '')} {arrow}</td><td class=num>{_num(r.value)}</td><td class=num>{ci}</td>"
+            f"<tr><td><code>{_e(r.protocol_id)}</code>{' (headline)' if r.headline else ''}</td>"
+            f"<td>{_e(r.encoder)}</td><td>{_e(r.primary_metric or '')} {arrow}</td>"
+            f"<td class=num>{_num(r.value)}</td><td class=num>{ci}</td>"
             f"<td class=num>{_num(r.sd)}</td><td class=num>{'' if rank is None else f'{rank:g}'}</td>"
-            f"<td>{_flags(r.flags)}</td><td>{status}</td><td>{_provenance(r, res) if res else ''}</td></tr>")
+            f"<td>{_flags(r.flags)}</td><td>{status}</td><td>{_provenance(r, res) if res else ''}</td></tr>"
+        )
     parts.append(f"<table>{head}{''.join(body)}</table>")
     for protocol, results in by_protocol.items():
         extra = _artifact_sections(run_dir, results)
@@ -272,11 +335,15 @@ def _problems(table: ResultsTable) -> str:
     bad = [r for r in table.rows if not r.ok]
     if not bad:
         return ""
-    rows = "".join(f'<tr><td><a href="#{_anchor(r.task)}">{_e(r.task)}</a></td><td>{_e(r.protocol)}</td>'
-                   f"<td>{_e(r.encoder)}</td><td class=\"{_e(r.status)}\">{_e(r.status)}</td><td>{_e(r.reason)}</td></tr>"
-                   for r in bad)
-    return (f'<section id="problems"><h2>Failed and skipped runs ({len(bad)})</h2><table><tr><th>task</th>'
-            f"<th>protocol</th><th>encoder</th><th>status</th><th>reason</th></tr>{rows}</table></section>")
+    rows = "".join(
+        f'<tr><td><a href="#{_anchor(r.task)}">{_e(r.task)}</a></td><td>{_e(r.protocol)}</td>'
+        f'<td>{_e(r.encoder)}</td><td class="{_e(r.status)}">{_e(r.status)}</td><td>{_e(r.reason)}</td></tr>'
+        for r in bad
+    )
+    return (
+        f'<section id="problems"><h2>Failed and skipped runs ({len(bad)})</h2><table><tr><th>task</th>'
+        f"<th>protocol</th><th>encoder</th><th>status</th><th>reason</th></tr>{rows}</table></section>"
+    )
 
 
 def build_report_html(table: ResultsTable, run_dir: str | Path, agg: Aggregate | None = None) -> str:
@@ -286,15 +353,21 @@ def build_report_html(table: ResultsTable, run_dir: str | Path, agg: Aggregate |
     meta = table.meta
     machine = meta.get("machine", {})
     title = f"gpfm benchmark: {meta.get('suite', 'suite')}"
-    facts = (f"encoders: {', '.join(table.encoders())} · device {meta.get('device', '?')} · precision "
-             f"{meta.get('precision', '?')} · gpfm {meta.get('gpfm_version', '?')} · cpu "
-             f"{machine.get('cpu_capability', '?')} · {meta.get('started', '')} → {meta.get('finished', '')}")
+    facts = (
+        f"encoders: {', '.join(table.encoders())} · device {meta.get('device', '?')} · precision "
+        f"{meta.get('precision', '?')} · gpfm {meta.get('gpfm_version', '?')} · cpu "
+        f"{machine.get('cpu_capability', '?')} · {meta.get('started', '')} → {meta.get('finished', '')}"
+    )
     tasks: dict[str, list[ResultRow]] = defaultdict(list)
     for r in table.rows:
         tasks[r.task].append(r)
     task_info = meta.get("task_info", {})
-    sections = "".join(_task_section(t, rows, task_info.get(t, {}), run_dir, agg) for t, rows in tasks.items())
-    weights = "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in meta.get("weights", {}).items())
+    sections = "".join(
+        _task_section(t, rows, task_info.get(t, {}), run_dir, agg) for t, rows in tasks.items()
+    )
+    weights = "".join(
+        f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in meta.get("weights", {}).items()
+    )
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
@@ -302,14 +375,20 @@ def build_report_html(table: ResultsTable, run_dir: str | Path, agg: Aggregate |
         f"<style>{_CSS}</style><script>{_SELF_CHECK}</script></head><body>"
         f"<h1>{_e(title)}</h1><p class=meta>{_e(facts)}</p>"
         + (f"<p>{_e(meta['suite_description'])}</p>" if meta.get("suite_description") else "")
-        + '<nav><a href="#leaderboard">leaderboard</a><a href="#families">families</a><a href="#tasks">tasks</a>'
-        '<a href="#problems">failed/skipped</a><a href="#provenance">provenance</a></nav>'
-        + _overview(agg) + _families(agg)
-        + f'<section id="tasks"><h2>Tasks</h2>{sections}</section>' + _problems(table)
-        + f'<section id="provenance"><h2>Provenance</h2><p>suite <code>{_e(meta.get("suite_path", ""))}</code> '
-        f'version {_e(meta.get("suite_version", ""))}; data root <code>{_e(meta.get("data_root", ""))}</code></p>'
+        + '<nav><a href="#leaderboard">leaderboard</a><a href="#families">families</a>'
+        '<a href="#tasks">tasks</a><a href="#problems">failed/skipped</a>'
+        '<a href="#provenance">provenance</a></nav>'
+        + _overview(agg)
+        + _families(agg)
+        + f'<section id="tasks"><h2>Tasks</h2>{sections}</section>'
+        + _problems(table)
+        + '<section id="provenance"><h2>Provenance</h2>'
+        f"<p>suite <code>{_e(meta.get('suite_path', ''))}</code> "
+        f"version {_e(meta.get('suite_version', ''))}; "
+        f"data root <code>{_e(meta.get('data_root', ''))}</code></p>"
         f"<table><tr><th>encoder</th><th>weights SHA-256</th></tr>{weights}</table>"
-        f"<details><summary>machine</summary><pre>{_e(json.dumps(machine, indent=1, default=str))}</pre></details>"
+        f"<details><summary>machine</summary><pre>{_e(json.dumps(machine, indent=1, default=str))}</pre>"
+        "</details>"
         "</section></body></html>"
     )
 

@@ -1,4 +1,4 @@
-"""Matplotlib figures for the HTML report, returned as inline ``data:image/png;base64`` URIs (no files, no network).
+"""Matplotlib figures for the HTML report, as inline ``data:image/png;base64`` URIs (no files, no network).
 
 Each function takes already-loaded artifact content (see the artifact conventions in
 :mod:`gpfm.eval.protocol`) keyed by encoder, and draws one small-multiples figure with one panel per encoder.
@@ -41,8 +41,12 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, list[
     return fig, flat[:n]
 
 
-def rank_chart(encoders: list[str], average_rank: list[float | None], mean_score: list[float | None],
-               title: str = "overall") -> str:
+def rank_chart(
+    encoders: list[str],
+    average_rank: list[float | None],
+    mean_score: list[float | None],
+    title: str = "overall",
+) -> str:
     """Two bar panels: average rank (lower is better) and mean score per encoder."""
     fig, (ax_rank, ax_score) = plt.subplots(1, 2, figsize=(10, 0.45 * len(encoders) + 1.4))
     ypos = np.arange(len(encoders))
@@ -80,8 +84,15 @@ def rank_heatmap(units: list[str], encoders: list[str], ranks: Mapping[str, Mapp
         for j in range(len(encoders)):
             if not np.isnan(grid[i, j]):
                 dark = grid[i, j] > (1 + max(len(encoders), 2)) / 2  # viridis_r is dark for poor ranks
-                ax.text(j, i, f"{grid[i, j]:g}", ha="center", va="center", color="white" if dark else "black",
-                        fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:g}",
+                    ha="center",
+                    va="center",
+                    color="white" if dark else "black",
+                    fontsize=8,
+                )
     fig.colorbar(im, ax=ax, label="rank")
     ax.set_title("Rank per task (1 = best)")
     fig.tight_layout()
@@ -96,14 +107,16 @@ def roc_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
             auc = c.get("auc")
             ax.plot(c["fpr"], c["tpr"], lw=1.3, label=f"{cls} ({auc:.3f})" if auc is not None else str(cls))
         ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=enc)
+        ax.set(
+            xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=enc
+        )
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return figure_to_data_uri(fig)
 
 
 def confusion_figure(matrices: Mapping[str, Mapping[str, Any]]) -> str:
-    """Row-normalised confusion matrices with counts, one panel per encoder (artifact ``confusion_matrix``)."""
+    """Row-normalised confusion matrices with counts, a panel per encoder (artifact ``confusion_matrix``)."""
     fig, axes = _panels(len(matrices), 3.8, 3.4)
     for ax, (enc, data) in zip(axes, matrices.items(), strict=False):
         counts = np.asarray(data["matrix"], dtype=float)
@@ -116,8 +129,15 @@ def confusion_figure(matrices: Mapping[str, Mapping[str, Any]]) -> str:
         if len(labels) <= 12:
             for i in range(len(labels)):
                 for j in range(len(labels)):
-                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
-                            color="white" if frac[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(counts[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black",
+                    )
     fig.tight_layout()
     return figure_to_data_uri(fig)
 
@@ -129,8 +149,12 @@ def km_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
         for group, g in data.get("groups", {}).items():
             ax.step(g["time"], g["survival"], where="post", lw=1.4, label=f"{group} (n={g.get('n', '?')})")
         p = data.get("logrank_p")
-        ax.set(ylim=(0, 1.02), xlabel="time", ylabel="survival probability",
-               title=f"{enc}" + (f"  log-rank p={p:.2g}" if isinstance(p, (int, float)) else ""))
+        ax.set(
+            ylim=(0, 1.02),
+            xlabel="time",
+            ylabel="survival probability",
+            title=f"{enc}" + (f"  log-rank p={p:.2g}" if isinstance(p, (int, float)) else ""),
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     return figure_to_data_uri(fig)
@@ -142,11 +166,15 @@ def curves_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
     for ax, (enc, data) in zip(axes, curves.items(), strict=False):
         epochs = data.get("epoch") or list(range(len(data.get("train_loss", []))))
         if data.get("train_loss"):
-            ax.plot(epochs[: len(data["train_loss"])], data["train_loss"], color="#c0504d", label="train loss")
+            ax.plot(
+                epochs[: len(data["train_loss"])], data["train_loss"], color="#c0504d", label="train loss"
+            )
         ax.set(xlabel="epoch", ylabel="train loss", title=enc)
         if data.get("val_metric"):
             ax2 = ax.twinx()
-            ax2.plot(epochs[: len(data["val_metric"])], data["val_metric"], color="#3b6ea8", label="val metric")
+            ax2.plot(
+                epochs[: len(data["val_metric"])], data["val_metric"], color="#3b6ea8", label="val metric"
+            )
             ax2.set_ylabel("val metric")
             best = data.get("best_epoch")
             if isinstance(best, (int, float)):

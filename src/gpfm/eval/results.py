@@ -23,7 +23,19 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
 
-_LOWER_IS_BETTER_TOKENS = ("loss", "error", "err", "brier", "ibs", "mse", "mae", "rmse", "ece", "nll", "perplexity")
+_LOWER_IS_BETTER_TOKENS = (
+    "loss",
+    "error",
+    "err",
+    "brier",
+    "ibs",
+    "mse",
+    "mae",
+    "rmse",
+    "ece",
+    "nll",
+    "perplexity",
+)
 
 
 def metric_higher_is_better(metric: str, direction: str | None = None) -> bool:
@@ -101,7 +113,9 @@ class ResultRow:
     @property
     def protocol_id(self) -> str:
         """``name@version`` as printed beside numbers."""
-        return f"{self.protocol}@{self.protocol_version}" if self.protocol_version is not None else self.protocol
+        return (
+            f"{self.protocol}@{self.protocol_version}" if self.protocol_version is not None else self.protocol
+        )
 
 
 @dataclass
@@ -158,6 +172,8 @@ class ResultsTable:
         """
         path = Path(out_dir) / RESULTS_JSON
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no results table here; run `gpfm bench SUITE --out {out_dir}` first")
+            raise FileNotFoundError(
+                f"{path}: no results table here; run `gpfm bench SUITE --out {out_dir}` first"
+            )
         data = json.loads(path.read_text())
         return cls(rows=[ResultRow(**r) for r in data["rows"]], meta=data.get("meta", {}))

@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +74,29 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _data_fingerprint(block: Mapping[str, Any]) -> dict[str, Any]:
-    """Size and mtime of every data *file* the block names (folders are identified by path only)."""
+def _data_fingerprint(block: Mapping[str, Any], encoder: str) -> dict[str, Any]:
+    """What identifies the data on disk, for the run key.
+
+    Size and mtime of every file the block names; for a folder, a hash of the names, sizes and mtimes of its
+    direct entries (so re-extracted features or added images run again).
+    """
     prints: dict[str, Any] = {}
     for key, value in block.items():
-        if isinstance(value, str) and Path(value).is_file():
-            st = Path(value).stat()
-            prints[key] = [st.st_size, st.st_mtime_ns]
+        if not isinstance(value, str) or key == "kind":
+            continue
+        path = Path(value.replace("{encoder}", encoder))
+        try:
+            if path.is_file():
+                st = path.stat()
+                prints[key] = [st.st_size, st.st_mtime_ns]
+            elif path.is_dir():
+                digest = hashlib.sha256()
+                for entry in sorted(os.scandir(path), key=lambda e: e.name):
+                    st = entry.stat()
+                    digest.update(f"{entry.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                prints[key] = digest.hexdigest()
+        except OSError:
+            continue
     return prints
 
 
@@ -153,33 +170,56 @@ def run_suite(
     weights = dict(weights or {})
     unknown_weights = sorted(set(weights) - set(encoders))
     if unknown_weights:
-        raise ValueError(f"--weights names encoder(s) {unknown_weights} that are not in --encoders {list(encoders)}")
+        raise ValueError(
+            f"--weights names encoder(s) {unknown_weights} that are not in --encoders {list(encoders)}"
+        )
     device_str = str(resolve_device(device))
-    cache_dir = Path(suite.defaults.cache_dir).expanduser() if suite.defaults.cache_dir else out / "feature_cache"
+    cache_dir = (
+        Path(suite.defaults.cache_dir).expanduser() if suite.defaults.cache_dir else out / "feature_cache"
+    )
     if not cache_dir.is_absolute():
         cache_dir = suite.base_dir / cache_dir
     states = {name: _EncoderState(name, weights.get(name)) for name in encoders}
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     rows: list[ResultRow] = []
     for task in tasks:
         for name in encoders:
-            ctx = TaskContext(encoder=name, base_dir=suite.base_dir, cache_dir=cache_dir, device=device_str,
-                              precision=precision, weights=weights.get(name), batch_size=suite.defaults.batch_size)
+            ctx = TaskContext(
+                encoder=name,
+                base_dir=suite.base_dir,
+                cache_dir=cache_dir,
+                device=device_str,
+                precision=precision,
+                weights=weights.get(name),
+                batch_size=suite.defaults.batch_size,
+            )
             for row in _run_task_encoder(suite, task, states[name], ctx, out, rerun):
                 rows.append(row)
                 if progress is not None:
                     progress(row)
     from gpfm.runtime import machine_info
 
-    table = ResultsTable(rows=rows, meta={
-        "suite": suite.name, "suite_path": str(suite.path), "suite_version": suite.version,
-        "suite_description": suite.description, "data_root": str(suite.base_dir), "encoders": list(encoders),
-        "weights": {n: (s.weights_sha256 or s.error) for n, s in states.items()}, "device": device_str,
-        "precision": precision or "default", "tasks": [t.id for t in tasks], "started": started,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "gpfm_version": _code_version(),
-        "machine": machine_info(), "task_info": {t.id: _task_info(t) for t in tasks},
-        "references": suite.references,
-    })
+    table = ResultsTable(
+        rows=rows,
+        meta={
+            "suite": suite.name,
+            "suite_path": str(suite.path),
+            "suite_version": suite.version,
+            "suite_description": suite.description,
+            "data_root": str(suite.base_dir),
+            "encoders": list(encoders),
+            "weights": {n: (s.weights_sha256 or s.error) for n, s in states.items()},
+            "device": device_str,
+            "precision": precision or "default",
+            "tasks": [t.id for t in tasks],
+            "started": started,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "gpfm_version": _code_version(),
+            "machine": machine_info(),
+            "task_info": {t.id: _task_info(t) for t in tasks},
+            "references": suite.references,
+        },
+    )
     table.write(out)
     if report:
         from gpfm.eval.report import write_report
@@ -189,57 +229,94 @@ def run_suite(
 
 
 def _task_info(task: TaskSpec) -> dict[str, Any]:
-    return {"family": task.family, "group": task.group, "protocols": list(task.protocols),
-            "description": task.description, "source": task.source, "license": task.license,
-            "data_kind": task.data.kind, "saturated": task.saturated}
+    return {
+        "family": task.family,
+        "group": task.group,
+        "protocols": list(task.protocols),
+        "description": task.description,
+        "source": task.source,
+        "license": task.license,
+        "data_kind": task.data.kind,
+        "saturated": task.saturated,
+    }
 
 
-def _base_row(task: TaskSpec, protocol: str, encoder: str, status: str, reason: str = "",
-              version: int | None = None) -> ResultRow:
+def _base_row(
+    task: TaskSpec, protocol: str, encoder: str, status: str, reason: str = "", version: int | None = None
+) -> ResultRow:
     if version is None:
         from gpfm.eval.protocol import PROTOCOLS
 
         version = PROTOCOLS.get(protocol).version if protocol in PROTOCOLS else None
-    return ResultRow(task=task.id, family=task.family, group=task.group, protocol=protocol,
-                     protocol_version=version, encoder=encoder, status=status, reason=reason,
-                     headline=protocol == task.headline_protocol, saturated=task.saturated,
-                     primary_metric=task.primary_metric,
-                     higher_is_better=metric_higher_is_better(task.primary_metric or "", task.metric_direction))
+    return ResultRow(
+        task=task.id,
+        family=task.family,
+        group=task.group,
+        protocol=protocol,
+        protocol_version=version,
+        encoder=encoder,
+        status=status,
+        reason=reason,
+        headline=protocol == task.headline_protocol,
+        saturated=task.saturated,
+        primary_metric=task.primary_metric,
+        higher_is_better=metric_higher_is_better(task.primary_metric or "", task.metric_direction),
+    )
 
 
-def _run_task_encoder(suite: Suite, task: TaskSpec, enc: _EncoderState, ctx: TaskContext, out: Path,
-                      rerun: bool) -> list[ResultRow]:
+def _run_task_encoder(
+    suite: Suite, task: TaskSpec, enc: _EncoderState, ctx: TaskContext, out: Path, rerun: bool
+) -> list[ResultRow]:
     """All protocols of one task for one encoder; the loader is called at most once."""
     import gpfm.eval.protocols  # noqa: F401  (registers protocols and loaders)
     from gpfm.eval.protocol import PROTOCOLS, TASK_LOADERS, create_protocol
 
     block = resolve_data_paths(task.data, suite.base_dir)
-    missing = missing_data_paths(block)
+    missing = missing_data_paths(block, encoder=enc.name)
     if missing:
-        reason = f"data not found at {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        reason = f"data not found at {missing[0]}" + (
+            f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        )
         return [_base_row(task, p, enc.name, STATUS_SKIPPED, reason) for p in task.protocols]
     if enc.error is not None:
-        return [_base_row(task, p, enc.name, STATUS_FAILED, f"encoder {enc.name}: {enc.error}")
-                for p in task.protocols]
+        return [
+            _base_row(task, p, enc.name, STATUS_FAILED, f"encoder {enc.name}: {enc.error}")
+            for p in task.protocols
+        ]
     if task.data.kind not in TASK_LOADERS:
-        reason = f"no task loader registered for data kind {task.data.kind!r} (known: {', '.join(TASK_LOADERS)})"
+        reason = (
+            f"no task loader registered for data kind {task.data.kind!r} (known: {', '.join(TASK_LOADERS)})"
+        )
         return [_base_row(task, p, enc.name, STATUS_FAILED, reason) for p in task.protocols]
 
     pending: list[tuple[str, Any, str, dict[str, Any]]] = []  # (protocol, instance, key, key inputs)
     rows: dict[str, ResultRow] = {}
     for pname in task.protocols:
         if pname not in PROTOCOLS:
-            rows[pname] = _base_row(task, pname, enc.name, STATUS_FAILED,
-                                    f"unknown protocol {pname!r} (known: {', '.join(PROTOCOLS)})")
+            rows[pname] = _base_row(
+                task,
+                pname,
+                enc.name,
+                STATUS_FAILED,
+                f"unknown protocol {pname!r} (known: {', '.join(PROTOCOLS)})",
+            )
             continue
         try:
             proto = create_protocol(pname, **task.protocol_options.get(pname, {}))
         except Exception as err:
             rows[pname] = _base_row(task, pname, enc.name, STATUS_FAILED, _one_line(err))
             continue
-        inputs = {"task": task.id, "family": task.family, "protocol": proto.resolved_config(),
-                  "encoder": enc.name, "weights_sha256": enc.weights_sha256, "device": ctx.device,
-                  "precision": ctx.precision or "default", "data": block, "data_files": _data_fingerprint(block)}
+        inputs = {
+            "task": task.id,
+            "family": task.family,
+            "protocol": proto.resolved_config(),
+            "encoder": enc.name,
+            "weights_sha256": enc.weights_sha256,
+            "device": ctx.device,
+            "precision": ctx.precision or "default",
+            "data": block,
+            "data_files": _data_fingerprint(block, enc.name),
+        }
         key = _hash(inputs)
         run_dir = out / RUNS_DIR / task.id / pname / enc.name
         reused = None if rerun else _load_finished(run_dir, key)
@@ -263,15 +340,25 @@ def _run_task_encoder(suite: Suite, task: TaskSpec, enc: _EncoderState, ctx: Tas
         for pname, proto, key, inputs in pending:
             run_dir = out / RUNS_DIR / task.id / pname / enc.name
             if load_error is not None:
-                prefix = "data not found: " if load_status == STATUS_SKIPPED else f"loading {task.data.kind}: "
-                row = _base_row(task, pname, enc.name, load_status, prefix + _one_line(load_error), proto.version)
+                prefix = (
+                    "data not found: " if load_status == STATUS_SKIPPED else f"loading {task.data.kind}: "
+                )
+                row = _base_row(
+                    task, pname, enc.name, load_status, prefix + _one_line(load_error), proto.version
+                )
                 _record_failure(run_dir, key, inputs, row, load_error)
             else:
                 row = _run_protocol(task, proto, data, run_dir, out, key, inputs, enc, ctx, load_seconds)
                 load_seconds = 0.0  # charge the loader to the first protocol only
             rows[pname] = row
-            log.info("%s / %s / %s: %s %s", task.id, pname, enc.name, row.status,
-                     row.value if row.ok else row.reason)
+            log.info(
+                "%s / %s / %s: %s %s",
+                task.id,
+                pname,
+                enc.name,
+                row.status,
+                row.value if row.ok else row.reason,
+            )
     return [rows[p] for p in task.protocols]
 
 
@@ -285,8 +372,18 @@ def _load_finished(run_dir: Path, key: str) -> ProtocolResult | None:
         return None
 
 
-def _run_protocol(task: TaskSpec, proto: Any, data: Any, run_dir: Path, out: Path, key: str,
-                  inputs: dict[str, Any], enc: _EncoderState, ctx: TaskContext, extra_seconds: float) -> ResultRow:
+def _run_protocol(
+    task: TaskSpec,
+    proto: Any,
+    data: Any,
+    run_dir: Path,
+    out: Path,
+    key: str,
+    inputs: dict[str, Any],
+    enc: _EncoderState,
+    ctx: TaskContext,
+    extra_seconds: float,
+) -> ResultRow:
     """Run one protocol into a fresh folder, then swap it in place of any older result."""
     staging = run_dir.with_name(f"{run_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -298,8 +395,10 @@ def _run_protocol(task: TaskSpec, proto: Any, data: Any, run_dir: Path, out: Pat
             raise TypeError(f"protocol {proto.name} returned {type(result).__name__}, not a ProtocolResult")
         metric = task.primary_metric or result.primary_metric
         if metric not in result.metrics:
-            raise KeyError(f"primary metric {metric!r} is not among the metrics {sorted(result.metrics)} "
-                           f"of {proto.name}; fix primary_metric of task {task.id}")
+            raise KeyError(
+                f"primary metric {metric!r} is not among the metrics {sorted(result.metrics)} "
+                f"of {proto.name}; fix primary_metric of task {task.id}"
+            )
     except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)
         row = _base_row(task, proto.name, enc.name, STATUS_FAILED, _one_line(err), proto.version)
@@ -311,15 +410,24 @@ def _run_protocol(task: TaskSpec, proto: Any, data: Any, run_dir: Path, out: Pat
         "encoder_weights_sha256": result.provenance.get("encoder_weights_sha256", enc.weights_sha256),
         "device": result.provenance.get("device", ctx.device),
         "precision_requested": ctx.precision or "default",
-        "data": inputs["data"], "data_files": inputs["data_files"], "run_key": key,
+        "data": inputs["data"],
+        "data_files": inputs["data_files"],
+        "run_key": key,
         "gpfm_version": result.provenance.get("gpfm_version", _code_version()),
     }
     if not result.config:
         result.config = proto.resolved_config()
     result.save(staging / "result.json")
-    write_json_atomic(staging / "run.json", {"run_key": key, "inputs": inputs, "status": STATUS_OK,
-                                             "seconds": seconds,
-                                             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_json_atomic(
+        staging / "run.json",
+        {
+            "run_key": key,
+            "inputs": inputs,
+            "status": STATUS_OK,
+            "seconds": seconds,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     _swap_in(staging, run_dir)
     return _row_from_result(task, result, run_dir, out, key, reused=False, seconds=seconds)
 
@@ -334,20 +442,34 @@ def _swap_in(staging: Path, run_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _record_failure(run_dir: Path, key: str, inputs: dict[str, Any], row: ResultRow, err: BaseException) -> None:
+def _record_failure(
+    run_dir: Path, key: str, inputs: dict[str, Any], row: ResultRow, err: BaseException
+) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "error.txt", "".join(traceback.format_exception(err)))
-    write_json_atomic(run_dir / "run.json", {"run_key": key, "inputs": inputs, "status": row.status,
-                                             "reason": row.reason})
+    write_json_atomic(
+        run_dir / "run.json", {"run_key": key, "inputs": inputs, "status": row.status, "reason": row.reason}
+    )
 
 
-def _row_from_result(task: TaskSpec, result: ProtocolResult, run_dir: Path, out: Path, key: str, *,
-                     reused: bool, seconds: float) -> ResultRow:
+def _row_from_result(
+    task: TaskSpec,
+    result: ProtocolResult,
+    run_dir: Path,
+    out: Path,
+    key: str,
+    *,
+    reused: bool,
+    seconds: float,
+) -> ResultRow:
     metric = task.primary_metric or result.primary_metric
     row = _base_row(task, result.protocol, result.encoder, STATUS_OK, version=result.protocol_version)
     if metric not in result.metrics:
-        row.status, row.reason = STATUS_FAILED, f"primary metric {metric!r} not among {sorted(result.metrics)}"
+        row.status, row.reason = (
+            STATUS_FAILED,
+            f"primary metric {metric!r} not among {sorted(result.metrics)}",
+        )
         return row
     flags = list(result.flags)
     if result.protocol.endswith("-faithful") and not any("val==test" in f for f in flags):

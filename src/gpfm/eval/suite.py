@@ -55,15 +55,39 @@ FAMILIES = (
 _SUITE_KEYS = {"name", "description", "version", "variables", "defaults", "tasks", "references"}
 _DEFAULTS_KEYS = {"batch_size", "cache_dir", "primary_metric", "protocol_options"}
 _TASK_KEYS = {
-    "id", "family", "protocol", "protocol_options", "data", "primary_metric", "metric_direction",
-    "saturated", "subgroup", "description", "source", "license",
+    "id",
+    "family",
+    "protocol",
+    "protocol_options",
+    "data",
+    "primary_metric",
+    "metric_direction",
+    "saturated",
+    "subgroup",
+    "description",
+    "source",
+    "license",
 }
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Keys of a data block whose values are file-system locations (used to resolve and check them).
-_PATH_KEYS = {"root", "path", "dir", "file", "csv", "json", "h5", "h5_dir", "features", "images", "table",
-              "split", "splits", "labels"}
+_PATH_KEYS = {
+    "root",
+    "path",
+    "dir",
+    "file",
+    "csv",
+    "json",
+    "h5",
+    "h5_dir",
+    "features",
+    "images",
+    "table",
+    "split",
+    "splits",
+    "labels",
+}
 _PATH_SUFFIXES = ("_path", "_dir", "_file", "_csv", "_json", "_root", "_h5", "_table", "_split", "_splits")
 
 
@@ -221,8 +245,8 @@ def expand_variables(value: Any, variables: Mapping[str, str], where: str) -> An
             if fallback is not None:
                 return fallback
             raise SuiteError(
-                f"{where}: undefined variable ${{{name}}}; set the environment variable {name}, add it to the "
-                f"suite's 'variables:' block, or write ${{{name}:-fallback}}"
+                f"{where}: undefined variable ${{{name}}}; set the environment variable {name}, add it to "
+                f"the suite's 'variables:' block, or write ${{{name}:-fallback}}"
             )
 
         out = _VAR.sub(_sub, value)
@@ -261,12 +285,23 @@ def resolve_data_paths(data: DataSpec, base_dir: Path) -> dict[str, Any]:
     return out
 
 
-def missing_data_paths(resolved_block: Mapping[str, Any]) -> list[str]:
-    """Path-like values of a resolved data block that do not exist on disk."""
-    return [
-        str(v) for k, v in resolved_block.items()
-        if k != "kind" and is_path_key(k) and isinstance(v, str) and "://" not in v and not Path(v).exists()
-    ]
+def missing_data_paths(resolved_block: Mapping[str, Any], encoder: str | None = None) -> list[str]:
+    """Path-like values of a resolved data block that do not exist on disk.
+
+    A ``{encoder}`` placeholder (per-encoder feature folders, e.g. ``features: feats/{encoder}``) is filled
+    with ``encoder`` before checking; values with a placeholder are not checked when ``encoder`` is None.
+    """
+    missing = []
+    for key, value in resolved_block.items():
+        if key == "kind" or not is_path_key(key) or not isinstance(value, str) or "://" in value:
+            continue
+        if "{encoder}" in value:
+            if encoder is None:
+                continue
+            value = value.replace("{encoder}", encoder)
+        if not Path(value).exists():
+            missing.append(value)
+    return missing
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -282,8 +317,11 @@ def _check_keys(block: Mapping[str, Any], allowed: set[str], where: str) -> None
     if unknown:
         import difflib
 
-        hints = [f"{u!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, allowed, 1)) else "")
-                 for u in unknown]
+        hints = [
+            f"{u!r}"
+            + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, allowed, 1)) else "")
+            for u in unknown
+        ]
         raise SuiteError(f"{where}: unknown key(s) {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
 
 
@@ -300,11 +338,17 @@ def _parse_defaults(raw: Any, where: str) -> SuiteDefaults:
     popts = _mapping(block.get("protocol_options"), f"{where}.protocol_options")
     popts = {name: _mapping(v, f"{where}.protocol_options.{name}") for name, v in popts.items()}
     cache = block.get("cache_dir")
-    return SuiteDefaults(batch_size=batch, cache_dir=None if cache is None else str(cache),
-                         primary_metric={k: str(v) for k, v in pm.items()}, protocol_options=popts)
+    return SuiteDefaults(
+        batch_size=batch,
+        cache_dir=None if cache is None else str(cache),
+        primary_metric={k: str(v) for k, v in pm.items()},
+        protocol_options=popts,
+    )
 
 
-def _parse_task(raw: Any, index: int, defaults: SuiteDefaults, variables: Mapping[str, str], source: str) -> TaskSpec:
+def _parse_task(
+    raw: Any, index: int, defaults: SuiteDefaults, variables: Mapping[str, str], source: str
+) -> TaskSpec:
     where = f"{source}: tasks[{index}]"
     block = _mapping(raw, where)
     task_id = block.get("id")
@@ -318,11 +362,19 @@ def _parse_task(raw: Any, index: int, defaults: SuiteDefaults, variables: Mappin
     protocols = block.get("protocol")
     if isinstance(protocols, str):
         protocols = [protocols]
-    if not protocols or not isinstance(protocols, list) or not all(isinstance(p, str) and p for p in protocols):
-        raise SuiteError(f"{where}: 'protocol' must be a protocol name or a non-empty list of names (got {protocols!r})")
+    if (
+        not protocols
+        or not isinstance(protocols, list)
+        or not all(isinstance(p, str) and p for p in protocols)
+    ):
+        raise SuiteError(
+            f"{where}: 'protocol' must be a protocol name or a non-empty list of names (got {protocols!r})"
+        )
     if len(set(protocols)) != len(protocols):
         raise SuiteError(f"{where}: 'protocol' lists a protocol twice: {protocols}")
-    raw_opts = expand_variables(_mapping(block.get("protocol_options"), f"{where}.protocol_options"), variables, where)
+    raw_opts = expand_variables(
+        _mapping(block.get("protocol_options"), f"{where}.protocol_options"), variables, where
+    )
     shared = {k: v for k, v in raw_opts.items() if k not in protocols}
     options: dict[str, dict[str, Any]] = {}
     for name in protocols:
@@ -334,7 +386,9 @@ def _parse_task(raw: Any, index: int, defaults: SuiteDefaults, variables: Mappin
     data_block = expand_variables(_mapping(data_raw, f"{where}.data"), variables, f"{where}.data")
     kind = data_block.pop("kind", None)
     if not isinstance(kind, str) or not kind:
-        raise SuiteError(f"{where}.data: missing 'kind' (the task loader, e.g. roi_images, slide_h5, survival_h5)")
+        raise SuiteError(
+            f"{where}.data: missing 'kind' (the task loader, e.g. roi_images, slide_h5, survival_h5)"
+        )
     direction = block.get("metric_direction")
     if direction not in (None, "higher", "lower"):
         raise SuiteError(f"{where}: 'metric_direction' must be 'higher' or 'lower' (got {direction!r})")
@@ -343,17 +397,24 @@ def _parse_task(raw: Any, index: int, defaults: SuiteDefaults, variables: Mappin
         raise SuiteError(f"{where}: 'saturated' must be true or false (got {saturated!r})")
     metric = block.get("primary_metric", defaults.primary_metric.get(family))
     return TaskSpec(
-        id=task_id, family=family, protocols=tuple(protocols), protocol_options=options,
-        data=DataSpec(kind=kind, options=data_block), primary_metric=None if metric is None else str(metric),
-        metric_direction=direction, saturated=saturated,
+        id=task_id,
+        family=family,
+        protocols=tuple(protocols),
+        protocol_options=options,
+        data=DataSpec(kind=kind, options=data_block),
+        primary_metric=None if metric is None else str(metric),
+        metric_direction=direction,
+        saturated=saturated,
         subgroup=None if block.get("subgroup") is None else str(block["subgroup"]),
-        description=str(block.get("description", "")), source=str(block.get("source", "")),
+        description=str(block.get("description", "")),
+        source=str(block.get("source", "")),
         license=str(block.get("license", "")),
     )
 
 
-def parse_suite(raw: Any, path: Path, data_root: str | Path | None = None,
-                environ: Mapping[str, str] | None = None) -> Suite:
+def parse_suite(
+    raw: Any, path: Path, data_root: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Suite:
     """Validate a loaded YAML mapping and build a :class:`Suite` (see the module docstring for the schema)."""
     source = str(path)
     block = _mapping(raw, source)
@@ -369,10 +430,15 @@ def parse_suite(raw: Any, path: Path, data_root: str | Path | None = None,
     variables: dict[str, str] = dict(builtins)
     for var, default in declared.items():
         if var in builtins:
-            raise SuiteError(f"{source}: variables.{var}: {var} is built in (set by --data-root / the suite's folder)")
+            raise SuiteError(
+                f"{source}: variables.{var}: {var} is built in (set by --data-root / the suite's folder)"
+            )
         # the environment wins over a declared default; defaults may use the built-ins and earlier variables
-        variables[var] = env[var] if var in env else str(expand_variables(str(default), {**env, **variables},
-                                                                          f"{source}: variables.{var}"))
+        variables[var] = (
+            env[var]
+            if var in env
+            else str(expand_variables(str(default), {**env, **variables}, f"{source}: variables.{var}"))
+        )
     lookup = {**env, **variables}  # the built-ins are reserved: DATA_ROOT always means base_dir
     defaults = _parse_defaults(block.get("defaults"), f"{source}: defaults")
     tasks_raw = block.get("tasks")
@@ -384,13 +450,22 @@ def parse_suite(raw: Any, path: Path, data_root: str | Path | None = None,
         if t.id in seen:
             raise SuiteError(f"{source}: task id {t.id!r} appears twice; ids must be unique")
         seen.add(t.id)
-    return Suite(name=name, path=path, base_dir=base_dir, tasks=tasks, defaults=defaults,
-                 description=str(block.get("description", "")), version=str(block.get("version", "1")),
-                 variables=variables, references=_mapping(block.get("references"), f"{source}: references"))
+    return Suite(
+        name=name,
+        path=path,
+        base_dir=base_dir,
+        tasks=tasks,
+        defaults=defaults,
+        description=str(block.get("description", "")),
+        version=str(block.get("version", "1")),
+        variables=variables,
+        references=_mapping(block.get("references"), f"{source}: references"),
+    )
 
 
-def load_suite(path: str | Path, data_root: str | Path | None = None,
-               environ: Mapping[str, str] | None = None) -> Suite:
+def load_suite(
+    path: str | Path, data_root: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Suite:
     """Read and validate a suite YAML file.
 
     Args:
@@ -409,7 +484,12 @@ def load_suite(path: str | Path, data_root: str | Path | None = None,
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SuiteError(
+            f"{path}: not valid YAML{where}: {problem}; quote values that contain {{ }} : or #"
+        ) from None
     return parse_suite(raw, path, data_root=data_root, environ=environ)
 
 
