@@ -163,7 +163,7 @@ def check_groups_disjoint(split: np.ndarray, groups: np.ndarray) -> None:
     group_of_pair, n_sides = np.unique(pairs[0], return_counts=True)
     leaking = group_of_pair[n_sides > 1]
     if len(leaking):
-        g = leaking[0]
+        g = str(leaking[0])
         sides = sorted(pairs[1][pairs[0] == g].tolist())
         raise ValueError(
             f"group {g!r} (and {len(leaking) - 1} more) appears in splits {sides}: identical images or one patient "

@@ -22,6 +22,8 @@ class ProbeFit:
     proba: np.ndarray
     info: dict[str, object] = field(default_factory=dict)
     curves: dict[str, list[float]] | None = None
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
 
 
 @contextlib.contextmanager
@@ -108,7 +110,7 @@ def train_adamw_probe(
         proba = torch.softmax(torch.addmm(best[1], xs, best[0].T), dim=1).numpy()
     info = {"selected_epoch": best_epoch, "epochs_run": len(curves["epoch"]), "best_val_macro_auroc": best_auc,
             "seed": seed}
-    return ProbeFit(proba.astype(np.float64), info, curves)
+    return ProbeFit(proba.astype(np.float64), info, curves, best[0].numpy(), best[1].numpy())
 
 
 def train_lbfgs_logreg(
@@ -144,7 +146,8 @@ def train_lbfgs_logreg(
         final_loss = float(F.cross_entropy(probe(xt), yt) + (0.5 / c_value) * torch.linalg.norm(probe.weight))
         proba = torch.softmax(probe(xs), dim=1).numpy()
     info = {"C": c_value, "lbfgs_iterations": int(state.get("n_iter", 0)), "final_loss": final_loss}
-    return ProbeFit(proba.astype(np.float64), info)
+    return ProbeFit(proba.astype(np.float64), info, None, probe.weight.detach().numpy().copy(),
+                    probe.bias.detach().numpy().copy())
 
 
 def sklearn_c_grid() -> np.ndarray:
