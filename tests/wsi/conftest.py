@@ -53,14 +53,21 @@ def synthetic_pyramid(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
     res = 1e4 / SYNTH_MPP
     with tifffile.TiffWriter(path) as tw:
         for i, level in enumerate(levels):
-            tw.write(level, tile=(256, 256), photometric="rgb", compression="zlib", resolution=(res, res),
-                     resolutionunit="CENTIMETER", subfiletype=0 if i == 0 else 1)
+            tw.write(
+                level,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="zlib",
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+            )
     return path, levels
 
 
 @pytest.fixture(scope="session")
 def synthetic_tissue_png(tmp_path_factory) -> Path:
-    """White 2000×1600 PNG with a pink disk (r 600 px) holding a white hole (r 150 px) and a small blob (r 60 px)."""
+    """White 2000×1600 PNG: a pink disk (r 600 px) with a white hole (r 150 px), and a blob (r 60 px)."""
     import cv2
     from PIL import Image
 

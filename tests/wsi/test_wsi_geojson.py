@@ -44,8 +44,11 @@ def test_qupath_variants_and_classification(tmp_path):
     poly = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
     other = {"type": "Polygon", "coordinates": [[[20, 20], [30, 20], [30, 30], [20, 20]]]}
     features = [
-        {"type": "Feature", "geometry": poly, "properties": {"objectType": "annotation",
-                                                             "classification": {"name": "Tissue"}}},
+        {
+            "type": "Feature",
+            "geometry": poly,
+            "properties": {"objectType": "annotation", "classification": {"name": "Tissue"}},
+        },
         {"type": "Feature", "geometry": other, "properties": {"classification": {"name": "Tumor"}}},
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}, "properties": {}},
     ]
@@ -57,7 +60,9 @@ def test_qupath_variants_and_classification(tmp_path):
     single.write_text(json.dumps(features[0]))
     assert read_geojson(single).area == pytest.approx(100)
     bowtie = tmp_path / "bowtie.geojson"  # self-intersecting ring, as hand drawing can produce
-    bowtie.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}))
+    bowtie.write_text(
+        json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]})
+    )
     assert read_geojson(bowtie).area == pytest.approx(50)
     bad = tmp_path / "bad.geojson"
     bad.write_text(json.dumps({"type": "FeatureCollection", "features": []}))

@@ -40,7 +40,11 @@ def test_coords_roundtrip_layout_and_grid_reload(tmp_path, grid):
         assert h5["tissue_fraction"].dtype == np.float32 and h5["grid_rc"].dtype == np.int32
     again = load_tile_grid(out)
     np.testing.assert_array_equal(again.coords, grid.coords)
-    assert (again.read_level, again.read_size_px, again.config) == (grid.read_level, grid.read_size_px, grid.config)
+    assert (again.read_level, again.read_size_px, again.config) == (
+        grid.read_level,
+        grid.read_size_px,
+        grid.config,
+    )
     assert again.tiling_config_sha256 == grid.tiling_config_sha256
     assert is_complete(out, grid.tiling_config_sha256)
     assert not is_complete(out, "0" * 64)
@@ -61,10 +65,22 @@ def test_features_file_and_completion_rules(tmp_path, grid):
     feats = np.random.default_rng(0).normal(size=(n, 24)).astype(np.float64)
     status = np.zeros(n, np.uint8)
     status[3] = 2
-    fattrs = {"name": grid.slide_id, "encoder": "tiny", "weights_sha256": "w1",
-              "tiling_config_sha256": grid.tiling_config_sha256, "transform_json": {"size": 224}}
-    out = write_features(tmp_path / "f" / "s.h5", feats, grid.coords, grid.attrs(), fattrs, tile_status=status,
-                         extra_datasets={"patch_tokens": np.zeros((n, 2, 3), np.float32)})
+    fattrs = {
+        "name": grid.slide_id,
+        "encoder": "tiny",
+        "weights_sha256": "w1",
+        "tiling_config_sha256": grid.tiling_config_sha256,
+        "transform_json": {"size": 224},
+    }
+    out = write_features(
+        tmp_path / "f" / "s.h5",
+        feats,
+        grid.coords,
+        grid.attrs(),
+        fattrs,
+        tile_status=status,
+        extra_datasets={"patch_tokens": np.zeros((n, 2, 3), np.float32)},
+    )
     data = read_features(out)
     assert data["features"].dtype == np.float32
     np.testing.assert_allclose(data["features"], feats.astype(np.float32))

@@ -92,8 +92,11 @@ def test_transparent_pixels_composite_onto_white(tmp_path):
     rgba[2:, :, 3] = 255
     out = composite_on_white(rgba)
     assert (out[0] == 255).all()
-    assert tuple(out[1, 0]) == (round(10 * 128 / 255 + 255 * 127 / 255), round(20 * 128 / 255 + 255 * 127 / 255),
-                                round(30 * 128 / 255 + 255 * 127 / 255))
+    assert tuple(out[1, 0]) == (
+        round(10 * 128 / 255 + 255 * 127 / 255),
+        round(20 * 128 / 255 + 255 * 127 / 255),
+        round(30 * 128 / 255 + 255 * 127 / 255),
+    )
     assert tuple(out[2, 0]) == (10, 20, 30)
     path = tmp_path / "rgba.png"
     Image.fromarray(rgba).save(path)
@@ -216,4 +219,6 @@ def test_mpp_lookup_order_and_units():
     assert (philips[0].x, philips[0].y) == pytest.approx((0.242, 0.243))
     assert resolve_mpp("a.svs", cands).source == "vendor:aperio.MPP"
     with pytest.raises(MissingMppError, match="a.tif.*--mpp"):
-        resolve_mpp("a.tif", candidates_from_properties({"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"}))
+        resolve_mpp(
+            "a.tif", candidates_from_properties({"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"})
+        )

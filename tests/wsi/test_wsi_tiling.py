@@ -12,12 +12,41 @@ from gpfm.wsi import TILE_PADDED, TilingConfig, TilingError, open_slide, tile_sl
 from gpfm.wsi.tissue import segment_tissue
 
 SPEC_COORD_ATTRS = [
-    "patch_size", "patch_size_level0", "level0_magnification", "target_magnification", "overlap", "name",
-    "savetodir", "level0_width", "level0_height", "gpfm_schema_version", "coords_convention", "mpp_level0_x",
-    "mpp_level0_y", "mpp_source", "target_mpp", "fov_um", "tile_size_level0_exact", "stride_level0_exact",
-    "read_level", "read_downsample", "read_size_px", "grid_origin", "tiling_recipe", "keep_rule",
-    "min_tissue_fraction", "edge_policy", "seg_method", "seg_params_json", "tiling_config_sha256",
-    "slide_relpath", "slide_fingerprint", "reader", "reader_version", "gpfm_version", "created_utc",
+    "patch_size",
+    "patch_size_level0",
+    "level0_magnification",
+    "target_magnification",
+    "overlap",
+    "name",
+    "savetodir",
+    "level0_width",
+    "level0_height",
+    "gpfm_schema_version",
+    "coords_convention",
+    "mpp_level0_x",
+    "mpp_level0_y",
+    "mpp_source",
+    "target_mpp",
+    "fov_um",
+    "tile_size_level0_exact",
+    "stride_level0_exact",
+    "read_level",
+    "read_downsample",
+    "read_size_px",
+    "grid_origin",
+    "tiling_recipe",
+    "keep_rule",
+    "min_tissue_fraction",
+    "edge_policy",
+    "seg_method",
+    "seg_params_json",
+    "tiling_config_sha256",
+    "slide_relpath",
+    "slide_fingerprint",
+    "reader",
+    "reader_version",
+    "gpfm_version",
+    "created_utc",
 ]
 
 
@@ -81,7 +110,9 @@ def test_synthetic_keep_rule_fraction_holes_and_four_point(synthetic_pyramid):
     g = tile_slide(s, strip, cfg)
     assert set(g.grid_rc[:, 1].tolist()) == {0, 1, 2}
     np.testing.assert_allclose(np.unique(g.tissue_fraction), [0.5, 1.0])
-    g60 = tile_slide(s, strip, TilingConfig(recipe="custom", target_mpp=0.5, tile_px=64, min_tissue_fraction=0.6))
+    g60 = tile_slide(
+        s, strip, TilingConfig(recipe="custom", target_mpp=0.5, tile_px=64, min_tissue_fraction=0.6)
+    )
     assert set(g60.grid_rc[:, 1].tolist()) == {0, 1}
     # A hole covering exactly tile (row 1, col 0) removes that tile.
     holed = shapely.Polygon(strip.exterior.coords, [shapely.box(0, 128, 128, 256).exterior.coords])
@@ -90,7 +121,9 @@ def test_synthetic_keep_rule_fraction_holes_and_four_point(synthetic_pyramid):
     # Four-point rule: tissue only in the top-left quarter of tile (0, 0) → kept (point (32, 32) inside);
     # coverage 25% would also pass, so use a 20×20 px patch around (32, 32) (coverage 2.4%).
     speck = shapely.box(22, 22, 42, 42)
-    four = tile_slide(s, speck, TilingConfig(recipe="custom", target_mpp=0.5, tile_px=64, keep_rule="clam-four-pt"))
+    four = tile_slide(
+        s, speck, TilingConfig(recipe="custom", target_mpp=0.5, tile_px=64, keep_rule="clam-four-pt")
+    )
     frac = tile_slide(s, speck, cfg)
     assert four.grid_rc.tolist() == [[0, 0]] and len(frac) == 0
 
@@ -104,7 +137,10 @@ def test_edges_exclude_and_pad(synthetic_pyramid):
     pad = tile_slide(s, None, TilingConfig(**cfg, edge_policy="pad"))
     assert len(pad) == 30  # 1200 and 1000 are multiples of 200: no partial tile
     cfg = dict(recipe="custom", target_mpp=0.5, tile_px=96)  # 192 px: 6.25 columns, 5.2 rows
-    ex, pad = tile_slide(s, None, TilingConfig(**cfg)), tile_slide(s, None, TilingConfig(**cfg, edge_policy="pad"))
+    ex, pad = (
+        tile_slide(s, None, TilingConfig(**cfg)),
+        tile_slide(s, None, TilingConfig(**cfg, edge_policy="pad")),
+    )
     assert len(ex) == 6 * 5 and len(pad) == 7 * 6
     flagged = pad.tile_status == TILE_PADDED
     assert flagged.sum() == 7 * 6 - 6 * 5

@@ -20,7 +20,9 @@ def test_synthetic_disk_with_hole(synthetic_tissue_png):
     assert len(tissue) == 1 and tissue.n_holes == 1  # the r 60 px blob (11,310 µm²) is below 262,144 µm²
     expected_um2 = math.pi * (600**2 - 150**2)
     assert tissue.area_um2 == pytest.approx(expected_um2, rel=0.05)
-    assert tissue.geometry.contains(shapely.Point(900, 300)) and not tissue.geometry.contains(shapely.Point(900, 800))
+    assert tissue.geometry.contains(shapely.Point(900, 300)) and not tissue.geometry.contains(
+        shapely.Point(900, 800)
+    )
     lumen = segment_tissue(s, holes_are_tissue=True)
     assert lumen.n_holes == 0 and lumen.geometry.contains(shapely.Point(900, 800))
     small = segment_tissue(s, min_tissue_area=1000.0)
@@ -67,8 +69,10 @@ def test_histolab_tiles_confusion(histolab_tiles_dir):
     p = np.array([v.is_tissue for v in verdicts])
     tp, fn = int((t & p).sum()), int((t & ~p).sum())
     fp, tn = int((~t & p).sum()), int((~t & ~p).sum())
-    print(f"\nhistolab fixture tiles (n={len(t)}): confusion  tissue→kept {tp}  tissue→rejected {fn}  "
-          f"background/pen→kept {fp}  background/pen→rejected {tn}")
+    print(
+        f"\nhistolab fixture tiles (n={len(t)}): confusion  tissue→kept {tp}  tissue→rejected {fn}  "
+        f"background/pen→kept {fp}  background/pen→rejected {tn}"
+    )
     assert (tp, fn, fp, tn) == (10, 0, 0, 7)
 
 

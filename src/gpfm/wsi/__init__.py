@@ -2,7 +2,7 @@
 
 Public API (stable names, used by :mod:`gpfm.extract`)::
 
-    open_slide(path, mpp=None, backend="auto") -> Slide          # readers/ (openslide, tiffslide, dicom, image)
+    open_slide(path, mpp=None, backend="auto") -> Slide          # readers/: openslide tiffslide dicom image
     Slide.read_region(x0, y0, level, (w, h)) -> uint8 (h, w, 3)  # level-0 top-left, white outside
     segment_tissue(slide, method="hsv", **params) -> TissueMask  # tissue.py (polygons in level-0 px)
     TilingConfig.from_recipe("gpfm-128um"); tile_slide(slide, tissue, config) -> TileGrid   # tiling.py
@@ -14,7 +14,14 @@ Public API (stable names, used by :mod:`gpfm.extract`)::
 Data flows one way: this package knows no models.
 """
 
-from gpfm.wsi.blocks import Block, plan_blocks, read_block_tiles, read_block_tiles_safe, read_tiles, resize_tiles
+from gpfm.wsi.blocks import (
+    Block,
+    plan_blocks,
+    read_block_tiles,
+    read_block_tiles_safe,
+    read_tiles,
+    resize_tiles,
+)
 from gpfm.wsi.errors import MissingMppError, SlideReadError, TilingError, UnsupportedSlideError, WsiError
 from gpfm.wsi.geojson import read_geojson, tissue_to_geojson, write_geojson
 from gpfm.wsi.h5io import (
@@ -34,7 +41,14 @@ from gpfm.wsi.h5io import (
 )
 from gpfm.wsi.mpp import MppInfo, is_sane_mpp
 from gpfm.wsi.readers import BACKENDS, TILE_FAILED, TILE_OK, TILE_PADDED, Slide, open_slide
-from gpfm.wsi.tiling import RECIPES, TileGrid, TilingConfig, tile_slide, tiling_config_dict, tiling_config_sha256
+from gpfm.wsi.tiling import (
+    RECIPES,
+    TileGrid,
+    TilingConfig,
+    tile_slide,
+    tiling_config_dict,
+    tiling_config_sha256,
+)
 from gpfm.wsi.tissue import PRESETS, TileQC, TissueMask, TissueParams, segment_tissue, tile_is_tissue, tile_qc
 from gpfm.wsi.viz import contours_image, feature_map_image, save_jpeg, thumbnail_image, tile_grid_image
 

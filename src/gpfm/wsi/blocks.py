@@ -39,8 +39,9 @@ class Block:
 def tile_level_origins(grid) -> np.ndarray:
     """(N, 2) int64 level-pixel origins of the grid's tiles at its read level."""
     ds = float(grid.read_downsample)
-    return np.array([[level_origin(x, ds), level_origin(y, ds)] for x, y in grid.coords.tolist()],
-                    dtype=np.int64).reshape(-1, 2)
+    return np.array(
+        [[level_origin(x, ds), level_origin(y, ds)] for x, y in grid.coords.tolist()], dtype=np.int64
+    ).reshape(-1, 2)
 
 
 def _block(indices: np.ndarray, origins: np.ndarray, size: int, level: int) -> Block:
@@ -95,7 +96,9 @@ def read_block_tiles(slide: Slide, grid, block: Block) -> tuple[np.ndarray, np.n
 
 
 def read_block_tiles_safe(slide: Slide, grid, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`read_block_tiles` plus per-tile status; a failed block read falls back to per-tile
+    """Like :func:`read_block_tiles` plus per-tile status (0 ok, 2 failed).
+
+    A failed block read falls back to per-tile
     :meth:`Slide.read_region_safe` (retry, finer level, then white + ``TILE_FAILED``).
 
     Edge-padding flags are not added here; combine with ``grid.tile_status`` (max of both).
@@ -129,9 +132,12 @@ def read_tiles(slide: Slide, grid, indices: np.ndarray | None = None, k: int = 4
 
 
 def resize_tiles(tiles: np.ndarray, size: int) -> np.ndarray:
-    """Resample (n, s, s, 3) uint8 tiles to ``size`` px once (area filter down, bicubic up), e.g. to tile_px."""
+    """Resample (n, s, s, 3) uint8 tiles to ``size`` px once (area filter down, bicubic up)."""
     if tiles.shape[1] == size and tiles.shape[2] == size:
         return tiles
     interp = cv2.INTER_AREA if tiles.shape[1] > size else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(t, (size, size), interpolation=interp) for t in tiles]) if len(tiles) else (
-        np.empty((0, size, size, 3), np.uint8))
+    return (
+        np.stack([cv2.resize(t, (size, size), interpolation=interp) for t in tiles])
+        if len(tiles)
+        else (np.empty((0, size, size, 3), np.uint8))
+    )

@@ -32,7 +32,11 @@ def _geometry(tissue: Any) -> Polygon | MultiPolygon:
 
 
 def tissue_to_geojson(
-    tissue: Any, mpp: float | None = None, *, classification: str = "Tissue", color: tuple[int, int, int] = TISSUE_COLOR
+    tissue: Any,
+    mpp: float | None = None,
+    *,
+    classification: str = "Tissue",
+    color: tuple[int, int, int] = TISSUE_COLOR,
 ) -> dict[str, Any]:
     """FeatureCollection dict of a :class:`~gpfm.wsi.tissue.TissueMask` or a (Multi)Polygon in level-0 px.
 
@@ -107,7 +111,9 @@ def read_geojson(path: str | os.PathLike[str], classification: str | None = None
         polygons.extend(p for p in shapely.get_parts(g) if isinstance(p, Polygon) and p.area > 0)
     if not polygons:
         which = f" classified {classification!r}" if classification else ""
-        raise ValueError(f"{path}: no Polygon/MultiPolygon features{which}; draw or export tissue annotations")
+        raise ValueError(
+            f"{path}: no Polygon/MultiPolygon features{which}; draw or export tissue annotations"
+        )
     union = shapely.union_all(polygons)
     parts = [p for p in shapely.get_parts(union) if isinstance(p, Polygon)]
     return MultiPolygon(parts)

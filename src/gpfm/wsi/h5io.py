@@ -58,7 +58,9 @@ def _attr(value: Any) -> Any:
         return ""
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, Mapping) or (isinstance(value, list | tuple) and any(isinstance(v, str) for v in value)):
+    if isinstance(value, Mapping) or (
+        isinstance(value, list | tuple) and any(isinstance(v, str) for v in value)
+    ):
         return json.dumps(value, sort_keys=True, default=str)
     return value
 
@@ -107,12 +109,14 @@ def read_coords(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any
     """(coords int64 (N, 2), attributes of ``coords``) from a coordinates or features file."""
     with open_h5(path) as h5:
         if COORDS not in h5:
-            raise KeyError(f"{path}: no '{COORDS}' dataset; run the tiling stage first (gpfm extract does it)")
+            raise KeyError(
+                f"{path}: no '{COORDS}' dataset; run the tiling stage first (gpfm extract does it)"
+            )
         return np.asarray(h5[COORDS][:], dtype=np.int64).reshape(-1, 2), _read_attrs(h5[COORDS])
 
 
 def read_tiling(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """All datasets of a coordinates file: coords, tissue_fraction, grid_rc, tile_status (when present), attrs."""
+    """All datasets of a coordinates file (coords, tissue_fraction, grid_rc, tile_status) and attrs."""
     with open_h5(path) as h5:
         out: dict[str, Any] = {"attrs": _read_attrs(h5[COORDS])}
         for name in (COORDS, TISSUE_FRACTION, GRID_RC, TILE_STATUS):
@@ -123,25 +127,44 @@ def read_tiling(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_tile_grid(path: str | os.PathLike[str]) -> Any:
     """Rebuild the :class:`~gpfm.wsi.tiling.TileGrid` stored in a coordinates file."""
-    from gpfm.wsi.tiling import TilingConfig, TileGrid
+    from gpfm.wsi.tiling import TileGrid, TilingConfig
 
     data = read_tiling(path)
     a = data["attrs"]
     cfg = json.loads(a["tiling_config_json"])
     n = len(data[COORDS])
-    bounds = tuple(int(a[k]) for k in ("bounds_x", "bounds_y", "bounds_w", "bounds_h")) if "bounds_x" in a else None
+    bounds = (
+        tuple(int(a[k]) for k in ("bounds_x", "bounds_y", "bounds_w", "bounds_h"))
+        if "bounds_x" in a
+        else None
+    )
     return TileGrid(
-        coords=data[COORDS].astype(np.int64), tissue_fraction=data.get(TISSUE_FRACTION, np.ones(n, np.float32)),
-        grid_rc=data.get(GRID_RC, np.zeros((n, 2), np.int32)), tile_status=data.get(TILE_STATUS, np.zeros(n, np.uint8)),
-        config=TilingConfig(**cfg["tiling"]), target_mpp=float(a["target_mpp"]), fov_um=float(a["fov_um"]),
-        read_level=int(a["read_level"]), read_downsample=float(a["read_downsample"]),
-        read_size_px=int(a["read_size_px"]), patch_size_level0=int(a["patch_size_level0"]),
-        tile_size_level0_exact=float(a["tile_size_level0_exact"]), stride_level0_exact=float(a["stride_level0_exact"]),
-        slide_id=str(a["name"]), mpp=float(a["mpp_level0_x"]), mpp_y=float(a["mpp_level0_y"]),
-        mpp_source=str(a["mpp_source"]), level0_width=int(a["level0_width"]), level0_height=int(a["level0_height"]),
-        reader=str(a.get("reader", "")), reader_version=str(a.get("reader_version", "")),
-        slide_path=str(a.get("slide_relpath", "")), slide_fingerprint=str(a.get("slide_fingerprint", "")),
-        bounds=bounds, seg_method=cfg["segmentation"]["method"], seg_params=cfg["segmentation"]["params"],
+        coords=data[COORDS].astype(np.int64),
+        tissue_fraction=data.get(TISSUE_FRACTION, np.ones(n, np.float32)),
+        grid_rc=data.get(GRID_RC, np.zeros((n, 2), np.int32)),
+        tile_status=data.get(TILE_STATUS, np.zeros(n, np.uint8)),
+        config=TilingConfig(**cfg["tiling"]),
+        target_mpp=float(a["target_mpp"]),
+        fov_um=float(a["fov_um"]),
+        read_level=int(a["read_level"]),
+        read_downsample=float(a["read_downsample"]),
+        read_size_px=int(a["read_size_px"]),
+        patch_size_level0=int(a["patch_size_level0"]),
+        tile_size_level0_exact=float(a["tile_size_level0_exact"]),
+        stride_level0_exact=float(a["stride_level0_exact"]),
+        slide_id=str(a["name"]),
+        mpp=float(a["mpp_level0_x"]),
+        mpp_y=float(a["mpp_level0_y"]),
+        mpp_source=str(a["mpp_source"]),
+        level0_width=int(a["level0_width"]),
+        level0_height=int(a["level0_height"]),
+        reader=str(a.get("reader", "")),
+        reader_version=str(a.get("reader_version", "")),
+        slide_path=str(a.get("slide_relpath", "")),
+        slide_fingerprint=str(a.get("slide_fingerprint", "")),
+        bounds=bounds,
+        seg_method=cfg["segmentation"]["method"],
+        seg_params=cfg["segmentation"]["params"],
     )
 
 
@@ -188,8 +211,13 @@ def write_features(
         _write_coords_dataset(h5, coords, {**coords_attrs, ATTR_COMPLETE: None})
         h5[COORDS].attrs[ATTR_COMPLETE] = True
         chunks = (max(1, min(FEATURES_CHUNK_ROWS, n)), max(1, dim))
-        ds = h5.create_dataset(FEATURES, data=features, chunks=chunks if n and dim else None,
-                               maxshape=(None, dim), compression=compression)
+        ds = h5.create_dataset(
+            FEATURES,
+            data=features,
+            chunks=chunks if n and dim else None,
+            maxshape=(None, dim),
+            compression=compression,
+        )
         for key, value in attrs.items():
             if key != ATTR_COMPLETE:
                 ds.attrs[key] = _attr(value)
@@ -208,7 +236,8 @@ def read_features(path: str | os.PathLike[str]) -> dict[str, Any]:
         if FEATURES not in h5:
             raise KeyError(f"{path}: no '{FEATURES}' dataset; this is not a features file")
         out: dict[str, Any] = {
-            "features": h5[FEATURES][:], "attrs": _read_attrs(h5[FEATURES]),
+            "features": h5[FEATURES][:],
+            "attrs": _read_attrs(h5[FEATURES]),
             "coords": h5[COORDS][:] if COORDS in h5 else None,
             "coords_attrs": _read_attrs(h5[COORDS]) if COORDS in h5 else {},
         }

@@ -71,7 +71,10 @@ def _pair(props: Mapping[str, object], kx: str, ky: str) -> tuple[float, float] 
 
 
 def candidates_from_properties(
-    props: Mapping[str, object], *, normalised_prefix: str | None = "openslide", extra_keys: Iterable[str] = ()
+    props: Mapping[str, object],
+    *,
+    normalised_prefix: str | None = "openslide",
+    extra_keys: Iterable[str] = (),
 ) -> list[MppCandidate]:
     """All µm/px readings in ``props`` in lookup order (spec §1.2); insane values are kept for the message."""
     out: list[MppCandidate] = []
@@ -91,8 +94,9 @@ def candidates_from_properties(
         if parts:  # DICOM order is (row spacing = y, column spacing = x), in mm
             y_mm, x_mm = parts[0], parts[-1]
             out.append(MppCandidate("vendor:philips.DICOM_PIXEL_SPACING", x_mm * 1000.0, y_mm * 1000.0))
-    res = tiff_resolution_mpp(props.get("tiff.XResolution"), props.get("tiff.YResolution"),
-                              props.get("tiff.ResolutionUnit"))
+    res = tiff_resolution_mpp(
+        props.get("tiff.XResolution"), props.get("tiff.YResolution"), props.get("tiff.ResolutionUnit")
+    )
     if res is not None:
         out.append(MppCandidate("tiff_resolution", *res))
     for key in extra_keys:
@@ -139,7 +143,9 @@ def resolve_mpp(
     for cand in candidates:
         if is_sane_mpp(cand.x) and is_sane_mpp(cand.y):
             if abs(cand.x - cand.y) > ANISOTROPY_WARN * cand.x:
-                log.warning("%s: mpp x=%.6g and y=%.6g differ by more than 2%%; using x", name, cand.x, cand.y)
+                log.warning(
+                    "%s: mpp x=%.6g and y=%.6g differ by more than 2%%; using x", name, cand.x, cand.y
+                )
             return MppInfo(cand.x, cand.y, cand.source)
         rejected.append(f"{cand.source}={cand.x:.6g}")
     why = f" (rejected as outside [{MPP_MIN}, {MPP_MAX}]: {', '.join(rejected)})" if rejected else ""

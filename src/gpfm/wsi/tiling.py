@@ -88,7 +88,9 @@ class TilingConfig:
         if self.keep_rule not in KEEP_RULES:
             raise ValueError(f"keep_rule {self.keep_rule!r} unknown; choose one of {', '.join(KEEP_RULES)}")
         if self.edge_policy not in EDGE_POLICIES:
-            raise ValueError(f"edge_policy {self.edge_policy!r} unknown; choose one of {', '.join(EDGE_POLICIES)}")
+            raise ValueError(
+                f"edge_policy {self.edge_policy!r} unknown; choose one of {', '.join(EDGE_POLICIES)}"
+            )
 
     @classmethod
     def from_recipe(cls, name: str = "gpfm-128um", **overrides: Any) -> TilingConfig:
@@ -102,6 +104,7 @@ class TilingConfig:
 
     @property
     def is_level0(self) -> bool:
+        """True for level-0 recipes (no resampling, e.g. ``clam-level0-512``)."""
         return self.target_mpp is None
 
     def dir_name(self) -> str:
@@ -115,6 +118,7 @@ class TilingConfig:
         return f"{self.target_mpp:g}mpp_{tail}"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (hashed into ``tiling_config_sha256``)."""
         return dataclasses.asdict(self)
 
 
@@ -128,8 +132,10 @@ def tiling_config_dict(
 def tiling_config_sha256(
     config: TilingConfig, seg_method: str | None = None, seg_params: dict[str, Any] | None = None
 ) -> str:
-    """SHA-256 of the canonical JSON of :func:`tiling_config_dict` (the stale-coordinates guard, spec §4.1)."""
-    text = json.dumps(tiling_config_dict(config, seg_method, seg_params), sort_keys=True, separators=(",", ":"))
+    """SHA-256 of the canonical JSON of :func:`tiling_config_dict` (stale-coordinates guard, spec §4.1)."""
+    text = json.dumps(
+        tiling_config_dict(config, seg_method, seg_params), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -173,21 +179,27 @@ class TileGrid:
 
     @property
     def tile_px(self) -> int:
+        """Nominal tile size at ``target_mpp``."""
         return self.config.tile_px
 
     @property
     def tiling_config_sha256(self) -> str:
+        """Hash of the tiling and segmentation configuration of this grid."""
         return tiling_config_sha256(self.config, self.seg_method, self.seg_params)
 
     def select(self, keep: np.ndarray) -> TileGrid:
         """A grid holding only the tiles where ``keep`` (bool mask or index array) selects."""
         return dataclasses.replace(
-            self, coords=self.coords[keep], tissue_fraction=self.tissue_fraction[keep],
-            grid_rc=self.grid_rc[keep], tile_status=self.tile_status[keep],
+            self,
+            coords=self.coords[keep],
+            tissue_fraction=self.tissue_fraction[keep],
+            grid_rc=self.grid_rc[keep],
+            tile_status=self.tile_status[keep],
         )
 
-    def attrs(self, *, savetodir: str = "", slide_relpath: str | None = None,
-              trident_binned_attrs: bool = False) -> dict[str, Any]:
+    def attrs(
+        self, *, savetodir: str = "", slide_relpath: str | None = None, trident_binned_attrs: bool = False
+    ) -> dict[str, Any]:
         """Attributes of the ``coords`` dataset (spec §4.2): TRIDENT-compatible names plus ours."""
         from datetime import UTC, datetime
 
@@ -227,8 +239,9 @@ class TileGrid:
             "allow_upsample": bool(self.config.allow_upsample),
             "seg_method": self.seg_method or "none",
             "seg_params_json": json.dumps(self.seg_params, sort_keys=True),
-            "tiling_config_json": json.dumps(tiling_config_dict(self.config, self.seg_method, self.seg_params),
-                                             sort_keys=True),
+            "tiling_config_json": json.dumps(
+                tiling_config_dict(self.config, self.seg_method, self.seg_params), sort_keys=True
+            ),
             "tiling_config_sha256": self.tiling_config_sha256,
             "slide_relpath": slide_relpath if slide_relpath is not None else self.slide_path,
             "slide_fingerprint": self.slide_fingerprint,
@@ -239,8 +252,11 @@ class TileGrid:
             "n_tiles": len(self),
         }
         if self.bounds is not None:
-            out.update(dict(zip(("bounds_x", "bounds_y", "bounds_w", "bounds_h"), map(int, self.bounds),
-                                strict=True)))
+            out.update(
+                dict(
+                    zip(("bounds_x", "bounds_y", "bounds_w", "bounds_h"), map(int, self.bounds), strict=True)
+                )
+            )
         return out
 
 
@@ -341,9 +357,11 @@ def tile_slide(slide: Slide, tissue: Any, config: TilingConfig | None = None) ->
     if slide.bounds is not None:
         bx, by, bw, bh = slide.bounds
         region = shapely.box(bx, by, bx + bw, by + bh)
-    areas = [region] if geometry is None else [
-        p.envelope.intersection(region) for p in shapely.get_parts(geometry) if not p.is_empty
-    ]
+    areas = (
+        [region]
+        if geometry is None
+        else [p.envelope.intersection(region) for p in shapely.get_parts(geometry) if not p.is_empty]
+    )
     cells: set[tuple[int, int]] = set()
     for area in areas:
         if area.is_empty:
@@ -372,13 +390,30 @@ def tile_slide(slide: Slide, tissue: Any, config: TilingConfig | None = None) ->
             keep = frac > 0
     status = np.where(inside, TILE_OK, TILE_PADDED).astype(np.uint8)
     return TileGrid(
-        coords=xy[keep].astype(np.int64), tissue_fraction=frac[keep].astype(np.float32),
-        grid_rc=rc[keep].astype(np.int32), tile_status=status[keep], config=config, target_mpp=target,
-        fov_um=fov_um, read_level=read_level, read_downsample=read_ds, read_size_px=int(read_size),
-        patch_size_level0=int(patch), tile_size_level0_exact=size_exact, stride_level0_exact=stride,
-        slide_id=slide.slide_id, mpp=mpp0, mpp_y=slide.mpp_y, mpp_source=slide.mpp_source,
-        level0_width=int(width), level0_height=int(height), reader=slide.backend,
-        reader_version=slide.reader_version, slide_path=str(slide.path), slide_fingerprint=slide.fingerprint(),
-        bounds=slide.bounds, seg_method=getattr(tissue, "method", None if geometry is None else "geometry"),
+        coords=xy[keep].astype(np.int64),
+        tissue_fraction=frac[keep].astype(np.float32),
+        grid_rc=rc[keep].astype(np.int32),
+        tile_status=status[keep],
+        config=config,
+        target_mpp=target,
+        fov_um=fov_um,
+        read_level=read_level,
+        read_downsample=read_ds,
+        read_size_px=int(read_size),
+        patch_size_level0=int(patch),
+        tile_size_level0_exact=size_exact,
+        stride_level0_exact=stride,
+        slide_id=slide.slide_id,
+        mpp=mpp0,
+        mpp_y=slide.mpp_y,
+        mpp_source=slide.mpp_source,
+        level0_width=int(width),
+        level0_height=int(height),
+        reader=slide.backend,
+        reader_version=slide.reader_version,
+        slide_path=str(slide.path),
+        slide_fingerprint=slide.fingerprint(),
+        bounds=slide.bounds,
+        seg_method=getattr(tissue, "method", None if geometry is None else "geometry"),
         seg_params=dict(getattr(tissue, "params", {}) or {}),
     )

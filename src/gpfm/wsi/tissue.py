@@ -111,14 +111,17 @@ class TissueMask:
 
     @property
     def area_um2(self) -> float:
+        """Tissue area in µm² (polygon area × mpp²)."""
         return float(self.geometry.area) * self.mpp * self.mpp
 
     @property
     def polygons(self) -> list[Polygon]:
+        """The tissue components as Polygons."""
         return [p for p in shapely.get_parts(self.geometry) if isinstance(p, Polygon) and not p.is_empty]
 
     @property
     def n_holes(self) -> int:
+        """Number of holes over all components."""
         return sum(len(p.interiors) for p in self.polygons)
 
     def __len__(self) -> int:
@@ -328,7 +331,9 @@ def tile_qc(
     white = (sat <= saturation_threshold) & (val >= 200)
     tissue = (sat > saturation_threshold) & ~pen & ~black
     k = max(3, work_px // 32)
-    tissue = cv2.morphologyEx(tissue.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(bool)
+    tissue = cv2.morphologyEx(tissue.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(
+        bool
+    )
     tissue = fill_small_holes(tissue, tissue.size // 16) & ~pen  # adipocytes and lumina count
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     sharp = float(cv2.Laplacian(grey, cv2.CV_64F).var())

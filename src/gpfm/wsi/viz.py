@@ -26,7 +26,9 @@ TILE_RGB = (255, 200, 0)
 JPEG_QUALITY = 85
 
 
-def save_jpeg(image: np.ndarray | Image.Image, path: str | os.PathLike[str], quality: int = JPEG_QUALITY) -> Path:
+def save_jpeg(
+    image: np.ndarray | Image.Image, path: str | os.PathLike[str], quality: int = JPEG_QUALITY
+) -> Path:
     """Write an RGB image as JPEG (quality 85) through a temp file + fsync + atomic rename."""
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
     with atomic_path(path) as tmp:
@@ -81,15 +83,21 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
 
 def grid_caption(grid) -> str:
     """``<slide> | gpfm-128um: 256 px at 0.5 µm/px (128 µm), level 0 read 257 px | 88 tiles``."""
-    return (f"{grid.slide_id} | {grid.config.recipe}: {grid.config.tile_px} px at {grid.target_mpp:.4g} um/px "
-            f"({grid.fov_um:.4g} um), level {grid.read_level} read {grid.read_size_px} px | {len(grid)} tiles")
+    return (
+        f"{grid.slide_id} | {grid.config.recipe}: {grid.config.tile_px} px at {grid.target_mpp:.4g} um/px "
+        f"({grid.fov_um:.4g} um), level {grid.read_level} read {grid.read_size_px} px | {len(grid)} tiles"
+    )
 
 
 def tile_grid_image(
     thumbnail: np.ndarray, scale: float, grid, tissue=None, caption: bool = True, thickness: int = 1
 ) -> np.ndarray:
     """Kept tiles (yellow squares) over the thumbnail, optionally over the tissue contours, with a caption."""
-    out = contours_image(thumbnail, scale, tissue) if tissue is not None else np.ascontiguousarray(thumbnail.copy())
+    out = (
+        contours_image(thumbnail, scale, tissue)
+        if tissue is not None
+        else np.ascontiguousarray(thumbnail.copy())
+    )
     side = grid.patch_size_level0 / scale
     for x, y in np.asarray(grid.coords).tolist():
         x0, y0 = round(x / scale), round(y / scale)
@@ -113,10 +121,14 @@ def pca_colors(features: np.ndarray) -> np.ndarray:
 
 
 def feature_map_image(
-    coords: np.ndarray, features: np.ndarray, thumbnail: np.ndarray, scale: float, patch_size_level0: int,
+    coords: np.ndarray,
+    features: np.ndarray,
+    thumbnail: np.ndarray,
+    scale: float,
+    patch_size_level0: int,
     alpha: float = 0.65,
 ) -> np.ndarray:
-    """Each tile's footprint painted in the RGB of its first three feature PCA components, over the thumbnail."""
+    """Each tile footprint painted in the RGB of its first three feature PCA components, over the thumbnail."""
     out = thumbnail.astype(np.float32).copy()
     colors = (pca_colors(features) * 255.0).astype(np.float32)
     side = patch_size_level0 / scale

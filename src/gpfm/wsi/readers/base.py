@@ -33,7 +33,7 @@ class SlideBackend(abc.ABC):
 
     @abc.abstractmethod
     def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
-        """Pixels ``[ly, ly+height) × [lx, lx+width)`` of ``level`` as (height, width, 3) uint8, white outside."""
+        """Pixels of ``level`` from (lx, ly), size (width, height): (h, w, 3) uint8, white outside."""
 
     def mpp_candidates(self, extra_keys: tuple[str, ...] = ()) -> list[MppCandidate]:
         """µm/px readings in lookup order (spec §1.2)."""
@@ -79,7 +79,7 @@ def composite_on_white(pixels: np.ndarray) -> np.ndarray:
 def paste_clipped(
     level_size: tuple[int, int], lx: int, ly: int, width: int, height: int, fetch
 ) -> np.ndarray:
-    """White canvas of (height, width, 3); fills the in-bounds part with ``fetch(x0, y0, x1, y1)`` (level px)."""
+    """White (height, width, 3) canvas; the in-bounds part is ``fetch(x0, y0, x1, y1)`` (level px)."""
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     lw, lh = level_size
     x0, y0 = max(lx, 0), max(ly, 0)

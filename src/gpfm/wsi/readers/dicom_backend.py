@@ -27,9 +27,19 @@ from gpfm.wsi.mpp import MppCandidate
 from gpfm.wsi.readers.base import SlideBackend, composite_on_white, paste_clipped
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-_JPEG_TS = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
-_J2K_TS = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-           "1.2.840.10008.1.2.4.203"}
+_JPEG_TS = {
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+}
+_J2K_TS = {
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+}
 _JLS_TS = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 _NATIVE_TS = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _FRAME_CACHE = 64
@@ -58,7 +68,9 @@ class _Instance:
     photometric: str
 
 
-def _frame_positions(ds, width: int, height: int, fw: int, fh: int, n_frames: int) -> dict[tuple[int, int], int]:
+def _frame_positions(
+    ds, width: int, height: int, fw: int, fh: int, n_frames: int
+) -> dict[tuple[int, int], int]:
     cols, rows = math.ceil(width / fw), math.ceil(height / fh)
     org = str(ds.get("DimensionOrganizationType", "TILED_FULL") or "TILED_FULL").upper()
     if org == "TILED_FULL":
@@ -74,7 +86,9 @@ def _frame_positions(ds, width: int, height: int, fw: int, fh: int, n_frames: in
             col = int(pos.ColumnPositionInTotalImagePixelMatrix) - 1
             row = int(pos.RowPositionInTotalImagePixelMatrix) - 1
             if col % fw or row % fh:
-                raise UnsupportedSlideError(f"{ds.filename}: unsupported because sparse frame {i} is off-grid")
+                raise UnsupportedSlideError(
+                    f"{ds.filename}: unsupported because sparse frame {i} is off-grid"
+                )
             out.setdefault((row // fh, col // fw), i)
         return out
     raise UnsupportedSlideError(f"{ds.filename}: unsupported because DimensionOrganizationType is {org!r}")
@@ -83,9 +97,13 @@ def _frame_positions(ds, width: int, height: int, fw: int, fh: int, n_frames: in
 def _instance(path: Path, ds) -> _Instance:
     ts = str(ds.file_meta.TransferSyntaxUID)
     if ts not in _JPEG_TS | _J2K_TS | _JLS_TS | _NATIVE_TS:
-        raise UnsupportedSlideError(f"{path.name}: unsupported because transfer syntax {ts} has no decoder here")
+        raise UnsupportedSlideError(
+            f"{path.name}: unsupported because transfer syntax {ts} has no decoder here"
+        )
     if int(ds.get("BitsAllocated", 8)) != 8:
-        raise UnsupportedSlideError(f"{path.name}: unsupported because BitsAllocated is {ds.BitsAllocated}, not 8")
+        raise UnsupportedSlideError(
+            f"{path.name}: unsupported because BitsAllocated is {ds.BitsAllocated}, not 8"
+        )
     try:
         width, height = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
         fw, fh = int(ds.Columns), int(ds.Rows)
@@ -99,9 +117,17 @@ def _instance(path: Path, ds) -> _Instance:
     if offset is None:
         raise UnsupportedSlideError(f"{path.name}: unsupported because the pixel data offset is unknown")
     return _Instance(
-        path=path, width=width, height=height, frame_w=fw, frame_h=fh, n_frames=n_frames, transfer_syntax=ts,
-        samples=int(ds.get("SamplesPerPixel", 3)), positions=_frame_positions(ds, width, height, fw, fh, n_frames),
-        pixel_offset=int(offset), photometric=str(ds.get("PhotometricInterpretation", "RGB")),
+        path=path,
+        width=width,
+        height=height,
+        frame_w=fw,
+        frame_h=fh,
+        n_frames=n_frames,
+        transfer_syntax=ts,
+        samples=int(ds.get("SamplesPerPixel", 3)),
+        positions=_frame_positions(ds, width, height, fw, fh, n_frames),
+        pixel_offset=int(offset),
+        photometric=str(ds.get("PhotometricInterpretation", "RGB")),
     )
 
 
@@ -132,7 +158,10 @@ class DicomBackend(SlideBackend):
                 ods = _read_header(other)
             except Exception:  # noqa: BLE001 - unrelated or broken neighbours are not our slide
                 continue
-            if str(ods.get("SeriesInstanceUID", "")) == series and str(ods.get("SOPClassUID", "")) == WSI_SOP_CLASS:
+            if (
+                str(ods.get("SeriesInstanceUID", "")) == series
+                and str(ods.get("SOPClassUID", "")) == WSI_SOP_CLASS
+            ):
                 headers.append((other, ods))
         volumes = [(p, d) for p, d in headers if self._is_volume(d)]
         if not volumes:
@@ -166,7 +195,9 @@ class DicomBackend(SlideBackend):
         out: list[MppCandidate] = []
         try:
             spacing = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
-            out.append(MppCandidate("vendor:dicom.PixelSpacing", float(spacing[1]) * 1e3, float(spacing[0]) * 1e3))
+            out.append(
+                MppCandidate("vendor:dicom.PixelSpacing", float(spacing[1]) * 1e3, float(spacing[0]) * 1e3)
+            )
         except (AttributeError, IndexError, KeyError, TypeError, ValueError):
             pass
         vw, vh = ds.get("ImagedVolumeWidth"), ds.get("ImagedVolumeHeight")
@@ -179,6 +210,7 @@ class DicomBackend(SlideBackend):
         return out
 
     def mpp_candidates(self, extra_keys: tuple[str, ...] = ()) -> list[MppCandidate]:
+        """µm/px readings in lookup order."""
         return list(self._mpp)
 
     # -- frame access -------------------------------------------------------------------------------------
@@ -249,8 +281,11 @@ class DicomBackend(SlideBackend):
             else:
                 pixels = imagecodecs.jpegls_decode(data)
             pixels = np.asarray(pixels)
-            if pixels.ndim == 3 and pixels.shape[2] == 3 and inst.photometric.startswith("YBR") and (
-                inst.transfer_syntax in _JLS_TS
+            if (
+                pixels.ndim == 3
+                and pixels.shape[2] == 3
+                and inst.photometric.startswith("YBR")
+                and (inst.transfer_syntax in _JLS_TS)
             ):  # JPEG-LS keeps YCbCr as stored; convert like the JPEG decoders do
                 import cv2
 
@@ -275,21 +310,30 @@ class DicomBackend(SlideBackend):
                 ax0, ay0 = max(x0, tx0), max(y0, ty0)
                 ax1, ay1 = min(x1, tx0 + tile.shape[1]), min(y1, ty0 + tile.shape[0])
                 if ax1 > ax0 and ay1 > ay0:
-                    out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = tile[ay0 - ty0 : ay1 - ty0, ax0 - tx0 : ax1 - tx0]
+                    out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = tile[
+                        ay0 - ty0 : ay1 - ty0, ax0 - tx0 : ax1 - tx0
+                    ]
         return out
 
     def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
+        """Integer level-space read; white outside the level."""
         return paste_clipped(
-            self.level_dimensions[level], lx, ly, width, height,
+            self.level_dimensions[level],
+            lx,
+            ly,
+            width,
+            height,
             lambda x0, y0, x1, y1: self._fetch(level, x0, y0, x1, y1),
         )
 
     @property
     def version(self) -> str:
+        """Reader library and version."""
         import imagecodecs
         import pydicom
 
         return f"pydicom {pydicom.__version__} + imagecodecs {imagecodecs.__version__}"
 
     def close(self) -> None:
+        """Release the file handle."""
         self._cache.clear()

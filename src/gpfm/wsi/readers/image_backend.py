@@ -35,6 +35,7 @@ class ImageBackend(SlideBackend):
         self._pixels: np.ndarray | None = None
 
     def mpp_candidates(self, extra_keys: tuple[str, ...] = ()) -> list[MppCandidate]:
+        """µm/px readings in lookup order."""
         return []
 
     def _load(self) -> np.ndarray:
@@ -48,6 +49,7 @@ class ImageBackend(SlideBackend):
         return self._pixels
 
     def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
+        """Integer level-space read; white outside the level."""
         pixels = self._load()
         return paste_clipped(
             self.level_dimensions[0], lx, ly, width, height, lambda x0, y0, x1, y1: pixels[y0:y1, x0:x1]
@@ -55,9 +57,11 @@ class ImageBackend(SlideBackend):
 
     @property
     def version(self) -> str:
+        """Reader library and version."""
         import PIL
 
         return f"pillow {PIL.__version__}"
 
     def close(self) -> None:
+        """Release the file handle."""
         self._pixels = None

@@ -32,6 +32,7 @@ class OpenSlideBackend(SlideBackend):
         self.properties = dict(self._handle.properties)
 
     def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
+        """Integer level-space read; white outside the level."""
         ds = self.level_downsamples[level]
         x0, y0 = round(lx * ds), round(ly * ds)
         region = self._handle.read_region((x0, y0), level, (int(width), int(height)))
@@ -39,7 +40,13 @@ class OpenSlideBackend(SlideBackend):
 
     @property
     def bounds(self) -> tuple[int, int, int, int] | None:
-        keys = ("openslide.bounds-x", "openslide.bounds-y", "openslide.bounds-width", "openslide.bounds-height")
+        """Non-empty region (x, y, w, h) in level-0 px, or None."""
+        keys = (
+            "openslide.bounds-x",
+            "openslide.bounds-y",
+            "openslide.bounds-width",
+            "openslide.bounds-height",
+        )
         if not all(k in self.properties for k in keys):
             return None
         x, y, w, h = (int(self.properties[k]) for k in keys)
@@ -47,7 +54,10 @@ class OpenSlideBackend(SlideBackend):
 
     @property
     def version(self) -> str:
-        return f"openslide {self._openslide.__library_version__} (openslide-python {self._openslide.__version__})"
+        """Reader library and version."""
+        lib, py = self._openslide.__library_version__, self._openslide.__version__
+        return f"openslide {lib} (openslide-python {py})"
 
     def close(self) -> None:
+        """Release the file handle."""
         self._handle.close()

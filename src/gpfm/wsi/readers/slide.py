@@ -35,7 +35,19 @@ TILE_OK = 0
 TILE_PADDED = 1
 TILE_FAILED = 2
 
-_SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".dcm", ".svslide")
+_SLIDE_SUFFIXES = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".bif",
+    ".vms",
+    ".vmu",
+    ".dcm",
+    ".svslide",
+)
 _IMAGE_ONLY = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _HINTS = {
     ".ndpi": "NDPI files over 4 GB often fail in OpenSlide: convert to pyramidal TIFF "
@@ -100,8 +112,13 @@ class Slide:
     ) -> None:
         self.path = Path(path)
         self.slide_id = slide_id or slide_id_from_path(self.path)
-        self._options = {"mpp": mpp, "mpp_source": mpp_source, "backend": backend, "slide_id": self.slide_id,
-                         "mpp_keys": tuple(mpp_keys)}
+        self._options = {
+            "mpp": mpp,
+            "mpp_source": mpp_source,
+            "backend": backend,
+            "slide_id": self.slide_id,
+            "mpp_keys": tuple(mpp_keys),
+        }
         self._backend: SlideBackend | None = None
         self._backend_name: str | None = None if backend == "auto" else backend
         self._pid: int | None = None
@@ -112,7 +129,9 @@ class Slide:
         if self.path.is_dir():
             files = sorted(self.path.glob("*.dcm"))
             if not files:
-                raise UnsupportedSlideError(f"{self.path}: unsupported because the folder holds no .dcm files")
+                raise UnsupportedSlideError(
+                    f"{self.path}: unsupported because the folder holds no .dcm files"
+                )
             return files[0]
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: slide file not found")
@@ -134,7 +153,9 @@ class Slide:
                 return handle
         hint = _HINTS.get(self.path.suffix.lower())
         raise UnsupportedSlideError(
-            f"{self.path.name}: unsupported because " + "; ".join(reasons) + (f" (hint: {hint})" if hint else "")
+            f"{self.path.name}: unsupported because "
+            + "; ".join(reasons)
+            + (f" (hint: {hint})" if hint else "")
         )
 
     @property
@@ -183,6 +204,7 @@ class Slide:
 
     @property
     def level_count(self) -> int:
+        """Number of pyramid levels."""
         return len(self.handle.level_dimensions)
 
     @property
@@ -202,6 +224,7 @@ class Slide:
 
     @property
     def properties(self) -> dict[str, object]:
+        """Raw metadata of the backend."""
         return dict(self.handle.properties)
 
     @property
@@ -211,6 +234,7 @@ class Slide:
 
     @property
     def reader_version(self) -> str:
+        """Reader library and version, recorded in outputs."""
         return self.handle.version
 
     def _mpp_info(self) -> MppInfo:
@@ -231,10 +255,12 @@ class Slide:
 
     @property
     def mpp_y(self) -> float:
+        """µm/px of level 0 along y (recorded; geometry uses x)."""
         return self._mpp_info().y
 
     @property
     def mpp_source(self) -> str:
+        """Where the mpp came from: openslide, vendor:<key>, tiff_resolution, manifest, cli_override."""
         return self._mpp_info().source
 
     def mpp_at_level(self, level: int) -> float:
@@ -273,7 +299,9 @@ class Slide:
         width, height = int(size[0]), int(size[1])
         pixels = self.handle.read_level(level, int(lx), int(ly), width, height)
         if pixels.shape != (height, width, 3) or pixels.dtype != np.uint8:
-            raise SlideReadError(f"{self.path.name}: backend returned {pixels.shape} {pixels.dtype} for {size}")
+            raise SlideReadError(
+                f"{self.path.name}: backend returned {pixels.shape} {pixels.dtype} for {size}"
+            )
         return pixels
 
     def read_region(self, x0: float, y0: float, level: int, size: tuple[int, int]) -> np.ndarray:
@@ -294,7 +322,9 @@ class Slide:
         try:
             return self.read_region(x0, y0, level, size), TILE_OK
         except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
-            log.warning("%s: read at (%s, %s) level %d failed (%s); reopening", self.path.name, x0, y0, level, exc)
+            log.warning(
+                "%s: read at (%s, %s) level %d failed (%s); reopening", self.path.name, x0, y0, level, exc
+            )
         try:
             self.reopen()
             return self.read_region(x0, y0, level, size), TILE_OK
@@ -307,15 +337,22 @@ class Slide:
             ratio = ds / self.level_downsamples[finer]
             try:
                 region = self.read_level_region(
-                    finer, math.floor(lx * ratio), math.floor(ly * ratio),
+                    finer,
+                    math.floor(lx * ratio),
+                    math.floor(ly * ratio),
                     (math.ceil(width * ratio), math.ceil(height * ratio)),
                 )
                 log.warning("%s: recovered (%s, %s) from level %d", self.path.name, x0, y0, finer)
                 return cv2.resize(region, (width, height), interpolation=cv2.INTER_AREA), TILE_OK
             except Exception:  # noqa: BLE001
                 continue
-        log.error("%s: tile at (%s, %s) level %d unreadable; filled white, status failed", self.path.name, x0, y0,
-                  level)
+        log.error(
+            "%s: tile at (%s, %s) level %d unreadable; filled white, status failed",
+            self.path.name,
+            x0,
+            y0,
+            level,
+        )
         return np.full((height, width, 3), 255, dtype=np.uint8), TILE_FAILED
 
     def read_scaled(self, scale: float, chunk_px: int = 2048) -> np.ndarray:
@@ -329,7 +366,9 @@ class Slide:
             raise ValueError(f"scale must be positive, got {scale}")
         w0, h0 = self.dimensions
         out_w, out_h = max(1, math.ceil(w0 / scale - 1e-9)), max(1, math.ceil(h0 / scale - 1e-9))
-        level = max(l for l in range(self.level_count) if self.level_downsamples[l] <= scale * (1 + 1e-6) or l == 0)
+        level = max(
+            i for i in range(self.level_count) if self.level_downsamples[i] <= scale * (1 + 1e-6) or i == 0
+        )
         factor = scale / self.level_downsamples[level]  # level px per output px (≥ 1)
         step = max(1, int(chunk_px // factor))
         out = np.empty((out_h, out_w, 3), dtype=np.uint8)

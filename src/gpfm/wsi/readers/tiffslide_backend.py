@@ -35,6 +35,7 @@ class TiffSlideBackend(SlideBackend):
             raise ValueError(f"unsupported TIFF axes {self._axes!r}")
 
     def mpp_candidates(self, extra_keys: tuple[str, ...] = ()) -> list[MppCandidate]:
+        """µm/px readings in lookup order."""
         # Vendor and TIFF keys first so the provenance is exact; tiffslide's own normalised value last.
         found = candidates_from_properties(self.properties, normalised_prefix=None, extra_keys=extra_keys)
         return found + candidates_from_properties(self.properties, normalised_prefix="tiffslide")[:1]
@@ -50,14 +51,21 @@ class TiffSlideBackend(SlideBackend):
         return composite_on_white(np.asarray(arr, dtype=np.uint8))
 
     def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
+        """Integer level-space read; white outside the level."""
         return paste_clipped(
-            self.level_dimensions[level], lx, ly, width, height,
+            self.level_dimensions[level],
+            lx,
+            ly,
+            width,
+            height,
             lambda x0, y0, x1, y1: self._fetch(level, x0, y0, x1, y1),
         )
 
     @property
     def version(self) -> str:
+        """Reader library and version."""
         return f"tiffslide {self._tiffslide.__version__}"
 
     def close(self) -> None:
+        """Release the file handle."""
         self._handle.close()
