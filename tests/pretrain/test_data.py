@@ -129,6 +129,11 @@ def test_collate_is_crop_major_with_reproducible_masks(tmp_path: Path) -> None:
         assert masks.flatten()[flat] and w == pytest.approx(1.0 / int(masks[flat // 4].sum()))
     assert batch["upperbound"] == masker.upper_bound(6) >= batch["n_masked"]
     assert torch.equal(collate_multicrop(samples, masker)["masks"], masks)  # reproducible from sample seeds
+    # a one-argument mask function that owns its randomness is accepted too
+    fixed = collate_multicrop(samples, lambda n: torch.ones(n, 4, dtype=torch.bool))
+    assert fixed["n_masked"] == 24 and fixed["masks_weight"].eq(0.25).all()
+    with pytest.raises(ValueError, match="bool"):
+        collate_multicrop(samples, lambda n: torch.ones(n, 4))
     no_mask = collate_multicrop(samples, None)
     assert no_mask["masks"] is None and no_mask["n_masked"] == 0
 

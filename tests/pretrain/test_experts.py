@@ -114,9 +114,16 @@ def test_real_tile_through_the_efficientnet_expert(lc25000_dir, effnet_expert) -
 @pytest.mark.slow
 def test_conch_expert_unit_norm_target_and_trunk_tokens() -> None:
     expert = build_expert("conch", weights="random", device="cpu")
-    out = expert(torch.randn(2, 3, 224, 224))  # stays at 224: CONCH interpolates its position embedding
+    x = torch.randn(2, 3, 224, 224)
+    out = expert(x)  # stays at 224: CONCH interpolates its position embedding
     assert out.cls.shape == (2, 512)
     assert np.allclose(out.cls.norm(dim=-1).numpy(), 1.0, atol=1e-5)
-    assert out.patch.shape == (2, 196, 768) and out.grid == (14, 14)  # trunk tokens, not 256 caption queries
+    assert out.patch is None and not expert.has_patch_target  # [F]: no CONCH patch target
+    trunk = build_expert(expert.encoder, conch_patch="trunk_tokens")
+    assert trunk.has_patch_target and trunk.patch_dim == 768
+    tokens = trunk(x)
+    assert tokens.patch.shape == (2, 196, 768) and tokens.grid == (14, 14)  # trunk grid, not 256 caption queries
+    ref = expert.encoder.model.trunk.forward_tokens(x)[:, 1:]
+    assert torch.allclose(tokens.patch, ref, atol=1e-5)
     pooled = build_expert(expert.encoder, conch_target="pooled_no_proj")(torch.randn(1, 3, 224, 224))
     assert pooled.cls.shape == (1, 512) and abs(float(pooled.cls.norm()) - 1.0) > 1e-3

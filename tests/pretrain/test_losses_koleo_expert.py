@@ -51,6 +51,14 @@ def test_koleo_exact_duplicate_is_large_but_finite_in_fp32() -> None:
     assert value.item() == pytest.approx(expected, rel=2e-3)  # x.half() perturbs only the non-duplicate rows
 
 
+def test_koleo_without_upcast_follows_the_input_dtype() -> None:
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(2)).half()
+    x[1] = x[0]
+    value = KoLeoLoss(upcast_fp32=False)(x)
+    assert value.dtype == torch.float16 and torch.isinf(value)  # upstream fp16: the 1e-8 epsilons vanish
+    assert torch.isfinite(KoLeoLoss()(x))
+
+
 def test_koleo_gradient_and_errors() -> None:
     x = torch.randn(5, 3, requires_grad=True)
     KoLeoLoss()(x).backward()

@@ -16,6 +16,7 @@ the source, decoded once at start-up), and its identity is logged and appended t
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -326,9 +327,20 @@ class InfiniteShardedSampler(Sampler[int]):
             k += 1
 
 
+def _draw_masks(fn: Callable[..., torch.Tensor], n_crops: int, rng_factory: Callable[[], np.random.Generator]):
+    """Call ``fn(n_crops, rng)``, or ``fn(n_crops)`` for a one-argument function that owns its randomness."""
+    try:
+        required = [p for p in inspect.signature(fn).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_rng = len(required) >= 2
+    except (TypeError, ValueError):  # builtins without a signature: use the documented two-argument form
+        takes_rng = True
+    return fn(n_crops, rng_factory()) if takes_rng else fn(n_crops)
+
+
 def collate_multicrop(
     samples: Sequence[Mapping[str, Any]],
-    mask_generator_fn: Callable[[int, np.random.Generator], torch.Tensor] | None,
+    mask_generator_fn: Callable[..., torch.Tensor] | None,
     *,
     rng: np.random.Generator | None = None,
 ) -> dict[str, Any]:
@@ -337,7 +349,8 @@ def collate_multicrop(
     Args:
         samples: B dataset samples (``global_crops``, ``local_crops``, ``seed``, ...).
         mask_generator_fn: ``(n_crops, rng) -> (n_crops, N) bool``, e.g.
-            :class:`~gpfm.pretrain.masking.BatchMasker`; None → no masking (``masks`` None, ``n_masked`` 0).
+            :class:`~gpfm.pretrain.masking.BatchMasker`; a one-argument ``(n_crops) -> masks`` function that
+            owns its randomness is also accepted; None → no masking (``masks`` None, ``n_masked`` 0).
         rng: mask generator; default ``np.random.default_rng([seeds of the samples])`` (reproducible).
 
     Returns:
@@ -365,11 +378,18 @@ def collate_multicrop(
     if mask_generator_fn is None:
         out.update(masks=None, n_masked=0, mask_indices=None, masks_weight=None, upperbound=0)
         return out
-    if rng is None:
+
+    def rng_factory() -> np.random.Generator:
+        if rng is not None:
+            return rng
         if any("seed" not in s for s in samples):
             raise ValueError("samples carry no 'seed'; pass rng= to collate_multicrop for reproducible masks")
-        rng = np.random.default_rng([int(s["seed"]) for s in samples])
-    masks = mask_generator_fn(n_crops, rng)
+        return np.random.default_rng([int(s["seed"]) for s in samples])
+
+    masks = _draw_masks(mask_generator_fn, n_crops, rng_factory)
+    if masks.dtype != torch.bool or tuple(masks.shape[:1]) != (n_crops,):
+        raise ValueError(f"mask_generator_fn returned {masks.dtype} {tuple(masks.shape)}; expected "
+                         f"({n_crops}, N) bool")
     per_crop = masks.sum(dim=1)
     weights = (1.0 / per_crop.clamp(min=1).float()).unsqueeze(1).expand_as(masks)[masks]
     upper = getattr(mask_generator_fn, "upper_bound", None)

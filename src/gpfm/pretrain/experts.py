@@ -11,8 +11,9 @@ Targets, computed on the student's augmented global crops (never on local crops)
     (``conch_target="proj_contrast"`` [F]); ``"pooled_no_proj"`` [I, §8 #3] uses the 512-d pre-projection
     pooled feature instead.
     Patch target: the encoder's spatial tokens after the final norm (``TokenOutput.patch``, row-major on
-    ``grid``) when it has them — for CONCH the ViT trunk tokens; its caption-pooler queries are not spatial
-    and are never exposed by the encoder. Whether a patch loss uses them is the training config's choice.
+    ``grid``) when it has them. For a contrastive (CONCH) expert none by default (``conch_patch="none"`` [F,
+    §8 #4]); ``"trunk_tokens"`` [I] gives the ViT trunk tokens. CONCH's caption-pooler queries are not spatial
+    and are never exposed by the encoder, so they can never become a patch target.
 
 Input (§8 #2): ``input_norm="shared_imagenet"`` [F] feeds the crops exactly as the student sees them.
 ``"per_expert"`` [I] renormalises on the device, x_e = (x·σ_in + μ_in − μ_e)/σ_e, with (μ_in, σ_in) the
@@ -39,6 +40,7 @@ from gpfm.models.spec import IMAGENET_MEAN, IMAGENET_STD
 
 InputNorm = Literal["shared_imagenet", "per_expert"]
 ConchTarget = Literal["proj_contrast", "pooled_no_proj"]
+ConchPatch = Literal["none", "trunk_tokens"]
 _PRECISION_OF = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -65,8 +67,8 @@ def _find_vit(model: torch.nn.Module) -> Any:
 class Expert:
     """A frozen encoder that maps student-normalised crops to distillation targets.
 
-    Build it with :func:`build_expert`. Attributes: ``name``, ``cls_dim``, ``patch_dim`` (None without spatial
-    tokens), ``has_patch_target``, ``encoder``, ``input_norm``, ``conch_target``.
+    Build it with :func:`build_expert`. Attributes: ``name``, ``cls_dim``, ``patch_dim`` (None without a patch
+    target), ``has_patch_target``, ``encoder``, ``input_norm``, ``conch_target``, ``conch_patch``.
     """
 
     def __init__(
@@ -77,7 +79,10 @@ class Expert:
         student_mean: tuple[float, float, float] = IMAGENET_MEAN,
         student_std: tuple[float, float, float] = IMAGENET_STD,
         conch_target: ConchTarget = "proj_contrast",
+        conch_patch: ConchPatch = "none",
     ) -> None:
+        if conch_patch not in ("none", "trunk_tokens"):
+            raise ValueError(f"unknown conch_patch {conch_patch!r}; use 'none' or 'trunk_tokens'")
         if input_norm not in ("shared_imagenet", "per_expert"):
             raise ValueError(f"unknown expert input_norm {input_norm!r}; use 'shared_imagenet' or 'per_expert'")
         if conch_target not in ("proj_contrast", "pooled_no_proj"):
@@ -85,13 +90,14 @@ class Expert:
         self.encoder = encoder
         self.spec = encoder.spec
         self.name = encoder.spec.name
-        self.input_norm, self.conch_target = input_norm, conch_target
+        self.input_norm, self.conch_target, self.conch_patch = input_norm, conch_target, conch_patch
         encoder.model.eval().requires_grad_(False)
-        self._use_pooled = self.spec.pooling == "contrastive" and conch_target == "pooled_no_proj"
+        contrastive = self.spec.pooling == "contrastive"
+        self._use_pooled = contrastive and conch_target == "pooled_no_proj"
         cls_from_pooled = self._use_pooled or self.spec.pooling in ("cls", "pooled", "contrastive")
         self.cls_dim: int = self.spec.embed_dim if cls_from_pooled else int(self.spec.token_dim)
-        self.patch_dim: int | None = self.spec.token_dim
-        self.has_patch_target = self.spec.token_dim is not None
+        self.has_patch_target = self.spec.token_dim is not None and not (contrastive and conch_patch == "none")
+        self.patch_dim: int | None = self.spec.token_dim if self.has_patch_target else None
         dev = encoder.device
         pre = self.spec.preprocess
         # x_e = x·a + b with a = σ_in/σ_e, b = (μ_in − μ_e)/σ_e (per channel)
@@ -140,13 +146,13 @@ class Expert:
                 out = self.spec.forward_tokens(self.encoder.model, x)
         # clone outside inference mode: inference tensors cannot be saved for the student's backward
         cls = (out.pooled if self._use_pooled else out.cls).float().clone()
-        patch = None if out.patch is None else out.patch.float().clone()
+        patch = out.patch.float().clone() if self.has_patch_target and out.patch is not None else None
         return ExpertTargets(cls=cls, patch=patch, grid=None if patch is None else tuple(out.grid))
 
     def metadata(self) -> dict[str, Any]:
         """Identity for the run manifest (weights hash, precision, options); experts are never checkpointed."""
         return {**self.encoder.metadata(), "input_norm": self.input_norm, "conch_target": self.conch_target,
-                "cls_dim": self.cls_dim, "patch_dim": self.patch_dim}
+                "conch_patch": self.conch_patch, "cls_dim": self.cls_dim, "patch_dim": self.patch_dim}
 
     def __repr__(self) -> str:
         return (f"Expert({self.name}, cls_dim={self.cls_dim}, patch_dim={self.patch_dim}, "
@@ -162,6 +168,7 @@ def build_expert(
     student_mean: tuple[float, float, float] = IMAGENET_MEAN,
     student_std: tuple[float, float, float] = IMAGENET_STD,
     conch_target: ConchTarget = "proj_contrast",
+    conch_patch: ConchPatch = "none",
 ) -> Expert:
     """Load a frozen expert from the encoder registry (or wrap an already-built encoder).
 
@@ -175,6 +182,7 @@ def build_expert(
         student_mean: the student crops' normalisation mean.
         student_std: the student crops' normalisation std.
         conch_target: CLS target of a contrastive (CONCH) expert.
+        conch_patch: patch target of a contrastive (CONCH) expert: ``none`` [F] or ``trunk_tokens`` [I].
 
     Returns:
         An :class:`Expert` in eval mode with frozen parameters.
@@ -191,4 +199,4 @@ def build_expert(
             precision = dtype or ("bf16" if dev.type == "cuda" else "fp32")
         encoder = create_encoder(name, weights=weights, device=dev, precision=precision, verbose=False)
     return Expert(encoder, input_norm=input_norm, student_mean=student_mean, student_std=student_std,
-                  conch_target=conch_target)
+                  conch_target=conch_target, conch_patch=conch_patch)

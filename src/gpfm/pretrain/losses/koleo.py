@@ -21,18 +21,26 @@ class KoLeoLoss(nn.Module):
         L = −(1/B) Σ_i log(d_i + 1e-8)
     Un-weighted (the 0.1 weight and the sum over the two global chunks belong to the training loop).
 
-    Precision [I]: the input is upcast to fp32 and autocast is disabled, so both 1e-8 epsilons are
-    representable (in fp16 they round to zero and an exact duplicate gives log 0). An exact duplicate pair in
-    fp32 therefore gives d_i = 1e-8·√D and a per-sample term −log(1e-8·√D + 1e-8) (≈ 14.92 for D = 1024):
-    large but finite. Needs B ≥ 2.
+    Precision: autocast is always disabled. With ``upcast_fp32=True`` [I, default] the input is upcast to fp32,
+    so both 1e-8 epsilons are representable and an exact duplicate pair gives d_i = 1e-8·√D, a per-sample
+    term −log(1e-8·√D + 1e-8) (≈ 14.92 for D = 1024): large but finite. With ``upcast_fp32=False`` the loss is
+    evaluated in the input's dtype, as upstream does with its fp16 CLS tokens (§3): there the epsilons round
+    to zero and an exact duplicate gives an infinite term. Needs B ≥ 2.
+
+    Args:
+        upcast_fp32: compute in fp32 whatever the input dtype.
     """
+
+    def __init__(self, upcast_fp32: bool = True) -> None:
+        super().__init__()
+        self.upcast_fp32 = upcast_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Scalar KoLeo loss of (B, D) embeddings."""
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"KoLeoLoss needs a (B, D) batch with B >= 2, got shape {tuple(x.shape)}")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = F.normalize(x.float(), p=2, dim=-1, eps=NORM_EPS)
+            x = F.normalize(x.float() if self.upcast_fp32 else x, p=2, dim=-1, eps=NORM_EPS)
             with torch.no_grad():
                 dots = x @ x.t()
                 dots.fill_diagonal_(-1.0)
