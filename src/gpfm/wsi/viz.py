@@ -128,7 +128,7 @@ def feature_map_image(
     patch_size_level0: int,
     alpha: float = 0.65,
 ) -> np.ndarray:
-    """Each tile footprint painted in the RGB of its first three feature PCA components, over the thumbnail."""
+    """Paint each tile footprint with the RGB of its first 3 feature PCA components over the thumbnail."""
     out = thumbnail.astype(np.float32).copy()
     colors = (pca_colors(features) * 255.0).astype(np.float32)
     side = patch_size_level0 / scale
