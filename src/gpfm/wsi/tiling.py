@@ -261,9 +261,10 @@ class TileGrid:
 
 
 def _tissue_geometry(tissue: Any) -> BaseGeometry | None:
-    if tissue is None or isinstance(tissue, BaseGeometry):
-        return tissue
-    return tissue.geometry
+    geometry = tissue if tissue is None or isinstance(tissue, BaseGeometry) else tissue.geometry
+    if geometry is not None and not geometry.is_valid:  # overlapping parts would be counted twice
+        geometry = shapely.union_all(shapely.get_parts(shapely.make_valid(geometry)))
+    return geometry
 
 
 def _lattice(lo: float, hi: float, stride: float, patch: int) -> np.ndarray:
@@ -276,26 +277,29 @@ def _lattice(lo: float, hi: float, stride: float, patch: int) -> np.ndarray:
 
 
 def tissue_coverage(boxes_xy: np.ndarray, patch: int, geometry: BaseGeometry) -> np.ndarray:
-    """Fraction of each ``patch``×``patch`` box (level-0 top-left ``boxes_xy``) covered by ``geometry``."""
+    """Fraction of each ``patch``×``patch`` box (level-0 top-left ``boxes_xy``) covered by ``geometry``.
+
+    An STRtree over the boxes finds the candidates of each tissue component; the prepared component decides
+    "fully inside" (fraction 1) vectorised, and only boxes crossing its boundary pay for an exact intersection.
+    """
     n = boxes_xy.shape[0]
     frac = np.zeros(n, dtype=np.float64)
     if n == 0 or geometry is None or geometry.is_empty:
         return frac
-    parts = np.asarray(shapely.get_parts(geometry))
-    parts = parts[shapely.area(parts) > 0]
-    if parts.size == 0:
-        return frac
+    parts = [p for p in shapely.get_parts(geometry) if p.area > 0]
     boxes = shapely.box(boxes_xy[:, 0], boxes_xy[:, 1], boxes_xy[:, 0] + patch, boxes_xy[:, 1] + patch)
-    tree = shapely.STRtree(parts)
-    inside = tree.query(boxes, predicate="within")
-    frac[inside[0]] = 1.0
-    full = np.zeros(n, dtype=bool)
-    full[inside[0]] = True
-    pairs = tree.query(boxes, predicate="intersects")
-    pairs = pairs[:, ~full[pairs[0]]]
-    if pairs.shape[1]:
-        areas = shapely.area(shapely.intersection(boxes[pairs[0]], parts[pairs[1]]))
-        np.add.at(frac, pairs[0], areas / float(patch * patch))
+    tree = shapely.STRtree(boxes)
+    for part in parts:
+        shapely.prepare(part)
+        idx = tree.query(part)
+        if idx.size == 0:
+            continue
+        inside = shapely.contains_properly(part, boxes[idx])
+        frac[idx[inside]] += 1.0
+        edge = idx[~inside]
+        edge = edge[shapely.intersects(part, boxes[edge])]
+        if edge.size:
+            frac[edge] += shapely.area(shapely.intersection(boxes[edge], part)) / float(patch * patch)
     return np.clip(frac, 0.0, 1.0)
 
 
