@@ -163,6 +163,9 @@ def _fail(ctx: _Ctx, state: SlideState, exc: BaseException, t0: float, lock: Any
     state.status = "failed"
     state.error_class = type(exc).__name__
     state.error = one_line(exc)
+    name = Path(state.slide_path).name
+    if name not in state.error:  # a decoder message alone ("Not a JPEG file") does not say which slide
+        state.error = f"{name}: {state.error}"
     log.error("%s: failed at stage %s: %s: %s", state.slide_id, state.stage, state.error_class, state.error)
     return _finish(ctx, state, t0, lock)
 
