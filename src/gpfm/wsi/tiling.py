@@ -35,6 +35,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from gpfm.wsi.errors import TilingError
+from gpfm.wsi.geometry import valid_multipolygon
 from gpfm.wsi.readers.slide import TILE_OK, TILE_PADDED, Slide
 
 GPFM_SCHEMA_VERSION = 1
@@ -263,7 +264,7 @@ class TileGrid:
 def _tissue_geometry(tissue: Any) -> BaseGeometry | None:
     geometry = tissue if tissue is None or isinstance(tissue, BaseGeometry) else tissue.geometry
     if geometry is not None and not geometry.is_valid:  # overlapping parts would be counted twice
-        geometry = shapely.union_all(shapely.get_parts(shapely.make_valid(geometry)))
+        geometry = valid_multipolygon(geometry)
     return geometry
 
 
@@ -279,8 +280,9 @@ def _lattice(lo: float, hi: float, stride: float, patch: int) -> np.ndarray:
 def tissue_coverage(boxes_xy: np.ndarray, patch: int, geometry: BaseGeometry) -> np.ndarray:
     """Fraction of each ``patch``×``patch`` box (level-0 top-left ``boxes_xy``) covered by ``geometry``.
 
-    An STRtree over the boxes finds the candidates of each tissue component; the prepared component decides
-    "fully inside" (fraction 1) vectorised, and only boxes crossing its boundary pay for an exact intersection.
+    An STRtree over the boxes finds the candidates of each tissue component; the prepared component
+    decides "fully inside" (fraction 1) vectorised; only boxes crossing its boundary pay for an exact
+    intersection.
     """
     n = boxes_xy.shape[0]
     frac = np.zeros(n, dtype=np.float64)

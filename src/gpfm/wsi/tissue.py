@@ -30,6 +30,7 @@ import shapely
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 
+from gpfm.wsi.geometry import valid_multipolygon
 from gpfm.wsi.readers.base import composite_on_white
 from gpfm.wsi.readers.slide import Slide
 
@@ -223,18 +224,13 @@ def mask_to_geometry(
         def to_level0(c: np.ndarray) -> np.ndarray:
             return (c.reshape(-1, 2).astype(np.float64) + 0.5) * scale
 
-        poly = Polygon(to_level0(contour), [to_level0(h) for _, h in holes if len(h) >= 3])
-        if not poly.is_valid:
-            poly = shapely.make_valid(poly)
+        poly = valid_multipolygon(
+            Polygon(to_level0(contour), [to_level0(h) for _, h in holes if len(h) >= 3])
+        )
         if p.simplify_px > 0:
             poly = poly.simplify(p.simplify_px * scale, preserve_topology=True)
         polygons.extend(q for q in shapely.get_parts(poly) if isinstance(q, Polygon) and q.area > 0)
-    geometry = shapely.union_all(polygons) if polygons else MultiPolygon()
-    if isinstance(geometry, Polygon):
-        geometry = MultiPolygon([geometry])
-    elif not isinstance(geometry, MultiPolygon):
-        geometry = MultiPolygon([q for q in shapely.get_parts(geometry) if isinstance(q, Polygon)])
-    return geometry, clean.astype(bool)
+    return valid_multipolygon(MultiPolygon(polygons)), clean.astype(bool)
 
 
 def rasterize(geometry: Polygon | MultiPolygon, shape: tuple[int, int], scale: float) -> np.ndarray:
