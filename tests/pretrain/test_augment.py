@@ -8,7 +8,12 @@ import torch
 from PIL import Image
 
 import gpfm.pretrain.augment as aug
-from gpfm.pretrain.augment import MultiCropAugmentation, RandomGaussianBlur, effective_blur_probability, hed_jitter
+from gpfm.pretrain.augment import (
+    MultiCropAugmentation,
+    RandomGaussianBlur,
+    effective_blur_probability,
+    hed_jitter,
+)
 
 EXPECTED_BLUR = {
     "dinov2_inverted": {"global_1": 0.0, "global_2": 0.9, "local": 0.5},
@@ -50,8 +55,9 @@ def test_blur_frequencies_through_the_full_pipeline(semantics: str, monkeypatch)
         return image
 
     monkeypatch.setattr(aug.TF, "gaussian_blur", counting_blur)
-    a = MultiCropAugmentation(global_crops_size=24, local_crops_size=12, local_crops_number=4,
-                              blur_semantics=semantics)
+    a = MultiCropAugmentation(
+        global_crops_size=24, local_crops_size=12, local_crops_number=4, blur_semantics=semantics
+    )
     img, n = _image(48), 250
     per_global = []
     for seed in range(n):
@@ -84,8 +90,14 @@ def test_deterministic_given_seed_and_global_rng_untouched() -> None:
 
 
 def test_normalisation_and_clean_views() -> None:
-    a = MultiCropAugmentation(global_crops_size=16, local_crops_size=8, local_crops_number=1,
-                              clean_global_views=True, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    a = MultiCropAugmentation(
+        global_crops_size=16,
+        local_crops_size=8,
+        local_crops_number=1,
+        clean_global_views=True,
+        mean=(0.5, 0.25, 0.0),
+        std=(0.5, 0.25, 1.0),
+    )
     grey = Image.new("RGB", (40, 40), (128, 128, 128))
     out = a(grey, 0)
     clean = out["global_crops_clean"][0]
@@ -93,8 +105,13 @@ def test_normalisation_and_clean_views() -> None:
     expected = torch.tensor([(v - 0.5) / 0.5, (v - 0.25) / 0.25, v]).view(3, 1, 1).expand(3, 16, 16)
     assert torch.allclose(clean, expected, atol=1e-6)
     # the clean view draws no random numbers: the distorted crops equal those of a run without it
-    plain = MultiCropAugmentation(global_crops_size=16, local_crops_size=8, local_crops_number=1,
-                                  mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))(grey, 0)
+    plain = MultiCropAugmentation(
+        global_crops_size=16,
+        local_crops_size=8,
+        local_crops_number=1,
+        mean=(0.5, 0.25, 0.0),
+        std=(0.5, 0.25, 1.0),
+    )(grey, 0)
     assert torch.equal(plain["global_crops"][1], out["global_crops"][1])
 
 
@@ -127,8 +144,10 @@ def _synthetic_he(size: int = 32) -> Image.Image:
 
     rng = np.random.default_rng(4)
     # light H&E-like stain concentrations (RGB ~ 120-250), where uint8 quantisation is mild in OD space
-    stains = np.stack([rng.uniform(0.0, 0.08, (size, size)), rng.uniform(0.0, 0.05, (size, size)),
-                       np.zeros((size, size))], axis=-1)
+    stains = np.stack(
+        [rng.uniform(0.0, 0.08, (size, size)), rng.uniform(0.0, 0.05, (size, size)), np.zeros((size, size))],
+        axis=-1,
+    )
     return Image.fromarray((np.clip(hed2rgb(stains), 0, 1) * 255 + 0.5).astype(np.uint8))
 
 

@@ -63,8 +63,9 @@ def test_tile_folder_sources_and_pure_function_of_index(tmp_path: Path) -> None:
     assert sample["index"] == 2 and sample["seed"] == sample_seed(3, 2) and not sample["failed"]
     # the same index gives the same sample; another base seed another one
     assert torch.equal(ds[2]["local_crops"][0], sample["local_crops"][0])
-    assert not torch.equal(TileFolderDataset(paths, _aug(), base_seed=4)[2]["global_crops"][0],
-                           sample["global_crops"][0])
+    assert not torch.equal(
+        TileFolderDataset(paths, _aug(), base_seed=4)[2]["global_crops"][0], sample["global_crops"][0]
+    )
     # upstream JSON index and a text list
     index = tmp_path / "index.json"
     index.write_text(json.dumps({str(tmp_path / "tiles" / "sub0"): ["tile0.png", "tile2.tif"]}))
@@ -168,27 +169,38 @@ def test_slide_tiles_are_read_at_their_stored_geometry(tmp_path: Path) -> None:
 
 def test_missing_slide_falls_back_and_workers_reproduce(tmp_path: Path) -> None:
     slide_path, coords_path, _ = _image_slide(tmp_path)
-    ds = SlideTileDataset([(slide_path, coords_path), (tmp_path / "gone.png", coords_path)], _aug(),
-                          failure_log=tmp_path / "failed.tsv")
+    ds = SlideTileDataset(
+        [(slide_path, coords_path), (tmp_path / "gone.png", coords_path)],
+        _aug(),
+        failure_log=tmp_path / "failed.tsv",
+    )
     assert ds[5]["failed"] and "gone.png@" in (tmp_path / "failed.tsv").read_text()
     sampler = InfiniteShardedSampler(len(ds), seed=0)
     order = [sampler.index_at(k) for k in range(4)]
-    loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=2, worker_init_fn=seed_worker,
-                        collate_fn=lambda s: collate_multicrop(s, BatchMasker((2, 2), min_num_patches=1)),
-                        multiprocessing_context="fork")
+    loader = DataLoader(
+        ds,
+        batch_size=2,
+        sampler=sampler,
+        num_workers=2,
+        worker_init_fn=seed_worker,
+        collate_fn=lambda s: collate_multicrop(s, BatchMasker((2, 2), min_num_patches=1)),
+        multiprocessing_context="fork",
+    )
     it = iter(loader)
     batches = [next(it) for _ in range(2)]
     del it
     for j, batch in enumerate(batches):
-        ref = collate_multicrop([ds[i] for i in order[2 * j : 2 * j + 2]], BatchMasker((2, 2), min_num_patches=1))
+        ref = collate_multicrop(
+            [ds[i] for i in order[2 * j : 2 * j + 2]], BatchMasker((2, 2), min_num_patches=1)
+        )
         assert torch.equal(batch["global_crops"], ref["global_crops"])
         assert torch.equal(batch["masks"], ref["masks"])
 
 
 @pytest.mark.realdata
 def test_real_svs_tiles(tmp_path: Path) -> None:
-    from tests.conftest import shared_path
     from gpfm.wsi import TilingConfig, open_slide, tile_slide, write_coords
+    from tests.conftest import shared_path
 
     svs = shared_path("wsi", "CMU-1-Small-Region.svs")
     slide = open_slide(svs)

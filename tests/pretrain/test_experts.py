@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from gpfm.models import Encoder
-from gpfm.models.spec import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, Preprocess, WeightSource
+from gpfm.models.spec import (
+    HALF_MEAN,
+    HALF_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderSpec,
+    Preprocess,
+    WeightSource,
+)
 from gpfm.models.vit import ViTConfig, build_vit, vit_cls_tokens
 from gpfm.pretrain.experts import build_expert
 from gpfm.pretrain.heads import DistillHead
@@ -15,16 +23,40 @@ from gpfm.pretrain.losses import ExpertClsLoss, ExpertPatchLoss
 
 
 def _tiny_vit16(dynamic: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Encoder:
-    cfg = ViTConfig(embed_dim=32, depth=1, num_heads=2, patch_size=16, img_size=224, init_values=None,
-                    dynamic_img_size=dynamic)
+    cfg = ViTConfig(
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        patch_size=16,
+        img_size=224,
+        init_values=None,
+        dynamic_img_size=dynamic,
+    )
     spec = EncoderSpec(
-        name="tiny-vit16", architecture="ViT/16 tiny", build=lambda: build_vit(cfg), convert_state_dict=None,
-        forward_tokens=vit_cls_tokens, embed_dim=32, token_dim=32, patch_size=16, num_prefix_tokens=1,
-        pooling="cls", preprocess=Preprocess(input_size=224, mean=mean, std=std), weights=WeightSource("NONE"))
+        name="tiny-vit16",
+        architecture="ViT/16 tiny",
+        build=lambda: build_vit(cfg),
+        convert_state_dict=None,
+        forward_tokens=vit_cls_tokens,
+        embed_dim=32,
+        token_dim=32,
+        patch_size=16,
+        num_prefix_tokens=1,
+        pooling="cls",
+        preprocess=Preprocess(input_size=224, mean=mean, std=std),
+        weights=WeightSource("NONE"),
+    )
     torch.manual_seed(0)
     model = spec.build().eval().requires_grad_(False)
-    return Encoder(spec, model, device=torch.device("cpu"), precision="fp32", weights_sha256="random",
-                   weights_path=None, checkpoint_format="random")
+    return Encoder(
+        spec,
+        model,
+        device=torch.device("cpu"),
+        precision="fp32",
+        weights_sha256="random",
+        weights_path=None,
+        checkpoint_format="random",
+    )
 
 
 def test_vit16_expert_shapes_at_224_and_frozen() -> None:
@@ -46,7 +78,9 @@ def test_gradients_reach_the_student_side_only() -> None:
     head = DistillHead(8, 32, bottleneck_dim=4)
     s_cls = head(torch.randn(2, 8, requires_grad=True))
     s_patch = head(torch.randn(2, 256, 8), which="patch")
-    loss = ExpertClsLoss()(s_cls, targets.cls) + ExpertPatchLoss()(s_patch, (16, 16), targets.patch, targets.grid)
+    loss = ExpertClsLoss()(s_cls, targets.cls) + ExpertPatchLoss()(
+        s_patch, (16, 16), targets.patch, targets.grid
+    )
     loss.backward()  # expert targets are ordinary tensors (cloned out of inference mode)
     assert all(p.grad is not None for p in head.parameters())
     assert all(p.grad is None for p in expert.encoder.model.parameters())
@@ -89,7 +123,9 @@ def test_real_efficientnet_expert_matches_its_encoder(effnet_expert) -> None:
     expert = effnet_expert
     assert expert.precision == "fp32" and expert.cls_dim == 1280
     pixels = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    student_view = (pixels - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    student_view = (pixels - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
     out = expert(student_view)
     ref = expert.encoder.embed((pixels - 0.5) / 0.5)  # the encoder's own normalisation is mean/std 0.5
     assert out.cls.shape == (2, 1280) and out.patch.shape == (2, 49, 1280) and out.grid == (7, 7)
@@ -122,7 +158,10 @@ def test_conch_expert_unit_norm_target_and_trunk_tokens() -> None:
     trunk = build_expert(expert.encoder, conch_patch="trunk_tokens")
     assert trunk.has_patch_target and trunk.patch_dim == 768
     tokens = trunk(x)
-    assert tokens.patch.shape == (2, 196, 768) and tokens.grid == (14, 14)  # trunk grid, not 256 caption queries
+    assert tokens.patch.shape == (2, 196, 768) and tokens.grid == (
+        14,
+        14,
+    )  # trunk grid, not 256 caption queries
     ref = expert.encoder.model.trunk.forward_tokens(x)[:, 1:]
     assert torch.allclose(tokens.patch, ref, atol=1e-5)
     pooled = build_expert(expert.encoder, conch_target="pooled_no_proj")(torch.randn(1, 3, 224, 224))

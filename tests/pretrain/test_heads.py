@@ -22,7 +22,10 @@ def test_dino_head_structure_names_and_gain_init() -> None:
     assert [(m.in_features, m.out_features) for m in linears] == [(32, 24), (24, 24), (24, 8)]
     assert sum(isinstance(m, torch.nn.GELU) for m in head.mlp) == 2
     names = {n for n, _ in head.named_parameters() if "last_layer" in n}
-    assert names == {"last_layer.parametrizations.weight.original0", "last_layer.parametrizations.weight.original1"}
+    assert names == {
+        "last_layer.parametrizations.weight.original0",
+        "last_layer.parametrizations.weight.original1",
+    }
     assert head.last_layer.bias is None
     assert torch.equal(head_gains(head), torch.ones(50))
     # with unit gains the effective weight rows have unit norm
@@ -42,7 +45,9 @@ def test_dino_head_matches_hand_computation_and_bound() -> None:
     z = l2(F.gelu(l1(x)))
     z = z / z.norm(dim=-1, keepdim=True)
     v = head.last_layer.parametrizations.weight.original1
-    expected = torch.stack([torch.stack([g[j] * (v[j] @ z[i]) / v[j].norm() for j in range(30)]) for i in range(7)])
+    expected = torch.stack(
+        [torch.stack([g[j] * (v[j] @ z[i]) / v[j].norm() for j in range(30)]) for i in range(7)]
+    )
     assert torch.allclose(out, expected, atol=1e-5)
     assert (out.abs() <= g.abs() + 1e-5).all()
 

@@ -66,13 +66,16 @@ def test_dino_loss_is_mean_over_18_cross_view_pairs() -> None:
     assert n_terms == 18
     assert value.item() == pytest.approx(total / 18, rel=1e-5)
     # with same-view pairs kept: 20 terms
-    all_pairs = sum(sum(_ce_rows(pt.tolist(), zs.detach().tolist(), 0.1)) / b for zs in students for pt in teachers)
+    all_pairs = sum(
+        sum(_ce_rows(pt.tolist(), zs.detach().tolist(), 0.1)) / b for zs in students for pt in teachers
+    )
     assert loss(students, teachers, ignore_same_view=False).item() == pytest.approx(all_pairs / 20, rel=1e-5)
     # the pair matrix exposes the same terms for split logging
     ce = loss.pair_losses(students, teachers)
     assert ce.shape == (10, 2)
-    assert ce[0, 1].item() == pytest.approx(sum(_ce_rows(teachers[1].tolist(), students[0].tolist(), 0.1)) / b,
-                                             rel=1e-5)
+    assert ce[0, 1].item() == pytest.approx(
+        sum(_ce_rows(teachers[1].tolist(), students[0].tolist(), 0.1)) / b, rel=1e-5
+    )
     # gradients reach every student view and nothing else
     value.backward()
     assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in students)

@@ -1,4 +1,4 @@
-"""Centering and Sinkhorn-Knopp all-reduce: two gloo processes on half batches equal one process on the whole."""
+"""Centering and Sinkhorn-Knopp all-reduce: two gloo processes on half batches = one process on all."""
 
 from __future__ import annotations
 

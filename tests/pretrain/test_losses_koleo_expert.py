@@ -108,7 +108,9 @@ def test_resample_token_grid_matches_hand_bicubic_and_keeps_constants() -> None:
     expected = np.einsum("ai,bj,ijc->abc", w, w, field).reshape(256, 3)
     assert np.allclose(out[0].numpy(), expected, atol=1e-5)
     const = torch.full((2, 196, 4), 3.25)
-    assert torch.allclose(resample_token_grid(const, (14, 14), (16, 16)), torch.full((2, 256, 4), 3.25), atol=1e-6)
+    assert torch.allclose(
+        resample_token_grid(const, (14, 14), (16, 16)), torch.full((2, 256, 4), 3.25), atol=1e-6
+    )
     assert resample_token_grid(tokens, (14, 14), (14, 14)) is tokens
     with pytest.raises(ValueError, match="grid"):
         resample_token_grid(tokens, (16, 16), (14, 14))
@@ -139,7 +141,9 @@ def test_expert_patch_loss_matches_hand_computation(tokens: str) -> None:
     terms = loss.parts(student, (4, 4), teacher, (3, 3), masks)
     up = resample_token_grid(teacher.detach(), (3, 3), (4, 4)).numpy()
     keep = np.ones((2, 16), bool) if tokens == "all" else ~masks.numpy()
-    mean_cos, smooth = _patch_by_hand(student.detach().numpy().astype(np.float64), up.astype(np.float64), keep)
+    mean_cos, smooth = _patch_by_hand(
+        student.detach().numpy().astype(np.float64), up.astype(np.float64), keep
+    )
     assert terms.mean_cos.item() == pytest.approx(mean_cos, abs=1e-5)
     assert terms.smooth_l1.item() == pytest.approx(smooth, rel=1e-5)
     assert terms.loss.item() == pytest.approx(0.9 * (1 - mean_cos) + 0.1 * smooth, rel=1e-5)
@@ -156,7 +160,9 @@ def test_expert_patch_loss_alignment_options() -> None:
     fp16 = ExpertPatchLoss(align_dtype="fp16")(student, (16, 16), teacher, (14, 14))
     assert fp16.item() == pytest.approx(fp32.item(), abs=2e-3) and fp16.item() != fp32.item()
     # student_down: the student is area-averaged to 14x14, the teacher untouched
-    down = ExpertPatchLoss(align="student_down", align_dtype="fp32").parts(student, (16, 16), teacher, (14, 14))
+    down = ExpertPatchLoss(align="student_down", align_dtype="fp32").parts(
+        student, (16, 16), teacher, (14, 14)
+    )
     pooled = torch.nn.functional.adaptive_avg_pool2d(student.transpose(1, 2).reshape(2, 8, 16, 16), (14, 14))
     pooled = pooled.flatten(2).transpose(1, 2)
     cos = torch.nn.functional.cosine_similarity(pooled, teacher, dim=-1).mean()
@@ -165,7 +171,8 @@ def test_expert_patch_loss_alignment_options() -> None:
     masks = torch.zeros(2, 256, dtype=torch.bool)
     masks[:, 0] = True  # student (0,0) only overlaps teacher cell (0,0)
     sel = ExpertPatchLoss(align="student_down", align_dtype="fp32", tokens="unmasked_only").parts(
-        student, (16, 16), teacher, (14, 14), masks)
+        student, (16, 16), teacher, (14, 14), masks
+    )
     expected = torch.nn.functional.cosine_similarity(pooled[:, 1:], teacher[:, 1:], dim=-1).mean()
     assert sel.mean_cos.item() == pytest.approx(expected.item(), abs=1e-6)
 

@@ -59,8 +59,10 @@ def test_batch_masks_ratio_buckets_shuffle_and_reproducibility() -> None:
     again = sample_batch_masks(n_crops, (16, 16), 0.5, (0.1, 0.5), np.random.default_rng(2))
     assert torch.equal(masks, again)
     # shuffled: which crops are masked changes with the seed
-    patterns = {tuple((sample_batch_masks(8, (16, 16), rng=np.random.default_rng(s)).sum(1) > 0).tolist())
-                for s in range(20)}
+    patterns = {
+        tuple((sample_batch_masks(8, (16, 16), rng=np.random.default_rng(s)).sum(1) > 0).tolist())
+        for s in range(20)
+    }
     assert len(patterns) > 5
 
 

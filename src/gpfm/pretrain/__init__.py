@@ -1,4 +1,4 @@
-"""UNKD pretraining (unkd-pretraining.md): DINOv2 self-distillation plus online distillation from frozen experts.
+"""UNKD pretraining (unkd-pretraining.md): DINOv2 self-distillation + online distillation from frozen experts.
 
 Components (one concern per module; names re-exported lazily here so ``import gpfm.pretrain`` stays cheap):
 
@@ -21,14 +21,28 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "DINOHead": "heads", "DistillHead": "heads", "head_gains": "heads",
-    "DINOLoss": "losses", "IBOTPatchLoss": "losses", "KoLeoLoss": "losses", "ExpertClsLoss": "losses",
-    "ExpertPatchLoss": "losses", "resample_token_grid": "losses",
-    "MaskingGenerator": "masking", "sample_batch_masks": "masking", "BatchMasker": "masking",
+    "DINOHead": "heads",
+    "DistillHead": "heads",
+    "head_gains": "heads",
+    "DINOLoss": "losses",
+    "IBOTPatchLoss": "losses",
+    "KoLeoLoss": "losses",
+    "ExpertClsLoss": "losses",
+    "ExpertPatchLoss": "losses",
+    "resample_token_grid": "losses",
+    "MaskingGenerator": "masking",
+    "sample_batch_masks": "masking",
+    "BatchMasker": "masking",
     "MultiCropAugmentation": "augment",
-    "TileFolderDataset": "data", "SlideTileDataset": "data", "InfiniteShardedSampler": "data",
-    "collate_multicrop": "data", "sample_seed": "data", "seed_worker": "data",
-    "build_expert": "experts", "Expert": "experts", "ExpertTargets": "experts",
+    "TileFolderDataset": "data",
+    "SlideTileDataset": "data",
+    "InfiniteShardedSampler": "data",
+    "collate_multicrop": "data",
+    "sample_seed": "data",
+    "seed_worker": "data",
+    "build_expert": "experts",
+    "Expert": "experts",
+    "ExpertTargets": "experts",
 }
 
 __all__ = sorted(_LAZY)

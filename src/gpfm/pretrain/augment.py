@@ -7,12 +7,13 @@ with p 0.2] → ToTensor → normalise.
 
 Blur semantics (§8 #1). Configured blur probabilities are 1.0 / 0.1 / 0.5 (global 1 / global 2 / local).
 DINOv2's blur wrapper applies blur with probability 1 − p, so the released GPFM was trained with effective
-probabilities 0.0 / 0.9 / 0.5: ``blur_semantics="dinov2_inverted"`` [F]. ``"intended"`` [I] uses 1.0 / 0.1 / 0.5.
+probabilities 0.0 / 0.9 / 0.5: ``blur_semantics="dinov2_inverted"`` [F]. ``"intended"`` [I] uses
+1.0 / 0.1 / 0.5.
 
 Presets: ``dinov2`` [F] as the table of §2.2 (jitter 0.4/0.4/0.2/0.1). ``pathology`` [I, §8 #12]: HED stain
 jitter once per source tile with p 0.5 (each of the H, E, D concentrations s ← s·α + β, α ~ U(0.95, 1.05),
-β ~ U(−0.05, 0.05), scikit-image's HED matrices, see :func:`hed_jitter`), vertical flips and 90° rotations, weaker jitter
-(0.2, 0.2, 0.1, 0.05), grayscale kept, no solarize.
+β ~ U(−0.05, 0.05), scikit-image's HED matrices, see :func:`hed_jitter`), vertical flips and 90° rotations,
+weaker jitter (0.2, 0.2, 0.1, 0.05), grayscale kept, no solarize.
 
 Determinism: every random draw comes from torch's CPU generator, forked and seeded with ``seed`` for the call
 (``torch.random.fork_rng`` + ``torch.manual_seed``), so the output is a pure function of (image, seed) and the
@@ -74,6 +75,7 @@ class RandomGaussianBlur:
         return bool(torch.rand(()) < self.p)
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        """Blur ``image`` with the effective probability (σ drawn after the decision)."""
         if not self.decide():
             return image
         sigma = float(torch.empty(1).uniform_(*BLUR_SIGMA))
@@ -83,13 +85,13 @@ class RandomGaussianBlur:
 def hed_jitter(image: Image.Image, amount: float = HED_JITTER) -> Image.Image:
     """Stain jitter in HED space: s_c ← s_c·α_c + β_c for c ∈ {H, E, D}, α ~ U(1−a, 1+a), β ~ U(−a, a).
 
-    s = OD · M_hed←rgb with optical density OD = −ln(max(rgb, 1e-6)) (natural units, as in Tellez et al. 2018 and
-    scikit-image before 0.19), and back rgb = exp(−s · M_rgb←hed), with scikit-image's Ruifrok–Johnston
+    s = OD · M_hed←rgb with optical density OD = −ln(max(rgb, 1e-6)) (natural units, as in Tellez et al. 2018
+    and scikit-image before 0.19), and back rgb = exp(−s · M_rgb←hed), with scikit-image's Ruifrok–Johnston
     matrices. Two deliberate differences from today's ``rgb2hed``/``hed2rgb``: (1) no clipping of negative
     concentrations — real RGB is not in the cone of positive stains, and the clipped round trip changes a real
     H&E tile by ~20 grey levels on average even with no jitter; (2) natural OD units — scikit-image ≥ 0.19
-    divides OD by ln(1e6) ≈ 13.8, which would make β = ±0.05 a ±0.69 OD (2×) brightness shift.
-    Draws 6 numbers from torch's current generator.
+    divides OD by ln(1e6) ≈ 13.8, which would make β = ±0.05 a ±0.69 OD (2×) brightness shift. Draws 6 numbers
+    from torch's current generator.
     """
     from skimage.color import hed_from_rgb, rgb_from_hed
 
@@ -117,10 +119,14 @@ class _CropTransform:
         self.crop = T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC)
         self.preset = preset
         b, c, s, h = JITTER[preset]
-        self.jitter = T.RandomApply([T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h)], p=COLOR_JITTER_P)
+        self.jitter = T.RandomApply(
+            [T.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h)], p=COLOR_JITTER_P
+        )
         self.grayscale = T.RandomGrayscale(p=GRAYSCALE_P)
         self.blur = blur
-        self.solarize = T.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=solarize_p) if solarize_p > 0 else None
+        self.solarize = (
+            T.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=solarize_p) if solarize_p > 0 else None
+        )
         self.normalize = normalize
 
     def geometric(self, image: Image.Image) -> Image.Image:
@@ -180,10 +186,16 @@ class MultiCropAugmentation:
             raise ValueError(f"unknown augmentation preset {preset!r}; use 'dinov2' or 'pathology'")
         effective_blur_probability(0.5, blur_semantics)  # validates the name
         self.config = {
-            "global_crops_scale": tuple(global_crops_scale), "local_crops_scale": tuple(local_crops_scale),
-            "local_crops_number": local_crops_number, "global_crops_size": global_crops_size,
-            "local_crops_size": local_crops_size, "blur_semantics": blur_semantics, "preset": preset,
-            "mean": tuple(mean), "std": tuple(std), "clean_global_views": clean_global_views,
+            "global_crops_scale": tuple(global_crops_scale),
+            "local_crops_scale": tuple(local_crops_scale),
+            "local_crops_number": local_crops_number,
+            "global_crops_size": global_crops_size,
+            "local_crops_size": local_crops_size,
+            "blur_semantics": blur_semantics,
+            "preset": preset,
+            "mean": tuple(mean),
+            "std": tuple(std),
+            "clean_global_views": clean_global_views,
         }
         self.preset, self.blur_semantics = preset, blur_semantics
         self.local_crops_number = local_crops_number
@@ -194,15 +206,24 @@ class MultiCropAugmentation:
         def blur(kind: str) -> RandomGaussianBlur:
             return RandomGaussianBlur(CONFIGURED_BLUR_P[kind], blur_semantics)
 
-        self.global_1 = _CropTransform(global_crops_size, global_crops_scale, blur("global_1"), 0.0, preset, norm)
-        self.global_2 = _CropTransform(global_crops_size, global_crops_scale, blur("global_2"), solarize, preset,
-                                       norm)
+        self.global_1 = _CropTransform(
+            global_crops_size, global_crops_scale, blur("global_1"), 0.0, preset, norm
+        )
+        self.global_2 = _CropTransform(
+            global_crops_size, global_crops_scale, blur("global_2"), solarize, preset, norm
+        )
         self.local = _CropTransform(local_crops_size, local_crops_scale, blur("local"), 0.0, preset, norm)
 
     def describe(self) -> dict[str, Any]:
         """Resolved settings, including effective blur probabilities (for the run manifest)."""
-        return {**self.config, "effective_blur_p": {
-            "global_1": self.global_1.blur.p, "global_2": self.global_2.blur.p, "local": self.local.blur.p}}
+        return {
+            **self.config,
+            "effective_blur_p": {
+                "global_1": self.global_1.blur.p,
+                "global_2": self.global_2.blur.p,
+                "local": self.local.blur.p,
+            },
+        }
 
     def __call__(self, image: Image.Image, seed: int) -> dict[str, list[torch.Tensor]]:
         """Crops of ``image``: ``{"global_crops": [2 × (3,G,G)], "local_crops": [n × (3,L,L)]}``.

@@ -76,7 +76,9 @@ class _FailureRecorder:
 class _MultiCropTileDataset(Dataset):
     """Shared logic: load tile i, augment it with its seed, fall back on failure."""
 
-    def __init__(self, augmentation: Augmentation, base_seed: int, failure_log: str | os.PathLike[str] | None):
+    def __init__(
+        self, augmentation: Augmentation, base_seed: int, failure_log: str | os.PathLike[str] | None
+    ):
         self.augmentation = augmentation
         self.base_seed = int(base_seed)
         self.failures = _FailureRecorder(failure_log)
@@ -101,8 +103,10 @@ class _MultiCropTileDataset(Dataset):
                 return
             except Exception as exc:  # noqa: BLE001 - any decoder error means "try the next tile"
                 errors.append(f"{self.tile_name(i)}: {exc}")
-        raise RuntimeError("no readable tile among the first tiles of the source to serve as fallback: "
-                           + "; ".join(errors or ["the source is empty"]))
+        raise RuntimeError(
+            "no readable tile among the first tiles of the source to serve as fallback: "
+            + "; ".join(errors or ["the source is empty"])
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
@@ -125,8 +129,9 @@ def _list_tiles(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: tile source not found (give a folder, a list of paths, a .txt list "
-                                "or a JSON index)")
+        raise FileNotFoundError(
+            f"{path}: tile source not found (give a folder, a list of paths, a .txt list or a JSON index)"
+        )
     if path.suffix.lower() == ".json":
         index = json.loads(path.read_text())
         if not isinstance(index, Mapping):
@@ -142,7 +147,8 @@ class TileFolderDataset(_MultiCropTileDataset):
     Args:
         paths_or_root: a folder (recursive, sorted), a sequence of paths, a ``.txt`` file of paths, or a
             ``.json`` index ``{folder: [file names]}`` (the upstream layout).
-        augmentation: ``(PIL image, seed) -> crops dict``, e.g. :class:`~gpfm.pretrain.augment.MultiCropAugmentation`.
+        augmentation: ``(PIL image, seed) -> crops dict``, e.g.
+            :class:`~gpfm.pretrain.augment.MultiCropAugmentation`.
         base_seed: seed of the per-sample seeds.
         failure_log: optional file to which failing tiles are appended.
     """
@@ -165,9 +171,11 @@ class TileFolderDataset(_MultiCropTileDataset):
         return len(self.paths)
 
     def tile_name(self, index: int) -> str:
+        """The file path of tile ``index``."""
         return str(self.paths[index])
 
     def load(self, index: int) -> Image.Image:
+        """Decode tile ``index`` as RGB (transparency composited on white)."""
         with Image.open(self.paths[index]) as image:
             image.load()
             return to_rgb(image)
@@ -188,8 +196,10 @@ class _SlideEntry:
             self.fov_um = float(attrs["fov_um"])
             self.mpp0 = float(attrs["mpp_level0_x"])
         except KeyError as exc:
-            raise ValueError(f"{coords_path}: coordinates file lacks attribute {exc}; write it with gpfm.wsi "
-                             "(gpfm extract / tile_slide + write_coords)") from None
+            raise ValueError(
+                f"{coords_path}: coordinates file lacks attribute {exc}; write it with gpfm.wsi "
+                "(gpfm extract / tile_slide + write_coords)"
+            ) from None
 
 
 class SlideTileDataset(_MultiCropTileDataset):
@@ -242,6 +252,7 @@ class SlideTileDataset(_MultiCropTileDataset):
         return slide, index - int(self.offsets[slide])
 
     def tile_name(self, index: int) -> str:
+        """``<slide path>@(x,y)`` of tile ``index`` (level-0 top-left)."""
         s, t = self.locate(index)
         x, y = self.entries[s].coords[t].tolist()
         return f"{self.entries[s].slide_path}@({x},{y})"
@@ -260,6 +271,7 @@ class SlideTileDataset(_MultiCropTileDataset):
         return slide
 
     def load(self, index: int) -> Image.Image:
+        """Read tile ``index`` from its slide and resize it to the output size (see the class docstring)."""
         from gpfm.wsi import TILE_FAILED
 
         s, t = self.locate(index)
@@ -327,11 +339,16 @@ class InfiniteShardedSampler(Sampler[int]):
             k += 1
 
 
-def _draw_masks(fn: Callable[..., torch.Tensor], n_crops: int, rng_factory: Callable[[], np.random.Generator]):
+def _draw_masks(
+    fn: Callable[..., torch.Tensor], n_crops: int, rng_factory: Callable[[], np.random.Generator]
+):
     """Call ``fn(n_crops, rng)``, or ``fn(n_crops)`` for a one-argument function that owns its randomness."""
     try:
-        required = [p for p in inspect.signature(fn).parameters.values()
-                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         takes_rng = len(required) >= 2
     except (TypeError, ValueError):  # builtins without a signature: use the documented two-argument form
         takes_rng = True
@@ -356,8 +373,8 @@ def collate_multicrop(
     Returns:
         ``global_crops`` (2B, 3, G, G): all samples' crop 0, then all crop 1; ``local_crops`` (nL·B, 3, L, L),
         crop-major; ``masks`` (2B, N) bool; ``n_masked`` int; ``mask_indices`` (n_masked,) flat indices into
-        ``masks``; ``masks_weight`` (n_masked,) 1/n_i of each masked token's crop; ``upperbound`` (static bound
-        when the mask function has ``upper_bound``); ``indices`` (B,); ``n_failed`` int; plus
+        ``masks``; ``masks_weight`` (n_masked,) 1/n_i of each masked token's crop; ``upperbound`` (static
+        bound when the mask function has ``upper_bound``); ``indices`` (B,); ``n_failed`` int; plus
         ``global_crops_clean`` when the samples carry it.
     """
     if not samples:
@@ -366,14 +383,18 @@ def collate_multicrop(
     n_local = len(samples[0]["local_crops"])
     out: dict[str, Any] = {
         "global_crops": torch.stack([s["global_crops"][c] for c in range(n_global) for s in samples]),
-        "local_crops": (torch.stack([s["local_crops"][c] for c in range(n_local) for s in samples])
-                        if n_local else torch.empty(0)),
+        "local_crops": (
+            torch.stack([s["local_crops"][c] for c in range(n_local) for s in samples])
+            if n_local
+            else torch.empty(0)
+        ),
         "indices": torch.tensor([int(s.get("index", -1)) for s in samples]),
         "n_failed": int(sum(bool(s.get("failed", False)) for s in samples)),
     }
     if "global_crops_clean" in samples[0]:
         out["global_crops_clean"] = torch.stack(
-            [s["global_crops_clean"][c] for c in range(n_global) for s in samples])
+            [s["global_crops_clean"][c] for c in range(n_global) for s in samples]
+        )
     n_crops = n_global * len(samples)
     if mask_generator_fn is None:
         out.update(masks=None, n_masked=0, mask_indices=None, masks_weight=None, upperbound=0)
@@ -388,13 +409,17 @@ def collate_multicrop(
 
     masks = _draw_masks(mask_generator_fn, n_crops, rng_factory)
     if masks.dtype != torch.bool or tuple(masks.shape[:1]) != (n_crops,):
-        raise ValueError(f"mask_generator_fn returned {masks.dtype} {tuple(masks.shape)}; expected "
-                         f"({n_crops}, N) bool")
+        raise ValueError(
+            f"mask_generator_fn returned {masks.dtype} {tuple(masks.shape)}; expected ({n_crops}, N) bool"
+        )
     per_crop = masks.sum(dim=1)
     weights = (1.0 / per_crop.clamp(min=1).float()).unsqueeze(1).expand_as(masks)[masks]
     upper = getattr(mask_generator_fn, "upper_bound", None)
     out.update(
-        masks=masks, n_masked=int(per_crop.sum()), mask_indices=masks.flatten().nonzero().flatten(),
-        masks_weight=weights, upperbound=int(upper(n_crops)) if callable(upper) else int(per_crop.sum()),
+        masks=masks,
+        n_masked=int(per_crop.sum()),
+        mask_indices=masks.flatten().nonzero().flatten(),
+        masks_weight=weights,
+        upperbound=int(upper(n_crops)) if callable(upper) else int(per_crop.sum()),
     )
     return out

@@ -84,9 +84,13 @@ class Expert:
         if conch_patch not in ("none", "trunk_tokens"):
             raise ValueError(f"unknown conch_patch {conch_patch!r}; use 'none' or 'trunk_tokens'")
         if input_norm not in ("shared_imagenet", "per_expert"):
-            raise ValueError(f"unknown expert input_norm {input_norm!r}; use 'shared_imagenet' or 'per_expert'")
+            raise ValueError(
+                f"unknown expert input_norm {input_norm!r}; use 'shared_imagenet' or 'per_expert'"
+            )
         if conch_target not in ("proj_contrast", "pooled_no_proj"):
-            raise ValueError(f"unknown conch_target {conch_target!r}; use 'proj_contrast' or 'pooled_no_proj'")
+            raise ValueError(
+                f"unknown conch_target {conch_target!r}; use 'proj_contrast' or 'pooled_no_proj'"
+            )
         self.encoder = encoder
         self.spec = encoder.spec
         self.name = encoder.spec.name
@@ -96,7 +100,9 @@ class Expert:
         self._use_pooled = contrastive and conch_target == "pooled_no_proj"
         cls_from_pooled = self._use_pooled or self.spec.pooling in ("cls", "pooled", "contrastive")
         self.cls_dim: int = self.spec.embed_dim if cls_from_pooled else int(self.spec.token_dim)
-        self.has_patch_target = self.spec.token_dim is not None and not (contrastive and conch_patch == "none")
+        self.has_patch_target = self.spec.token_dim is not None and not (
+            contrastive and conch_patch == "none"
+        )
         self.patch_dim: int | None = self.spec.token_dim if self.has_patch_target else None
         dev = encoder.device
         pre = self.spec.preprocess
@@ -150,13 +156,21 @@ class Expert:
         return ExpertTargets(cls=cls, patch=patch, grid=None if patch is None else tuple(out.grid))
 
     def metadata(self) -> dict[str, Any]:
-        """Identity for the run manifest (weights hash, precision, options); experts are never checkpointed."""
-        return {**self.encoder.metadata(), "input_norm": self.input_norm, "conch_target": self.conch_target,
-                "conch_patch": self.conch_patch, "cls_dim": self.cls_dim, "patch_dim": self.patch_dim}
+        """Identity for the run manifest (weights hash, precision, options); never checkpointed."""
+        return {
+            **self.encoder.metadata(),
+            "input_norm": self.input_norm,
+            "conch_target": self.conch_target,
+            "conch_patch": self.conch_patch,
+            "cls_dim": self.cls_dim,
+            "patch_dim": self.patch_dim,
+        }
 
     def __repr__(self) -> str:
-        return (f"Expert({self.name}, cls_dim={self.cls_dim}, patch_dim={self.patch_dim}, "
-                f"input_norm={self.input_norm}, precision={self.precision}, device={self.device})")
+        return (
+            f"Expert({self.name}, cls_dim={self.cls_dim}, patch_dim={self.patch_dim}, "
+            f"input_norm={self.input_norm}, precision={self.precision}, device={self.device})"
+        )
 
 
 def build_expert(
@@ -175,9 +189,11 @@ def build_expert(
     Args:
         name: registry name (``uni``, ``phikon``, ``conch``, ``efficientnet-lite0-imagenet``, ...) or an
             :class:`~gpfm.models.Encoder` (then ``weights``, ``device`` and ``dtype`` are ignored).
-        weights: as :func:`gpfm.models.create_encoder`: a path, ``"random"``, or None to search the usual places.
+        weights: as :func:`gpfm.models.create_encoder`: a path, ``"random"``, or None to search the usual
+            places.
         device: ``cpu``, ``cuda``, ... (None: CUDA when available).
-        dtype: autocast precision (``bf16``/``fp16``/``fp32`` or a torch dtype); None → bf16 on CUDA, fp32 on CPU.
+        dtype: autocast precision (``bf16``/``fp16``/``fp32`` or a torch dtype); None → bf16 on CUDA, fp32
+            on CPU.
         input_norm: ``shared_imagenet`` [F] or ``per_expert`` [I].
         student_mean: the student crops' normalisation mean.
         student_std: the student crops' normalisation std.
@@ -198,5 +214,11 @@ def build_expert(
         else:
             precision = dtype or ("bf16" if dev.type == "cuda" else "fp32")
         encoder = create_encoder(name, weights=weights, device=dev, precision=precision, verbose=False)
-    return Expert(encoder, input_norm=input_norm, student_mean=student_mean, student_std=student_std,
-                  conch_target=conch_target, conch_patch=conch_patch)
+    return Expert(
+        encoder,
+        input_norm=input_norm,
+        student_mean=student_mean,
+        student_std=student_std,
+        conch_target=conch_target,
+        conch_patch=conch_patch,
+    )

@@ -122,8 +122,8 @@ class DistillHead(nn.Module):
     """Maps student tokens into one expert's feature space (h_e of §1 and §4).
 
     ``kind="shared_dinohead_1layer"`` [F]: Linear(in_dim→bottleneck_dim, bias) → L2-normalise →
-    weight-normalised Linear(bottleneck_dim→out_dim, no bias, gain 1) as ``last_layer``; the same head maps CLS
-    and patch tokens (``which`` is accepted and ignored). Output elements are bounded by the gains (§4.3).
+    weight-normalised Linear(bottleneck_dim→out_dim, no bias, gain 1) as ``last_layer``; the same head maps
+    CLS and patch tokens (``which`` is accepted and ignored). Output elements are bounded by the gains (§4.3).
 
     ``kind="separate_mlp"`` [I, §8 #6]: two independent Linear–GELU–Linear adapters (hidden width
     ``hidden_dim``, default ``in_dim``), one for ``which="cls"`` and one for ``which="patch"``; no
@@ -159,7 +159,9 @@ class DistillHead(nn.Module):
             self.cls_head = _MLPAdapter(in_dim, hidden, out_dim)
             self.patch_head = _MLPAdapter(in_dim, hidden, out_dim)
         else:
-            raise ValueError(f"unknown distill head kind {kind!r}; use 'shared_dinohead_1layer' or 'separate_mlp'")
+            raise ValueError(
+                f"unknown distill head kind {kind!r}; use 'shared_dinohead_1layer' or 'separate_mlp'"
+            )
 
     def forward(self, x: torch.Tensor, which: Literal["cls", "patch"] = "cls") -> torch.Tensor:
         """Project ``(..., in_dim)`` student tokens to ``(..., out_dim)``.

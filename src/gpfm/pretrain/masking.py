@@ -95,7 +95,7 @@ def sample_batch_masks(
     *,
     generator: MaskingGenerator | None = None,
 ) -> torch.Tensor:
-    """iBOT masks of one per-process batch of global crops, as the release draws them (§2.3).
+    """IBOT masks of one per-process batch of global crops, as the release draws them (§2.3).
 
     ``int(n_crops · mask_probability)`` crops are masked; crop i of them targets
     ``int(N · U(r_i, r_{i+1}))`` patches where r = linspace(ratio_min, ratio_max, n_masked + 1) (ratios spread
@@ -164,12 +164,15 @@ class BatchMasker:
         self.mask_probability = mask_probability
         self.ratio_min_max = tuple(ratio_min_max)
         n = grid[0] * grid[1]
-        self.generator = MaskingGenerator(self.grid, int(max_fraction_per_block * n), min_num_patches, min_aspect)
+        self.generator = MaskingGenerator(
+            self.grid, int(max_fraction_per_block * n), min_num_patches, min_aspect
+        )
 
     def __call__(self, n_crops: int, rng: np.random.Generator) -> torch.Tensor:
         """(n_crops, N) bool masks drawn from ``rng``."""
-        return sample_batch_masks(n_crops, self.grid, self.mask_probability, self.ratio_min_max, rng,
-                                  generator=self.generator)
+        return sample_batch_masks(
+            n_crops, self.grid, self.mask_probability, self.ratio_min_max, rng, generator=self.generator
+        )
 
     def upper_bound(self, n_crops: int) -> int:
         """Static bound on the masked-token count of a batch of ``n_crops``."""

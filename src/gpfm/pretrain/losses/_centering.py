@@ -64,7 +64,7 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
 
 @torch.no_grad()
 def update_center_(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float) -> None:
-    """c ← m·c + (1 − m)·mean_rows(z_T), the mean taken over the rows of all processes (in place)."""
+    """C ← m·c + (1 − m)·mean_rows(z_T), the mean taken over the rows of all processes (in place)."""
     flat = teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1])
     total = all_reduce_(flat.sum(dim=0, keepdim=True))
     count = all_reduce_(torch.tensor(float(flat.shape[0]), device=flat.device))

@@ -1,4 +1,4 @@
-"""DINO CLS-token loss: cross-entropy between centred/sharpened teacher and student prototype distributions."""
+"""DINO CLS-token loss: cross-entropy between centred, sharpened teacher and student prototype outputs."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class DINOLoss(nn.Module):
     def sinkhorn_knopp_teacher(
         self, teacher_logits: torch.Tensor, teacher_temp: float, n_iterations: int = 3
     ) -> torch.Tensor:
-        """Sinkhorn-Knopp targets of (B, K) teacher logits (fp32, all-reduced); see ``_centering.sinkhorn_knopp``."""
+        """Sinkhorn-Knopp targets of (B, K) teacher logits (fp32, all-reduced); see ``sinkhorn_knopp``."""
         return sinkhorn_knopp(teacher_logits, teacher_temp, n_iterations)
 
     @torch.no_grad()
@@ -60,11 +60,14 @@ class DINOLoss(nn.Module):
         """EMA update of the center from the (…, K) teacher logits of this step (all views, all processes)."""
         update_center_(self.center, teacher_logits, self.center_momentum)
 
-    def pair_losses(self, student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor]) -> torch.Tensor:
+    def pair_losses(
+        self, student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor]
+    ) -> torch.Tensor:
         """The matrix of CE(p_T^g, p_S^v): shape (n_student_views, n_teacher_views), fp32.
 
         Useful to log the local-crop and global-crop parts separately (upstream names
-        ``dino_local_crops_loss`` / ``dino_global_crops_loss``); :meth:`forward` averages its off-diagonal part.
+        ``dino_local_crops_loss`` / ``dino_global_crops_loss``); :meth:`forward` averages its off-diagonal
+        part.
         """
         rows = []
         for logits in student_logits:

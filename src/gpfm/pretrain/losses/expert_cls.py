@@ -10,7 +10,7 @@ COS_EPS = 1e-8
 
 
 class ExpertClsLoss(nn.Module):
-    """L_cls^e = 1 − (1/B) Σ_b cos(h_e(s_cls,b), t_cls,b^e)   (unkd-pretraining.md §4.1, config value ``radio``).
+    """L_cls^e = 1 − (1/B) Σ_b cos(h_e(s_cls,b), t_cls,b^e)  (unkd-pretraining.md §4.1, config ``radio``).
 
     ``student`` is the distill-head output h_e(s_cls) of a global crop (B, D_e); ``target`` is expert e's CLS
     target computed on **the same** crop (B, D_e) — no cross-view swap. cos(a, b) = a·b / max(‖a‖‖b‖, 1e-8)
@@ -22,7 +22,9 @@ class ExpertClsLoss(nn.Module):
     def forward(self, student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar 1 − mean cosine of (B, D) student projections and (B, D) expert targets."""
         if student.shape != target.shape:
-            raise ValueError(f"student {tuple(student.shape)} and expert target {tuple(target.shape)} differ; "
-                             "the distill head's out_dim must equal the expert's CLS dimension")
+            raise ValueError(
+                f"student {tuple(student.shape)} and expert target {tuple(target.shape)} differ; "
+                "the distill head's out_dim must equal the expert's CLS dimension"
+            )
         cos = F.cosine_similarity(student.float(), target.detach().float(), dim=-1, eps=COS_EPS)
         return 1.0 - cos.mean()

@@ -72,8 +72,9 @@ class ExpertPatchLoss(nn.Module):
     Reduction: cos is taken per token along channels (``F.cosine_similarity``, eps 1e-8); its mean runs over
     every selected (crop, token); SmoothL1 (β = 1: 0.5·r² if |r| < 1 else |r| − 0.5) is the mean over every
     element of the selected tokens. ``tokens="all"`` [F] selects every position, masked ones included
-    (feature-regression MIM, §4.1); ``unmasked_only`` [I, §8 #5] drops positions where ``masks`` is True — after
-    ``student_down`` a teacher-grid position is dropped when any masked student token enters its average.
+    (feature-regression MIM, §4.1); ``unmasked_only`` [I, §8 #5] drops positions where ``masks`` is True —
+    after ``student_down`` a teacher-grid position is dropped when any masked student token enters its
+    average.
 
     Args:
         cos_weight: w_cos (0.9).
@@ -116,7 +117,9 @@ class ExpertPatchLoss(nn.Module):
         else:
             student = resample_token_grid(student.to(dtype), student_grid, teacher_grid, mode="area")
             if masks is not None:
-                frac_masked = resample_token_grid(masks.float().unsqueeze(-1), student_grid, teacher_grid, "area")
+                frac_masked = resample_token_grid(
+                    masks.float().unsqueeze(-1), student_grid, teacher_grid, "area"
+                )
                 keep = frac_masked.squeeze(-1) == 0
         return student.float(), teacher.float(), keep
 
@@ -130,8 +133,10 @@ class ExpertPatchLoss(nn.Module):
     ) -> ExpertPatchTerms:
         """The loss with its mean cosine and SmoothL1 parts; arguments as in :meth:`forward`."""
         if student_patches.shape[-1] != teacher_patches.shape[-1]:
-            raise ValueError(f"student patch width {student_patches.shape[-1]} != expert token width "
-                             f"{teacher_patches.shape[-1]}; the distill head's out_dim must match the expert")
+            raise ValueError(
+                f"student patch width {student_patches.shape[-1]} != expert token width "
+                f"{teacher_patches.shape[-1]}; the distill head's out_dim must match the expert"
+            )
         if self.tokens == "unmasked_only" and masks is None:
             raise ValueError("tokens='unmasked_only' needs the (B, Ns) student masks")
         student, teacher, keep = self._aligned(

@@ -13,9 +13,9 @@ class IBOTPatchLoss(nn.Module):
     """iBOT loss on the prototype logits of masked patch tokens (unkd-pretraining.md §3; Zhou et al. 2022).
 
     The teacher sees the unmasked global crop; the student sees it with masked patches replaced by the
-    ``mask_token``. Only masked positions are compared. Teacher targets use a **separate** (1, K) center buffer
-    from the DINO loss: p_T,t = softmax((z_T,t − c)/τ_T) ([F]) or Sinkhorn-Knopp ([I]); the center update is
-    c ← m·c + (1 − m)·mean_t(z_T,t) over the masked tokens of all processes.
+    ``mask_token``. Only masked positions are compared. Teacher targets use a **separate** (1, K) center
+    buffer from the DINO loss: p_T,t = softmax((z_T,t − c)/τ_T) ([F]) or Sinkhorn-Knopp ([I]); the center
+    update is c ← m·c + (1 − m)·mean_t(z_T,t) over the masked tokens of all processes.
 
     Loss over the 2B global crops of the per-process batch, with n_i masked tokens in crop i:
         L_iBOT = (1/2B) Σ_{i: n_i > 0} (1/n_i) Σ_{t masked in i} CE(p_T,t, p_S,t),
@@ -83,11 +83,15 @@ class IBOTPatchLoss(nn.Module):
         n_masked = int(masks.sum())
         m = student_logits_masked.shape[0]
         if teacher_probs_masked.shape != student_logits_masked.shape:
-            raise ValueError(f"student {tuple(student_logits_masked.shape)} and teacher "
-                             f"{tuple(teacher_probs_masked.shape)} masked-token tensors differ in shape")
+            raise ValueError(
+                f"student {tuple(student_logits_masked.shape)} and teacher "
+                f"{tuple(teacher_probs_masked.shape)} masked-token tensors differ in shape"
+            )
         if m < n_masked or (m > n_masked and not allow_padding):
-            raise ValueError(f"got {m} masked-token rows but masks has {n_masked} True entries "
-                             "(pass allow_padding=True for a static upper-bound buffer)")
+            raise ValueError(
+                f"got {m} masked-token rows but masks has {n_masked} True entries "
+                "(pass allow_padding=True for a static upper-bound buffer)"
+            )
         log_p_s = F.log_softmax(student_logits_masked[:n_masked].float() / self.student_temp, dim=-1)
         ce = -(teacher_probs_masked[:n_masked].float() * log_p_s).sum(dim=-1)  # (n_masked,)
         per_crop = masks.sum(dim=1)  # n_i

@@ -17,15 +17,15 @@ class KoLeoLoss(nn.Module):
     For a batch x ∈ R^{B×D} (the pre-head, post-norm student CLS of one global-crop chunk):
         x̂_i = x_i / max(‖x_i‖₂, 1e-8)
         n(i) = argmax_{j ≠ i} x̂_i·x̂_j            (diagonal excluded by setting it to −1)
-        d_i = ‖x̂_i − x̂_n(i) + 1e-8·𝟙‖₂            (``nn.PairwiseDistance(p=2, eps=1e-8)``: eps inside the norm)
+        d_i = ‖x̂_i − x̂_n(i) + 1e-8·𝟙‖₂   (``nn.PairwiseDistance(p=2, eps=1e-8)``: eps inside the norm)
         L = −(1/B) Σ_i log(d_i + 1e-8)
     Un-weighted (the 0.1 weight and the sum over the two global chunks belong to the training loop).
 
-    Precision: autocast is always disabled. With ``upcast_fp32=True`` [I, default] the input is upcast to fp32,
-    so both 1e-8 epsilons are representable and an exact duplicate pair gives d_i = 1e-8·√D, a per-sample
-    term −log(1e-8·√D + 1e-8) (≈ 14.92 for D = 1024): large but finite. With ``upcast_fp32=False`` the loss is
-    evaluated in the input's dtype, as upstream does with its fp16 CLS tokens (§3): there the epsilons round
-    to zero and an exact duplicate gives an infinite term. Needs B ≥ 2.
+    Precision: autocast is always disabled. With ``upcast_fp32=True`` [I, default] the input is upcast to
+    fp32, so both 1e-8 epsilons are representable and an exact duplicate pair gives d_i = 1e-8·√D, a
+    per-sample term −log(1e-8·√D + 1e-8) (≈ 14.92 for D = 1024): large but finite. With ``upcast_fp32=False``
+    the loss is evaluated in the input's dtype, as upstream does with its fp16 CLS tokens (§3): there the
+    epsilons round to zero and an exact duplicate gives an infinite term. Needs B ≥ 2.
 
     Args:
         upcast_fp32: compute in fp32 whatever the input dtype.
