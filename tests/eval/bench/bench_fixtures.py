@@ -8,9 +8,11 @@ the report knows how to draw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,17 +236,25 @@ TEST_PROTOCOLS = (CentroidProtocol, KnnProtocol, SurvivalProtocol, TextProtocol)
 TEST_LOADERS = {"testonly_blobs": _blobs, "testonly_survival": _survival}
 
 
-@pytest.fixture
-def bench_registry(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Register the test-only protocols and loaders for one test; returns the call counter (reset)."""
+@contextlib.contextmanager
+def registered_test_protocols() -> Iterator[Counter[str]]:
+    """Register the test-only protocols and loaders inside the block; yields the call counter (reset)."""
     import gpfm.eval.protocols  # noqa: F401  (the real ones first, so the registry is complete)
 
-    for cls in TEST_PROTOCOLS:
-        monkeypatch.setitem(PROTOCOLS._items, cls.name, cls)
-    for kind, fn in TEST_LOADERS.items():
-        monkeypatch.setitem(TASK_LOADERS._items, kind, fn)
-    CALLS.clear()
-    return CALLS
+    with pytest.MonkeyPatch.context() as mp:
+        for cls in TEST_PROTOCOLS:
+            mp.setitem(PROTOCOLS._items, cls.name, cls)
+        for kind, fn in TEST_LOADERS.items():
+            mp.setitem(TASK_LOADERS._items, kind, fn)
+        CALLS.clear()
+        yield CALLS
+
+
+@pytest.fixture
+def bench_registry() -> Iterator[Counter[str]]:
+    """The test-only registrations for one test."""
+    with registered_test_protocols() as calls:
+        yield calls
 
 
 SUITE_YAML = """
