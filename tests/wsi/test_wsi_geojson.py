@@ -9,6 +9,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
 from gpfm.wsi import TilingConfig, open_slide, read_geojson, segment_tissue, tile_slide, write_geojson
+from gpfm.wsi.geojson import tiles_to_geojson, write_tiles_geojson
 
 
 def _holed() -> MultiPolygon:
@@ -80,3 +81,22 @@ def test_geojson_method_drives_tiling(tmp_path, cmu_path):
     a, b = tile_slide(s, detected, TilingConfig()), tile_slide(s, imported, TilingConfig())
     assert a.coords.tolist() == b.coords.tolist()
     assert a.tiling_config_sha256 != b.tiling_config_sha256  # different segmentation → different tiling hash
+
+
+def test_tile_geojson(tmp_path, cmu_path):
+    s = open_slide(cmu_path)
+    grid = tile_slide(s, segment_tissue(s), TilingConfig())
+    data = tiles_to_geojson(grid)
+    assert len(data["features"]) == len(grid)
+    first = data["features"][0]
+    assert first["properties"]["objectType"] == "tile"
+    assert first["properties"]["measurements"]["tissue_fraction"] == pytest.approx(
+        float(grid.tissue_fraction[0])
+    )
+    ring = shapely.Polygon(first["geometry"]["coordinates"][0])
+    x, y = grid.coords[0]
+    assert ring.exterior.is_ccw and ring.bounds == (x, y, x + 257, y + 257)
+    # The tile squares read back as polygons covering exactly the kept footprints.
+    back = read_geojson(write_tiles_geojson(tmp_path / "tiles.geojson", grid))
+    expected = shapely.union_all([shapely.box(x, y, x + 257, y + 257) for x, y in grid.coords.tolist()])
+    assert back.symmetric_difference(expected).area == pytest.approx(0.0)

@@ -131,6 +131,8 @@ def test_dicom_multi_file_series_matches_openslide(fixtures_dir):
     assert ours.mpp == pytest.approx(0.499) and ours.mpp_source == "vendor:dicom.PixelSpacing"
     np.testing.assert_array_equal(ours.read_region(0, 0, 0, (16, 16)), ref.read_region(0, 0, 0, (16, 16)))
     # Opening the THUMBNAIL instance finds the VOLUME instance of the same series.
+    folder = open_slide(fixtures_dir, backend="dicom")  # a folder holding the series
+    assert folder.level_dimensions == ((16, 16),) and folder.mpp == pytest.approx(0.499)
     thumb = open_slide(fixtures_dir / "boxes_1.dcm", backend="dicom")
     assert thumb.level_dimensions == ((16, 16),)
     np.testing.assert_array_equal(thumb.read_region(0, 0, 0, (16, 16)), ref.read_region(0, 0, 0, (16, 16)))

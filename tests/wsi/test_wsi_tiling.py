@@ -189,3 +189,14 @@ def test_attrs_cover_the_spec(cmu_path):
     assert attrs["target_magnification"] == pytest.approx(20.0)
     assert attrs["coords_convention"] == "level0_xy_topleft" and attrs["seg_method"] == "hsv"
     assert math.isclose(attrs["read_downsample"], 1.0)
+    assert (
+        tile_slide(s, None, TilingConfig()).attrs(trident_binned_attrs=True)["level0_magnification"] == 20.0
+    )
+    with pytest.raises(ValueError, match="clam-compat needs a level-based tiling"):
+        tile_slide(s, None, TilingConfig()).attrs(clam_compat=True)
+    clam = tile_slide(s, None, TilingConfig.from_recipe("clam-level0-512")).attrs(clam_compat=True)
+    assert (
+        clam["patch_level"] == 0
+        and list(clam["level_dim"]) == [2220, 2967]
+        and list(clam["downsample"]) == [1, 1]
+    )

@@ -23,7 +23,13 @@ from gpfm.wsi.blocks import (
     resize_tiles,
 )
 from gpfm.wsi.errors import MissingMppError, SlideReadError, TilingError, UnsupportedSlideError, WsiError
-from gpfm.wsi.geojson import read_geojson, tissue_to_geojson, write_geojson
+from gpfm.wsi.geojson import (
+    read_geojson,
+    tiles_to_geojson,
+    tissue_to_geojson,
+    write_geojson,
+    write_tiles_geojson,
+)
 from gpfm.wsi.h5io import (
     COORDS,
     FEATURES,
@@ -100,10 +106,12 @@ __all__ = [
     "tile_is_tissue",
     "tile_qc",
     "tile_slide",
+    "tiles_to_geojson",
     "tiling_config_dict",
     "tiling_config_sha256",
     "tissue_to_geojson",
     "write_coords",
     "write_features",
     "write_geojson",
+    "write_tiles_geojson",
 ]

@@ -67,6 +67,35 @@ def write_geojson(path: str | os.PathLike[str], tissue: Any, mpp: float | None =
     return Path(path)
 
 
+def tiles_to_geojson(grid: Any, classification: str = "Tile") -> dict[str, Any]:
+    """Kept tiles as QuPath ``tile`` objects with ``tissue_fraction`` as a measurement (large: opt-in).
+
+    Each square is the level-0 footprint ``[x, x + patch_size_level0)²`` of one row of ``grid.coords``.
+    """
+    size = float(grid.patch_size_level0)
+    features = []
+    for (x, y), frac in zip(grid.coords.tolist(), grid.tissue_fraction.tolist(), strict=True):
+        ring = [[x, y], [x + size, y], [x + size, y + size], [x, y + size], [x, y]]
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},  # CCW by signed area, like tissue
+                "properties": {
+                    "objectType": "tile",
+                    "classification": {"name": classification, "color": [255, 200, 0]},
+                    "measurements": {"tissue_fraction": float(frac)},
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_tiles_geojson(path: str | os.PathLike[str], grid: Any) -> Path:
+    """Write :func:`tiles_to_geojson` atomically."""
+    write_text_atomic(path, json.dumps(tiles_to_geojson(grid)) + "\n")
+    return Path(path)
+
+
 def _class_name(props: dict[str, Any]) -> str | None:
     cls = (props or {}).get("classification")
     if isinstance(cls, dict):

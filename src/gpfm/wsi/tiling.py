@@ -199,9 +199,22 @@ class TileGrid:
         )
 
     def attrs(
-        self, *, savetodir: str = "", slide_relpath: str | None = None, trident_binned_attrs: bool = False
+        self,
+        *,
+        savetodir: str = "",
+        slide_relpath: str | None = None,
+        trident_binned_attrs: bool = False,
+        clam_compat: bool = False,
     ) -> dict[str, Any]:
-        """Attributes of the ``coords`` dataset (spec §4.2): TRIDENT-compatible names plus ours."""
+        """Attributes of the ``coords`` dataset (spec §4.2): TRIDENT-compatible names plus ours.
+
+        Args:
+            savetodir: output folder recorded for TRIDENT readers.
+            slide_relpath: slide path to record (default: the path the slide was opened with).
+            trident_binned_attrs: write ``level0_magnification`` rounded, as TRIDENT does.
+            clam_compat: also write CLAM's ``patch_level``, ``downsample`` and ``level_dim`` — only for a
+                level-based tiling (``clam-level0-512``), where a level and a pixel size describe the tile.
+        """
         from datetime import UTC, datetime
 
         import gpfm
@@ -258,6 +271,15 @@ class TileGrid:
                     zip(("bounds_x", "bounds_y", "bounds_w", "bounds_h"), map(int, self.bounds), strict=True)
                 )
             )
+        if clam_compat:
+            if not self.config.is_level0:
+                raise ValueError(
+                    f"{self.slide_id}: --clam-compat needs a level-based tiling (clam-level0-512); "
+                    f"{self.config.recipe} resamples to {self.target_mpp} µm/px"
+                )
+            out["patch_level"] = 0
+            out["downsample"] = np.array([1.0, 1.0])
+            out["level_dim"] = np.array([self.level0_width, self.level0_height], dtype=np.int64)
         return out
 
 
