@@ -5,3 +5,5 @@ Each family module adds itself to the import list below with one line.
 from gpfm.eval.protocols import roi_classification  # noqa: F401  (roi.linear.*, roi.knn.*, roi_images loader)
 from gpfm.eval.protocols import roi_fewshot  # noqa: F401  (roi.fewshot.simpleshot)
 from gpfm.eval.protocols import roi_retrieval  # noqa: F401  (roi.retrieval.pathobench/thunder/gpfm)
+from gpfm.eval.protocols import report_generation  # noqa: F401  (report.histgen, report_records loader)
+from gpfm.eval.protocols import vqa  # noqa: F401  (vqa.fusion, vqa_records loader)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
+from gpfm.eval.multimodal import loaders as _loaders  # noqa: F401  (registers report_records, vqa_records)
 from gpfm.eval.multimodal.data import ReportTaskData, cap_bag, collate_bags, ensure_val_split
 from gpfm.eval.multimodal.report_model import ReportGenerator, ReportModelConfig
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
+from gpfm.eval.multimodal import loaders as _loaders  # noqa: F401  (registers report_records, vqa_records)
 from gpfm.eval.multimodal.data import VqaTaskData, cap_bag, collate_bags, ensure_val_split
 from gpfm.eval.multimodal.question_encoders import FrozenMiniLM, TransformerQuestionEncoder
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit
