@@ -153,9 +153,14 @@ class MetaArch(nn.Module):
         Experts run under ``inference_mode``; their outputs are cloned into ordinary tensors because the
         losses' autograd graph may save them (SmoothL1).
         """
+        crops = batch["global_crops"]
+        if self.cfg.distill.expert_view == "clean":
+            if batch.get("global_crops_clean") is None:
+                raise ValueError("distill.expert_view=clean needs batches with global_crops_clean")
+            crops = batch["global_crops_clean"]
         out = {}
         for name, expert in self._experts.items():
-            t = expert(batch["global_crops"])
+            t = expert(crops)
             out[name] = t._replace(cls=t.cls.clone(), patch=None if t.patch is None else t.patch.clone())
         return out
 
@@ -212,15 +217,16 @@ class MetaArch(nn.Module):
         """Upstream-comparable logged values (§10): iBOT and KoLeo at half their objective value, expert terms
         weighted, ``total_loss`` their sum (not the optimised loss)."""
         w = self.weights()
+        v = {k: float(t.detach()) for k, t in terms.items()}
         out = {
-            "dino_local_crops_loss": w["dino_local"] * float(terms["dino_local"]),
-            "dino_global_crops_loss": w["dino_global"] * float(terms["dino_global"]),
-            "ibot_loss": w["ibot"] * float(terms["ibot"]) / 2,
-            "koleo_loss": w["koleo"] * float(terms["koleo"]) / 2,
+            "dino_local_crops_loss": w["dino_local"] * v["dino_local"],
+            "dino_global_crops_loss": w["dino_global"] * v["dino_global"],
+            "ibot_loss": w["ibot"] * v["ibot"] / 2,
+            "koleo_loss": w["koleo"] * v["koleo"] / 2,
         }
         for key, weight in w.items():
             if key.startswith("distill_"):
-                out[f"{key}_loss"] = weight * float(terms[key])
+                out[f"{key}_loss"] = weight * v[key]
         out["total_loss"] = sum(out.values())
         return out
 

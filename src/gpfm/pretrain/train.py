@@ -71,34 +71,35 @@ def build_dataset(cfg: PretrainConfig):
     aug = MultiCropAugmentation(global_crops_scale=d.global_crops_scale, local_crops_scale=d.local_crops_scale,
                                 local_crops_number=d.local_crops_number, global_crops_size=d.global_crops_size,
                                 local_crops_size=d.local_crops_size, blur_semantics=d.blur_semantics,
-                                preset=d.aug_preset)
+                                preset=d.aug_preset, clean_global_views=cfg.distill.expert_view == "clean")
+    failures = Path(cfg.train.output_dir) / "failed_tiles.txt"
     if d.source == "slides":
         if not d.slides:
             raise ValueError("data.slides is empty; give [[slide_path, coords_h5], ...] for data.source=slides")
-        return SlideTileDataset([tuple(s) for s in d.slides], aug, base_seed=cfg.train.seed, mpp=d.mpp)
+        return SlideTileDataset([tuple(s) for s in d.slides], aug, base_seed=cfg.train.seed, mpp=d.mpp,
+                                failure_log=failures)
     if not d.root:
         raise ValueError("data.root is not set; pass data.root=<folder of tiles or list file>")
     if not Path(d.root).exists():
         raise ValueError(f"data.root={d.root!r} does not exist (relative paths are taken from {Path.cwd()})")
-    return TileFolderDataset(d.root, aug, base_seed=cfg.train.seed)
+    return TileFolderDataset(d.root, aug, base_seed=cfg.train.seed, failure_log=failures)
 
 
 def batch_stream(cfg: PretrainConfig, info: DistInfo, start_iteration: int, dataset=None) -> Iterator[dict]:
     """Infinite batches for this rank, starting after ``start_iteration × batch`` samples of its stream."""
-    from gpfm.pretrain.data import InfiniteShardedSampler, collate_multicrop
+    from gpfm.pretrain.data import InfiniteShardedSampler, collate_multicrop, seed_worker
 
     dataset = build_dataset(cfg) if dataset is None else dataset
     b = cfg.data.batch_size_per_gpu
     sampler = InfiniteShardedSampler(len(dataset), seed=cfg.train.seed, rank=info.rank,
                                      world_size=info.world_size, start_index=start_iteration * b)
-    n_patch = (cfg.data.global_crops_size // cfg.student.patch_size) ** 2
 
     def collate(samples: list) -> dict:
-        # masks are redrawn in the loop from (seed, rank, iteration); the collate's are placeholders
-        return collate_multicrop(samples, lambda n: torch.zeros(n, n_patch, dtype=torch.bool))
+        # the iBOT masks are drawn in the loop from (seed, rank, iteration), not here
+        return collate_multicrop(samples, None)
 
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=b, sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
+        dataset, batch_size=b, sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate, worker_init_fn=seed_worker,
         drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
         # a private generator: creating the iterator must not consume the global torch RNG (resume)
         generator=torch.Generator().manual_seed(cfg.train.seed),
@@ -257,7 +258,7 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
 
 
 def _nonfinite_message(it: int, terms: dict, ckpt: Path | None, norms: dict | None = None) -> str:
-    values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+    values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
     where = f"grad norms {norms}" if norms else "loss"
     keep = f"the last good checkpoint {ckpt} is intact" if ckpt else "no checkpoint had been written yet"
     return (f"non-finite {where} at iteration {it} ({values}); stopped before the optimizer step, {keep}. "
@@ -267,8 +268,8 @@ def _nonfinite_message(it: int, terms: dict, ckpt: Path | None, norms: dict | No
 def _record(meta: MetaArch, terms: dict, total: torch.Tensor, sched: dict, norms: dict, timer: PhaseTimer,
             iters: int, elapsed: float, data_wait: float, global_batch: int, device: torch.device) -> dict:
     rec: dict[str, float] = {f"loss/{k}": v for k, v in meta.upstream_losses(terms).items()}
-    rec["objective"] = float(total)
-    rec.update({f"term/{k}": float(v) for k, v in terms.items()})
+    rec["objective"] = float(total.detach())
+    rec.update({f"term/{k}": float(v.detach()) for k, v in terms.items()})
     rec.update({f"sched/{k}": v for k, v in sched.items()})
     rec.update({f"grad_norm/{k}": v for k, v in norms.items()})
     extra = {k: m for k, m in meta.grad_norm_modules().items() if k not in norms}
