@@ -18,10 +18,21 @@ import torch  # noqa: E402
 from tiny_encoder import register  # noqa: E402
 
 
+def run(out: str | Path, slides: list[str]):
+    """The extraction every test process runs (tiny encoder, fp32, batch 8, in-process reads, one thread)."""
+    from gpfm.extract import extract_slides
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same numerics in every process, whatever torchrun or pytest set
+    try:
+        return extract_slides(slides, register(), out, weights="random", device="cpu", precision="fp32",
+                              batch_size=8, workers=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> None:
-    torch.set_num_threads(1)  # the same numerics in every process, whatever torchrun sets
     out, slides = sys.argv[1], sys.argv[2:]
-    name = register()
     delay = float(os.environ.get("GPFM_TEST_DELAY_S", "0"))
     if delay:
         import gpfm.extract.embed as embed_mod
@@ -33,10 +44,7 @@ def main() -> None:
             return original(encoder, tiles)
 
         embed_mod.encode_uint8 = slow
-    from gpfm.extract import extract_slides
-
-    summary = extract_slides(slides, name, out, weights="random", device="cpu", precision="fp32", batch_size=8,
-                             workers=0, progress=False)
+    summary = run(out, slides)
     print(f"RESULT {summary.run_id} {sorted(summary.counts.items())}", flush=True)
 
 

@@ -1,7 +1,7 @@
 """Never lose or fake work: kill -9 and rerun, concurrent workers on one folder, torchrun sharding.
 
-Each child process runs ``run_extract.py`` (tiny encoder, one thread, batch 8), so features are bit-identical
-between runs and comparisons are exact.
+Every run — child processes and in-process reruns/references alike — goes through ``run_extract.run`` (tiny
+encoder, one thread, batch 8), so features are bit-identical between runs and comparisons are exact.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import HERE, h5_payload, link_slides, subprocess_env
+from run_extract import run as run_here
 from gpfm.extract.locks import LockInfo
 from gpfm.wsi import is_complete
 
@@ -85,10 +86,10 @@ def test_kill_9_then_rerun_completes_identically(tmp_path, cmu, tiny_encoder):
         assert is_complete(path), path
     state = json.loads((out / "state" / in_progress.replace(".h5", ".json")).read_text())
     assert state["status"] == "running"  # never "done" without a complete file
-    _run(out, slides)  # the rerun breaks the stale lock and finishes
+    run_here(out, slides)  # the rerun (another process) breaks the stale lock and finishes
     assert sorted(p.name for p in features.iterdir() if not p.name.startswith(".")) == [f"{n}.h5" for n in names]
     reference = tmp_path / "reference"
-    _run(reference, slides)
+    run_here(reference, slides)
     _assert_same_outputs(out, reference, names)
     states = {n: json.loads((out / "state" / f"{n}.json").read_text()) for n in names}
     assert all(s["status"] == "done" for s in states.values())
@@ -96,21 +97,28 @@ def test_kill_9_then_rerun_completes_identically(tmp_path, cmu, tiny_encoder):
 
 
 def test_two_concurrent_workers_never_share_a_slide(tmp_path, cmu, tiny_encoder):
-    names = ["c1", "c2", "c3", "c4"]
+    """A child process and this process work on one folder at the same time; each slide is done once."""
+    names = ["c1", "c2", "c3", "c4", "c5"]
     slides = link_slides(tmp_path / "slides", cmu, names)
     out = tmp_path / "shared_job"
-    procs = [_run(out, slides, delay=0.1, wait=False) for _ in range(2)]
-    for p in procs:
-        output, _ = p.communicate(timeout=240)
-        assert p.returncode == 0, output[-3000:]
+    child = _run(out, slides, delay=0.15, wait=False)
+    features = out / FEATURES
+    deadline = time.time() + 180
+    while not (features.is_dir() and list(features.glob("*.lock"))):  # start once the child holds a slide
+        assert child.poll() is None and time.time() < deadline, child.stdout.read()[-3000:]
+        time.sleep(0.02)
+    run_here(out, slides)
+    output, _ = child.communicate(timeout=240)
+    assert child.returncode == 0, output[-3000:]
     processed = list(_processed_by_run(out).values())
     assert len(processed) == 2
     assert processed[0].isdisjoint(processed[1])
     assert processed[0] | processed[1] == set(names)
+    assert all(processed), "both workers should have processed slides"
     for n in names:
-        assert is_complete(out / FEATURES / f"{n}.h5")
+        assert is_complete(features / f"{n}.h5")
         assert json.loads((out / "state" / f"{n}.json").read_text())["attempts"] == 1
-    assert not list((out / FEATURES).glob("*.lock"))
+    assert not list(features.glob("*.lock"))
 
 
 def test_torchrun_two_ranks_shard_and_match_one_process(tmp_path, cmu, tcga, tiny_encoder):
@@ -131,7 +139,7 @@ def test_torchrun_two_ranks_shard_and_match_one_process(tmp_path, cmu, tcga, tin
     names = ["t1", "t2", "t3", "tcga"]
     assert processed[0] | processed[1] == set(names)
     single = tmp_path / "single"
-    _run(single, [manifest])
+    run_here(single, [manifest])
     (record,) = [json.loads(p.read_text()) for p in (single / "runs").glob("*.json")]
     assert record["shard"] == "0/1 (single)"
     _assert_same_outputs(out, single, names)
