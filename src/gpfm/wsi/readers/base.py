@@ -68,12 +68,25 @@ def composite_on_white(pixels: np.ndarray) -> np.ndarray:
         channels = 4
     if channels == 3:
         return np.ascontiguousarray(pixels, dtype=np.uint8)
-    rgb = pixels[..., :3].astype(np.uint16)
-    alpha = pixels[..., 3:4].astype(np.uint16)
-    if bool((alpha == 255).all()):
+    alpha8 = pixels[..., 3]
+    if alpha8.min() == 255:  # the common case: opaque, no arithmetic
         return np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
+    rgb = pixels[..., :3].astype(np.uint16)
+    alpha = alpha8[..., None].astype(np.uint16)
     out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
+
+
+def composite_premultiplied_on_white(bgra: np.ndarray) -> np.ndarray:
+    """Premultiplied B, G, R, A bytes (OpenSlide's native ARGB words on little-endian) → RGB on white.
+
+    With premultiplied colour C ≤ A the exact composite is ``C + (255 − A)``: no division, no rounding.
+    """
+    alpha = bgra[..., 3]
+    rgb = bgra[..., 2::-1]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    return (rgb.astype(np.uint16) + (255 - alpha[..., None].astype(np.uint16))).clip(0, 255).astype(np.uint8)
 
 
 def paste_clipped(

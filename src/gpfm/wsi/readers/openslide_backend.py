@@ -9,11 +9,13 @@ read otherwise (e.g. downsample 2.0005) — use ``backend="tiffslide"`` where bi
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from gpfm.wsi.readers.base import SlideBackend, composite_on_white
+from gpfm.wsi.readers.base import SlideBackend, composite_on_white, composite_premultiplied_on_white
 
 
 class OpenSlideBackend(SlideBackend):
@@ -30,11 +32,21 @@ class OpenSlideBackend(SlideBackend):
         self.level_dimensions = tuple(tuple(int(v) for v in d) for d in self._handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in self._handle.level_downsamples)
         self.properties = dict(self._handle.properties)
+        raw = getattr(openslide.lowlevel, "_read_region", None)
+        little = sys.byteorder == "little"
+        self._raw = raw if little and hasattr(self._handle, "_osr") else None
 
     def read_level(self, level: int, lx: int, ly: int, width: int, height: int) -> np.ndarray:
         """Integer level-space read; white outside the level."""
         ds = self.level_downsamples[level]
         x0, y0 = round(lx * ds), round(ly * ds)
+        if self._raw is not None and width > 0 and height > 0:
+            # OpenSlide's own premultiplied ARGB buffer, composited exactly onto white (skips the
+            # un-premultiply + re-multiply round trip of the PIL path).
+            buf = (int(width) * int(height) * ctypes.c_uint32)()
+            self._raw(self._handle._osr, buf, x0, y0, level, int(width), int(height))
+            bgra = np.frombuffer(buf, dtype=np.uint8).reshape(int(height), int(width), 4)
+            return composite_premultiplied_on_white(bgra)
         region = self._handle.read_region((x0, y0), level, (int(width), int(height)))
         return composite_on_white(np.asarray(region))
 
