@@ -68,10 +68,14 @@ def resample_weights(
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_resamples, n_items))
     groups = [np.arange(n_items)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    rows = np.arange(n_resamples)[:, None]
     for members in groups:
         m = len(members)
         if m:
-            weights[:, members] = rng.multinomial(m, np.full(m, 1.0 / m), size=n_resamples)
+            # m uniform draws with replacement per resample, counted per member with one bincount
+            draws = rng.integers(0, m, size=(n_resamples, m))
+            counts = np.bincount((rows * m + draws).ravel(), minlength=n_resamples * m)
+            weights[:, members] = counts.reshape(n_resamples, m)
     return weights
 
 

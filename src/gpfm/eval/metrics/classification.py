@@ -114,22 +114,18 @@ def binary_auroc(is_positive: np.ndarray, score: np.ndarray, weights: np.ndarray
     """
     pos = np.asarray(is_positive, dtype=bool)
     score = np.asarray(score, dtype=np.float64)
-    order = np.argsort(score, kind="stable")
-    s_sorted = score[order]
-    pos_sorted = pos[order].astype(np.float64)
-    w = _as_weights(len(score), weights)[:, order]
-    # tie groups are contiguous after sorting: index of each item's group start / end (exclusive)
-    new_group = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
-    group_id = np.cumsum(new_group) - 1
-    starts = np.flatnonzero(new_group)
-    ends = np.r_[starts[1:], len(score)]
-    neg_w = w * (1.0 - pos_sorted)
-    cum_neg = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(neg_w, axis=1)], axis=1)
-    below = cum_neg[:, starts][:, group_id]
-    tied = (cum_neg[:, ends] - cum_neg[:, starts])[:, group_id]
-    pos_w = w * pos_sorted
-    numer = (pos_w * (below + 0.5 * tied)).sum(axis=1)
-    w_pos, w_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    w = _as_weights(len(score), weights)
+    pos_idx, neg_idx = np.flatnonzero(pos), np.flatnonzero(~pos)
+    neg_order = neg_idx[np.argsort(score[neg_idx], kind="stable")]
+    neg_scores = score[neg_order]
+    # for each positive: negatives strictly below (lo) and at or below (hi) its score; ties count ½
+    lo = np.searchsorted(neg_scores, score[pos_idx], side="left")
+    hi = np.searchsorted(neg_scores, score[pos_idx], side="right")
+    cum_neg = np.zeros((w.shape[0], len(neg_order) + 1))
+    np.cumsum(w[:, neg_order], axis=1, out=cum_neg[:, 1:])
+    pos_w = w[:, pos_idx]
+    numer = 0.5 * (pos_w * (cum_neg[:, lo] + cum_neg[:, hi])).sum(axis=1)
+    w_pos, w_neg = pos_w.sum(axis=1), cum_neg[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = np.where((w_pos > 0) & (w_neg > 0), numer / (w_pos * w_neg), np.nan)
     return auc[0] if weights is None or np.ndim(weights) == 1 else auc

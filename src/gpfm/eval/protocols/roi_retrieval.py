@@ -32,15 +32,13 @@ def _ci(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_mean_ci(per_query: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Percentile CI of the mean of a per-query score under class-stratified resampling of the queries."""
-    w = resample_weights(len(per_query), strata=labels)
-    return _ci(w @ per_query / len(per_query))
+def bootstrap_mean_ci(per_query: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Percentile CI of the mean of a per-query score over (B, Q) resample multiplicities."""
+    return _ci(weights @ per_query / len(per_query))
 
 
-def bootstrap_macro_ci(hit: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Percentile CI of the class-averaged hit rate (macro accuracy) under stratified resampling."""
-    w = resample_weights(len(hit), strata=labels)
+def bootstrap_macro_ci(hit: np.ndarray, labels: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Percentile CI of the class-averaged hit rate (macro accuracy) over (B, Q) stratified multiplicities."""
     per_class = [(w[:, labels == c] @ hit[labels == c]) / w[:, labels == c].sum(1) for c in np.unique(labels)]
     return _ci(np.mean(per_class, axis=0))
 
@@ -88,11 +86,12 @@ class RetrievalPathoBench(_RoiRetrieval):
         metrics: dict[str, float] = {}
         ci95: dict[str, tuple[float, float]] = {}
         per_class: dict[str, dict[str, float]] = {name: {} for name in data.label_names}
+        weights = resample_weights(len(yq), strata=yq)  # one set of resamples for every metric
         for k in c.ks:
             for short, values in retrieval_hits(yq, neighbour_labels, k).items():
                 key = f"{'map' if short == 'ap' else short}@{k}"
                 metrics[key] = float(values.mean())
-                ci95[key] = bootstrap_mean_ci(values, yq)
+                ci95[key] = bootstrap_mean_ci(values, weights)
                 for cls in np.unique(yq):
                     per_class[data.label_names[cls]][key] = float(values[yq == cls].mean())
         out_dir = Path(out_dir)
@@ -190,9 +189,10 @@ class RetrievalGPFM(_RoiRetrieval):
                                        extra_metrics=extra, extra_provenance={"query": "test", "gallery": "train",
                                                                               "neighbours": k_cls})
         order = np.argsort(-proba, axis=1, kind="stable")
+        weights = resample_weights(len(yq), strata=yq)
         for t in tops:
             hit = (order[:, :t] == yq[:, None]).any(1).astype(np.float64)
-            result.ci95[f"top{t}_macro_accuracy"] = bootstrap_macro_ci(hit, yq)
+            result.ci95[f"top{t}_macro_accuracy"] = bootstrap_macro_ci(hit, yq, weights)
         if any(t > k_cls for t in self.config.tops):
             result.flags.append(f"top-t > {k_cls} classes not reported")
         return result
