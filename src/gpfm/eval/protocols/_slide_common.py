@@ -1,0 +1,86 @@
+"""What the slide-level protocols (MIL classification, survival) share: folds, attention files, provenance."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from gpfm.atomic import atomic_path
+from gpfm.eval.bags import BagDataset
+from gpfm.eval.mil.splits import FoldSplit, make_folds, split_hash, with_validation
+from gpfm.eval.protocol import Protocol
+
+
+def check_bags(protocol: Protocol, data: Any, *, survival: bool) -> BagDataset:
+    """Type and target checks with one clear error line."""
+    kind = "survival_h5" if survival else "slide_h5"
+    if not isinstance(data, BagDataset):
+        raise TypeError(f"protocol {protocol.name} takes a BagDataset (task kind {kind}); got {type(data).__name__}")
+    if survival and (data.time is None or data.event is None):
+        raise ValueError(f"protocol {protocol.name} needs survival time and event (use task kind survival_h5)")
+    if not survival and data.labels is None:
+        raise ValueError(f"protocol {protocol.name} needs class labels (use task kind slide_h5)")
+    return data
+
+
+def resolve_folds(data: BagDataset, strata: np.ndarray, *, n_folds: int, val_fraction: float, split_seed: int,
+                  val_equals_test: bool = False) -> list[FoldSplit]:
+    """The task's folds (or stratified case-grouped ones), each with validation; val == test only if asked."""
+    folds = data.folds or make_folds(strata, data.cases, n_folds, val_fraction, split_seed)
+    out = []
+    for k, fold in enumerate(folds):
+        if val_equals_test:
+            fold = FoldSplit(fold.name, np.union1d(fold.train, fold.val), fold.test, fold.test)
+        else:
+            fold = with_validation(fold, strata, data.cases, val_fraction, split_seed + k)
+        fold.check(data.cases, allow_val_equals_test=val_equals_test)
+        out.append(fold)
+    return out
+
+
+def write_attention(path: Path, ids: list[str], scores: dict[str, np.ndarray],
+                    coords: dict[str, np.ndarray | None]) -> dict[str, str]:
+    """The ``attention`` artifact (one float32 dataset per bag id) and ``attention_coords`` (row-aligned coords).
+
+    Returns the artifact kinds written → file names.
+    """
+    written = {}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", locking=False) as fh:
+        for bag_id in ids:
+            if bag_id in scores:
+                fh.create_dataset(bag_id, data=np.asarray(scores[bag_id], dtype=np.float32))
+    written["attention"] = path.name
+    if any(coords.get(b) is not None for b in scores):
+        cpath = path.with_name(path.stem + "_coords.h5")
+        with atomic_path(cpath) as tmp, h5py.File(tmp, "w", locking=False) as fh:
+            for bag_id in ids:
+                if coords.get(bag_id) is not None and bag_id in scores:
+                    fh.create_dataset(bag_id, data=np.asarray(coords[bag_id], dtype=np.int64))
+        written["attention_coords"] = cpath.name
+    return written
+
+
+def slide_provenance(protocol: Protocol, data: BagDataset, folds: list[FoldSplit], **extra: Any) -> dict[str, Any]:
+    """Protocol id, split hash and counts, bag sizes, data meta, code and library versions."""
+    from gpfm.eval.data import code_version
+
+    sizes = np.array([b.shape[0] for b in data.bags])
+    return {
+        "protocol_id": f"{protocol.name}@{protocol.version}",
+        "code_version": code_version(),
+        "split_hash": split_hash(folds, data.ids),
+        "splits": [{"name": f.name, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds],
+        "n_bags": len(data),
+        "feature_dim": data.dim,
+        "tiles_per_bag": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
+        "data": data.meta,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        **extra,
+    }
