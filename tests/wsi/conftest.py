@@ -10,6 +10,14 @@ import pytest
 from tests.conftest import shared_path
 
 SYNTH_MPP = 0.25
+REAL_DATA_FIXTURES = {"cmu_path", "tcga_path", "pathml_dicom_path", "fixtures_dir", "histolab_tiles_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test in this folder that uses a real-data fixture as ``realdata``."""
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())) and "tests/wsi" in str(item.fspath):
+            item.add_marker(pytest.mark.realdata)
 
 
 @pytest.fixture(scope="session")
