@@ -1,0 +1,133 @@
+"""End-to-end slide → features throughput vs encoder-only throughput on the same real tiles, as JSON.
+
+For each encoder, on CMU-1-Small-Region (or ``--slide``), tiled with the ``gpfm-128um`` recipe (optionally with
+``--overlap`` to get more distinct tiles from a small slide):
+
+* ``read``: block reads + decode of every tile in this process (tiles/s; no encoder);
+* ``encoder_only``: the same tiles, already decoded in memory, through ``preprocess_uint8`` + ``embed``
+  (resize + normalise on the encoder device, the encoder's precision);
+* ``end_to_end``: :func:`gpfm.extract.embed_slide` — DataLoader reader workers, batching, encoding;
+  ``ratio = end_to_end / encoder_only`` (1.0 = reading fully hidden behind compute); ``read_wait_s`` is the time
+  the encoder waited for the reader, ``encode_s`` the time spent encoding.
+
+Peak RSS of this process and of its (reader) children is reported. Usage::
+
+    python benchmarks/extract_throughput.py                        # gpfm (ViT-L, random) + EfficientNet-Lite0
+    python benchmarks/extract_throughput.py --vit-tiles 24 --out bench.json
+    python benchmarks/extract_throughput.py --device cuda --precision bf16 --batch-size 256 --overlap 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpfm.extract.embed import encode_uint8
+from gpfm.extract.slide import embed_slide
+from gpfm.models import create_encoder
+from gpfm.runtime import machine_info
+from gpfm.wsi import TilingConfig, open_slide, tile_slide
+from gpfm.wsi.blocks import plan_blocks, read_block_tiles
+from gpfm.wsi.tissue import segment_tissue
+
+DEFAULT_SLIDE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(children, 1)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def read_all(slide, grid, block_k: int) -> tuple[torch.Tensor, float]:
+    """Every tile of ``grid`` decoded in grid order, and the seconds it took."""
+    t0 = time.perf_counter()
+    size = int(grid.read_size_px)
+    out = np.empty((len(grid), size, size, 3), dtype=np.uint8)
+    for block in plan_blocks(grid, block_k):
+        idx, tiles = read_block_tiles(slide, grid, block)
+        out[idx] = tiles
+    return torch.from_numpy(out), time.perf_counter() - t0
+
+
+def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) -> dict:
+    """read / encoder-only / end-to-end numbers of one encoder on (a prefix of) ``grid``."""
+    grid = grid.select(np.arange(min(max_tiles, len(grid)))) if max_tiles else grid
+    enc = create_encoder(name, weights="random", device=args.device, precision=args.precision, verbose=False)
+    tiles, read_s = read_all(slide, grid, args.block_k)
+    if enc.device.type == "cuda":
+        tiles = tiles.pin_memory()
+    batch = args.batch_size
+    encode_uint8(enc, tiles[:batch])  # warm-up: kernels, allocator
+    _sync(enc.device)
+    t0 = time.perf_counter()
+    for i in range(0, len(tiles), batch):
+        encode_uint8(enc, tiles[i : i + batch])
+    _sync(enc.device)
+    encoder_s = time.perf_counter() - t0
+    result = embed_slide(slide, grid, enc, batch_size=batch, workers=args.workers, block_k=args.block_k)
+    n = len(grid)
+    e2e, enc_only = n / result.total_s, n / encoder_s
+    return {
+        "encoder": name, "precision": enc.precision, "device": str(enc.device), "batch_size": batch,
+        "workers": args.workers, "block_k": args.block_k, "tiles": n, "read_size_px": int(grid.read_size_px),
+        "model_input_px": enc.spec.preprocess.input_size,
+        "read_tiles_per_s": round(n / read_s, 1), "read_s": round(read_s, 3),
+        "encoder_only_tiles_per_s": round(enc_only, 2), "encoder_only_s": round(encoder_s, 3),
+        "end_to_end_tiles_per_s": round(e2e, 2), "end_to_end_s": round(result.total_s, 3),
+        "ratio_end_to_end_vs_encoder_only": round(e2e / enc_only, 3),
+        "e2e_read_wait_s": round(result.read_wait_s, 3), "e2e_encode_s": round(result.encode_s, 3),
+        **_peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slide", type=Path, default=DEFAULT_SLIDE)
+    ap.add_argument("--encoders", default="gpfm,efficientnet-lite0-imagenet")
+    ap.add_argument("--vit-tiles", type=int, default=24, help="tiles for ViT encoders (0 = all); keeps CPU runs short")
+    ap.add_argument("--max-tiles", type=int, default=0, help="tiles for other encoders (0 = all)")
+    ap.add_argument("--overlap", type=int, default=0, help="tile overlap in px at 0.5 µm/px (more tiles per slide)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=max(1, int(0.75 * (os.cpu_count() or 1))))
+    ap.add_argument("--block-k", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default=None, help="fp32, bf16, fp16 (default: the encoder's hardware default)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = ap.parse_args()
+    if not args.slide.is_file():
+        sys.exit(f"{args.slide}: slide not found; pass --slide PATH (e.g. the demo slide from `gpfm demo`)")
+    slide = open_slide(args.slide)
+    t0 = time.perf_counter()
+    grid = tile_slide(slide, segment_tissue(slide), TilingConfig.from_recipe("gpfm-128um", overlap=args.overlap))
+    tiling_s = time.perf_counter() - t0
+    results = []
+    for name in args.encoders.split(","):
+        limit = args.vit_tiles if name in ("gpfm", "uni", "phikon", "conch") or "vit" in name else args.max_tiles
+        results.append(measure(name, slide, grid, args, limit))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    report = {
+        "benchmark": "extract_throughput", "slide": args.slide.name, "tiles_in_slide": len(grid),
+        "segment_and_tile_s": round(tiling_s, 3), "machine": machine_info(), "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
