@@ -236,3 +236,48 @@ def test_openslide_raw_premultiplied_path_matches_public_api(cmu_path):
         ours = s.read_region(x0, y0, 0, (200, 150))
         public = composite_on_white(np.asarray(ref.read_region((x0, y0), 0, (200, 150))))
         assert np.abs(ours.astype(int) - public.astype(int)).max() <= 1
+
+
+def test_synthetic_dicom_series_j2k_and_sparse(tmp_path):
+    from tests.wsi._dicom_synth import write_instance
+
+    rng = np.random.default_rng(1)
+    level0 = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    level1 = np.ascontiguousarray(level0[::2, ::2])
+    write_instance(
+        tmp_path / "a.dcm",
+        level0,
+        128,
+        series_uid="1.2.9",
+        instance_uid="1.2.9.1",
+        spacing_mm=0.00025,
+        codec="j2k",
+    )
+    write_instance(
+        tmp_path / "b.dcm",
+        level1,
+        64,
+        series_uid="1.2.9",
+        instance_uid="1.2.9.2",
+        spacing_mm=0.0005,
+        sparse=True,
+    )
+    write_instance(
+        tmp_path / "c.dcm",
+        level1[:50, :50],
+        64,
+        series_uid="1.2.9",
+        instance_uid="1.2.9.3",
+        spacing_mm=0.0005,
+        image_type="LABEL",
+    )
+    s = open_slide(tmp_path / "b.dcm", backend="dicom")  # any instance of the series opens the pyramid
+    assert s.level_dimensions == ((420, 300), (210, 150))
+    assert s.mpp == pytest.approx(0.25) and s.mpp_source == "vendor:dicom.PixelSpacing"
+    np.testing.assert_array_equal(s.read_region(0, 0, 0, (420, 300)), level0)  # lossless J2K frames
+    np.testing.assert_array_equal(
+        s.read_region(90, 50, 1, (100, 80)), level1[25:105, 45:145]
+    )  # sparse frames
+    edge = s.read_region(400, 290, 0, (40, 20))
+    np.testing.assert_array_equal(edge[:10, :20], level0[290:, 400:])
+    assert (edge[10:] == 255).all() and (edge[:, 20:] == 255).all()

@@ -200,3 +200,21 @@ def test_attrs_cover_the_spec(cmu_path):
         and list(clam["level_dim"]) == [2220, 2967]
         and list(clam["downsample"]) == [1, 1]
     )
+
+
+def test_slide_bounds_limit_candidates(synthetic_pyramid, monkeypatch):
+    path, _ = synthetic_pyramid
+    s = open_slide(path)
+    monkeypatch.setattr(type(s.handle), "bounds", property(lambda self: (250, 100, 600, 500)))
+    cfg = TilingConfig(recipe="custom", target_mpp=0.5, tile_px=50)  # 100 level-0 px on the global lattice
+    grid = tile_slide(s, None, cfg)
+    # Lattice tiles that intersect x ∈ [250, 850), y ∈ [100, 600): columns 2..8, rows 1..5.
+    assert sorted(set(grid.grid_rc[:, 1].tolist())) == list(range(2, 9))
+    assert sorted(set(grid.grid_rc[:, 0].tolist())) == list(range(1, 6))
+    attrs = grid.attrs()
+    assert (attrs["bounds_x"], attrs["bounds_y"], attrs["bounds_w"], attrs["bounds_h"]) == (
+        250,
+        100,
+        600,
+        500,
+    )
