@@ -80,7 +80,7 @@ class ResultRow:
         result_path: the stored ProtocolResult JSON, relative to the run folder.
         run_key: hash of everything that determines the result (reuse key).
         reused: the result came from an earlier run.
-        seconds: wall time of the loader + protocol (0 when reused).
+        seconds: wall time of the loader + protocol (of the original run when reused).
     """
 
     task: str

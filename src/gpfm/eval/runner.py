@@ -321,7 +321,7 @@ def _run_task_encoder(
         run_dir = out / RUNS_DIR / task.id / pname / enc.name
         reused = None if rerun else _load_finished(run_dir, key)
         if reused is not None:
-            rows[pname] = _row_from_result(task, reused, run_dir, out, key, reused=True, seconds=0.0)
+            rows[pname] = _row_from_result(task, reused[0], run_dir, out, key, reused=True, seconds=reused[1])
         else:
             pending.append((pname, proto, key, inputs))
 
@@ -362,12 +362,13 @@ def _run_task_encoder(
     return [rows[p] for p in task.protocols]
 
 
-def _load_finished(run_dir: Path, key: str) -> ProtocolResult | None:
+def _load_finished(run_dir: Path, key: str) -> tuple[ProtocolResult, float] | None:
+    """The stored result and its original wall time, if it finished with the same run key."""
     try:
         meta = json.loads((run_dir / "run.json").read_text())
         if meta.get("status") != STATUS_OK or meta.get("run_key") != key:
             return None
-        return ProtocolResult.load(run_dir / "result.json")
+        return ProtocolResult.load(run_dir / "result.json"), float(meta.get("seconds", 0.0))
     except (OSError, ValueError, TypeError, KeyError):
         return None
 

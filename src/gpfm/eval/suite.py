@@ -21,13 +21,14 @@ A suite file looks like::
 
 Rules:
 
-* Unknown keys are errors (a typo must never silently fall back to a default).
+* Unknown keys are errors (a typo must never silently fall back to a default). Top-level keys starting with
+  ``x-`` are ignored: they hold YAML anchors (``&name``) that tasks reuse (``*name``).
 * ``${VAR}`` and ``${VAR:-fallback}`` are expanded in every string of ``data``, ``protocol_options`` and
   ``variables``. Lookup: the built-ins ``DATA_ROOT`` (``--data-root``, else the suite's folder) and
   ``SUITE_DIR`` (reserved: the environment cannot change them), then the environment, then the defaults in the
   suite's ``variables`` block. A leading ``~`` is expanded too.
 * Relative paths in ``data`` are resolved by loaders against :attr:`Suite.base_dir` (``--data-root`` when
-  given, else the suite file's folder); :func:`resolve_data_paths` does it for the path-like keys.
+  given, else the suite file's folder; for the suites shipped with gpfm, the working directory); :func:`resolve_data_paths` does it for the path-like keys.
 * ``protocol_options`` keys that name one of the task's protocols hold options for that protocol only; other
   keys apply to every protocol of the task. ``defaults.protocol_options`` is keyed by protocol name.
 """
@@ -417,13 +418,18 @@ def parse_suite(
 ) -> Suite:
     """Validate a loaded YAML mapping and build a :class:`Suite` (see the module docstring for the schema)."""
     source = str(path)
-    block = _mapping(raw, source)
+    # top-level "x-..." keys are extension fields that only hold YAML anchors (as in docker compose)
+    block = {k: v for k, v in _mapping(raw, source).items() if not str(k).startswith("x-")}
     _check_keys(block, _SUITE_KEYS, source)
     name = block.get("name")
     if not isinstance(name, str) or not name:
         raise SuiteError(f"{source}: missing 'name' (a short suite name)")
     suite_dir = path.resolve().parent
-    base_dir = Path(data_root).expanduser().resolve() if data_root is not None else suite_dir
+    if data_root is None:
+        # a suite shipped inside the package has no data beside it: default to the working directory
+        shipped = suite_dir == shipped_suite_path("x").parent.resolve()
+        data_root = Path.cwd() if shipped else suite_dir
+    base_dir = Path(data_root).expanduser().resolve()
     env = dict(os.environ if environ is None else environ)
     builtins = {"DATA_ROOT": str(base_dir), "SUITE_DIR": str(suite_dir)}
     declared = _mapping(block.get("variables"), f"{source}: variables")
