@@ -15,6 +15,7 @@ Anything this reader cannot handle raises :class:`~gpfm.wsi.errors.UnsupportedSl
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ class DicomBackend(SlideBackend):
         self._levels = unique
         self._frame_index: dict[int, list[list[tuple[int, int]]]] = {}
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # reader threads share the frame cache and the offset tables
         w0, h0 = unique[0].width, unique[0].height
         self.level_dimensions = tuple((i.width, i.height) for i in unique)
         self.level_downsamples = tuple((w0 / i.width + h0 / i.height) / 2.0 for i in unique)
@@ -255,9 +257,13 @@ class DicomBackend(SlideBackend):
 
     def _decode(self, level: int, frame: int) -> np.ndarray:
         key = (level, frame)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            fragments = (
+                self._fragments(level) if self._levels[level].transfer_syntax not in _NATIVE_TS else []
+            )
         inst = self._levels[level]
         if inst.transfer_syntax in _NATIVE_TS:
             size = inst.frame_w * inst.frame_h * inst.samples
@@ -270,7 +276,7 @@ class DicomBackend(SlideBackend):
 
             parts = []
             with open(inst.path, "rb") as fh:
-                for off, length in self._fragments(level)[frame]:
+                for off, length in fragments[frame]:
                     fh.seek(off)
                     parts.append(fh.read(length))
             data = b"".join(parts)
@@ -291,9 +297,10 @@ class DicomBackend(SlideBackend):
 
                 pixels = cv2.cvtColor(pixels, cv2.COLOR_YCrCb2RGB)
         pixels = composite_on_white(pixels)
-        self._cache[key] = pixels
-        if len(self._cache) > _FRAME_CACHE:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = pixels
+            if len(self._cache) > _FRAME_CACHE:
+                self._cache.popitem(last=False)
         return pixels
 
     def _fetch(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
