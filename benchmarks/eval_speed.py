@@ -15,7 +15,7 @@ uncapped cost can be extrapolated:
 
 ABMIL: the registered ``wsi.abmil.gpfm`` protocol on one fixed 70/10/20 split for ``--mil-epochs`` epochs
 (early stopping off), bootstrap and attention writing off. To stay within memory the 500 bags are views of
-``--mil-unique`` distinct random (2,000, 1,024) tensors: every bag still runs the full forward/backward, so the
+``--mil-unique`` distinct random (2,000, 1,024) tensors: every bag still runs a full forward/backward, so the
 compute equals 500 distinct bags.
 """
 
@@ -56,8 +56,13 @@ def time_protocol(name: str, data: Any, **overrides: Any) -> dict[str, Any]:
         start = time.perf_counter()
         result = proto.run(data, Path(out), task="bench", encoder="random")
         seconds = time.perf_counter() - start
-    entry: dict[str, Any] = {"protocol": name, "overrides": overrides, "seconds": round(seconds, 2),
-                             "primary_metric": result.primary_metric, "score": round(result.score, 4)}
+    entry: dict[str, Any] = {
+        "protocol": name,
+        "overrides": overrides,
+        "seconds": round(seconds, 2),
+        "primary_metric": result.primary_metric,
+        "score": round(result.score, 4),
+    }
     prov = result.provenance
     if "selection" in prov:
         entry["epochs_run"] = prov["selection"]["epochs_run"]
@@ -88,19 +93,43 @@ def bench_abmil(bags: int, tiles: int, dim: int, unique: int, epochs: int) -> di
     bag_list = [pool[(i // 2 * 2 + labels[i]) % unique] for i in range(bags)]
     order = np.random.default_rng(0).permutation(bags)
     n_train, n_val = int(0.7 * bags), int(0.1 * bags)
-    fold = FoldSplit("bench", np.sort(order[:n_train]), np.sort(order[n_train : n_train + n_val]),
-                     np.sort(order[n_train + n_val :]))
-    data = BagDataset(bags=bag_list, labels=labels, ids=[f"bag{i:04d}" for i in range(bags)],
-                      label_names=["neg", "pos"], folds=[fold])
-    overrides = {"max_epochs": epochs, "min_epochs": epochs, "bootstrap_resamples": 0, "save_attention": False,
-                 "device": "cpu"}
+    fold = FoldSplit(
+        "bench",
+        np.sort(order[:n_train]),
+        np.sort(order[n_train : n_train + n_val]),
+        np.sort(order[n_train + n_val :]),
+    )
+    data = BagDataset(
+        bags=bag_list,
+        labels=labels,
+        ids=[f"bag{i:04d}" for i in range(bags)],
+        label_names=["neg", "pos"],
+        folds=[fold],
+    )
+    overrides = {
+        "max_epochs": epochs,
+        "min_epochs": epochs,
+        "bootstrap_resamples": 0,
+        "save_attention": False,
+        "device": "cpu",
+    }
     entry = time_protocol("wsi.abmil.gpfm", data, **overrides)
-    entry.update({"bags": bags, "tiles_per_bag": tiles, "distinct_bag_tensors": unique, "epochs": epochs,
-                  "train_bags": n_train, "seconds_per_epoch_incl_val": round(entry["seconds"] / epochs, 2)})
+    entry.update(
+        {
+            "bags": bags,
+            "tiles_per_bag": tiles,
+            "distinct_bag_tensors": unique,
+            "epochs": epochs,
+            "train_bags": n_train,
+            "seconds_per_epoch_incl_val": round(entry["seconds"] / epochs, 2),
+        }
+    )
     return entry
 
 
-def bench_abmil_fallback(bags: int, tiles: int, dim: int, unique: int, epochs: int, why: str) -> dict[str, Any]:
+def bench_abmil_fallback(
+    bags: int, tiles: int, dim: int, unique: int, epochs: int, why: str
+) -> dict[str, Any]:
     """An equivalent ABMIL epoch (d→512 ReLU, attention 512→128→1, Adam 2e-4) when the protocol is absent."""
     from torch import nn
 
@@ -121,9 +150,14 @@ def bench_abmil_fallback(bags: int, tiles: int, dim: int, unique: int, epochs: i
             loss.backward()
             opt.step()
     seconds = time.perf_counter() - start
-    entry = {"protocol": "equivalent ABMIL loop (wsi.abmil.gpfm unavailable: " + why + ")", "bags": bags,
-             "tiles_per_bag": tiles, "epochs": epochs, "seconds": round(seconds, 2),
-             "seconds_per_epoch_train_only": round(seconds / epochs, 2)}
+    entry = {
+        "protocol": "equivalent ABMIL loop (wsi.abmil.gpfm unavailable: " + why + ")",
+        "bags": bags,
+        "tiles_per_bag": tiles,
+        "epochs": epochs,
+        "seconds": round(seconds, 2),
+        "seconds_per_epoch_train_only": round(seconds / epochs, 2),
+    }
     print(json.dumps(entry), flush=True)
     return entry
 
@@ -163,9 +197,12 @@ def main() -> None:
             results.append(time_protocol(name, data, **overrides))
     if not args.skip_mil and (not only or "wsi.abmil.gpfm" in only):
         results.append(bench_abmil(args.mil_bags, args.mil_tiles, args.dim, args.mil_unique, args.mil_epochs))
-    report = {"benchmark": "eval_speed", "machine": machine_info(),
-              "roi_features": {"n": args.n, "dim": args.dim, "classes": args.classes, "split": data.counts()},
-              "results": results}
+    report = {
+        "benchmark": "eval_speed",
+        "machine": machine_info(),
+        "roi_features": {"n": args.n, "dim": args.dim, "classes": args.classes, "split": data.counts()},
+        "results": results,
+    }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -1,4 +1,4 @@
-"""Feature cache: keyed by encoder/weights/recipe/precision/dataset, reused without re-embedding; roi_images loader."""
+"""Feature cache: keyed by encoder/weights/recipe/precision/dataset, reused without re-embedding; loader."""
 
 from __future__ import annotations
 
@@ -65,7 +65,10 @@ def test_cache_reuses_features_and_keys_on_content(tmp_path, tiny_encoder, count
     assert manifest["ids"] == sorted(listing.ids) and manifest["shape"] == [6, tiny_encoder.embed_dim]
     assert manifest["labels"] == [i.split("/")[0] for i in sorted(listing.ids)]
     assert first.key.relative_path().parts[:5] == (
-        "roi", ENCODER, "random", recipe_hash(tiny_encoder.spec.preprocess.to_dict(), tiny_encoder.spec.pooling),
+        "roi",
+        ENCODER,
+        "random",
+        recipe_hash(tiny_encoder.spec.preprocess.to_dict(), tiny_encoder.spec.pooling),
         "fp32",
     )
 
@@ -139,10 +142,15 @@ def test_roi_images_loader_on_real_lc25000_subset(tmp_path, lc25000_dir, lc25000
         rows.append((dup.relative_to(root).as_posix(), label))
     with open(root / "labels.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([("path", "label"), *rows])
-    ctx = TaskContext(encoder=ENCODER, base_dir=tmp_path, cache_dir=tmp_path / "cache", precision="fp32",
-                      batch_size=16)
-    block = {"kind": "roi_images", "root": "lc", "csv": "lc/labels.csv",
-             "split": {"method": "group_hash", "test_size": 0.34, "val_size": 0.2, "seed": 0}}
+    ctx = TaskContext(
+        encoder=ENCODER, base_dir=tmp_path, cache_dir=tmp_path / "cache", precision="fp32", batch_size=16
+    )
+    block = {
+        "kind": "roi_images",
+        "root": "lc",
+        "csv": "labels.csv",
+        "split": {"method": "group_hash", "test_size": 0.34, "val_size": 0.2, "seed": 0},
+    }
     torch.manual_seed(0)
     data = TASK_LOADERS.get("roi_images")(block, ctx)
     assert isinstance(data, RoiFeatures) and data.features.shape == (39, 1280) and count_embeds == [39]

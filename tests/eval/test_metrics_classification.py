@@ -1,4 +1,4 @@
-"""Classification metrics and bootstrap CIs against scikit-learn on random inputs with ties and absent classes."""
+"""Classification metrics and bootstrap CIs vs scikit-learn on random inputs with ties and absent classes."""
 
 from __future__ import annotations
 
@@ -30,20 +30,28 @@ def _random_case(seed: int, n: int, k: int, absent: tuple[int, ...] = (), tie_le
     return y, proba
 
 
-def _sklearn_reference(y: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+def _sklearn_reference(
+    y: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, float]:
     k = proba.shape[1]
     pred = proba.argmax(1)
     if k == 2:
         auc = skm.roc_auc_score(y == 1, proba[:, 1], sample_weight=weights)
     else:
-        aucs = [skm.roc_auc_score(y == c, proba[:, c], sample_weight=weights) for c in range(k) if 0 < (y == c).sum() < len(y)]
+        aucs = [
+            skm.roc_auc_score(y == c, proba[:, c], sample_weight=weights)
+            for c in range(k)
+            if 0 < (y == c).sum() < len(y)
+        ]
         auc = float(np.mean(aucs))
     return {
         "accuracy": skm.accuracy_score(y, pred, sample_weight=weights),
         "balanced_accuracy": skm.balanced_accuracy_score(y, pred, sample_weight=weights),
         "macro_f1": skm.f1_score(y, pred, average="macro", sample_weight=weights, zero_division=0),
         "weighted_f1": skm.f1_score(y, pred, average="weighted", sample_weight=weights, zero_division=0),
-        "quadratic_kappa": skm.cohen_kappa_score(y, pred, labels=np.arange(k), weights="quadratic", sample_weight=weights),
+        "quadratic_kappa": skm.cohen_kappa_score(
+            y, pred, labels=np.arange(k), weights="quadratic", sample_weight=weights
+        ),
         "macro_auroc": auc,
     }
 

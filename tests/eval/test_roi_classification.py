@@ -1,4 +1,4 @@
-"""ROI linear probes and kNN: against scikit-learn / brute force, selection never on test, real LC25000 scores."""
+"""ROI linear probes and kNN vs scikit-learn / brute force; selection never on test; real LC25000 scores."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def test_knn_cl2n_equals_sklearn_on_cl2n_features(tmp_path) -> None:
 
     ref = KNeighborsClassifier(n_neighbors=20).fit(cl2n(xtr), ytr).predict_proba(cl2n(xte))
     result = create_protocol("roi.knn.cl2n").run(data, tmp_path, task="t", encoder="e")
-    np.testing.assert_allclose(_proba_from_predictions(tmp_path / "predictions.csv", data.label_names), ref, atol=1e-6)
+    np.testing.assert_allclose(
+        _proba_from_predictions(tmp_path / "predictions.csv", data.label_names), ref, atol=1e-6
+    )
     assert result.metrics == pytest.approx(classification_metrics(yte, ref))
 
 
@@ -118,18 +120,24 @@ def test_gpfm_probe_selects_on_val_only(tmp_path) -> None:
     data.labels[test] = np.random.default_rng(0).permutation(data.labels[test])
     second = proto.run(data, tmp_path / "b", task="t", encoder="e")
     assert second.provenance["selection"] == sel
-    np.testing.assert_array_equal(_proba_from_predictions(tmp_path / "a" / "predictions.csv", data.label_names),
-                                  _proba_from_predictions(tmp_path / "b" / "predictions.csv", data.label_names))
+    np.testing.assert_array_equal(
+        _proba_from_predictions(tmp_path / "a" / "predictions.csv", data.label_names),
+        _proba_from_predictions(tmp_path / "b" / "predictions.csv", data.label_names),
+    )
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_sklearn_probe_c_modes(tmp_path) -> None:
     data = synthetic_roi(n_per_class=20, sep=0.5, seed=4)
-    auto = create_protocol("roi.linear.sk", c_mode="auto", max_iter=200).run(data, tmp_path / "a", task="t", encoder="e")
+    auto = create_protocol("roi.linear.sk", c_mode="auto", max_iter=200).run(
+        data, tmp_path / "a", task="t", encoder="e"
+    )
     scores = auto.provenance["fit"]["val_balanced_accuracy_by_C"]
     assert len(scores) == 45
     assert auto.provenance["fit"]["C"] == pytest.approx(sklearn_c_grid()[int(np.argmax(scores))])
-    adaptive = create_protocol("roi.linear.sk", c_mode="adaptive").run(data, tmp_path / "b", task="t", encoder="e")
+    adaptive = create_protocol("roi.linear.sk", c_mode="adaptive").run(
+        data, tmp_path / "b", task="t", encoder="e"
+    )
     assert adaptive.provenance["fit"]["C"] == pytest.approx(16 * 3 / 100)
     fixed = create_protocol("roi.linear.sk").run(data, tmp_path / "c", task="t", encoder="e")
     assert fixed.provenance["fit"]["C"] == 0.5 and fixed.config["class_weight"] == "balanced"
@@ -145,7 +153,9 @@ def test_result_contract_artifacts_and_roundtrip(tmp_path) -> None:
     assert set(roc["classes"]) == {"c0", "c1", "c2"} and roc["classes"]["c0"]["fpr"][0] == 0.0
     cm = json.loads((tmp_path / result.artifacts["confusion_matrix"]).read_text())
     assert cm["labels"] == ["c0", "c1", "c2"] and np.sum(cm["matrix"]) == n_test
-    assert result.primary_metric == "balanced_accuracy" and result.score == result.metrics["balanced_accuracy"]
+    assert (
+        result.primary_metric == "balanced_accuracy" and result.score == result.metrics["balanced_accuracy"]
+    )
     for name, (low, high) in result.ci95.items():
         assert low <= result.metrics[name] <= high, name
     prov = result.provenance

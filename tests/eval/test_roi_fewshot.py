@@ -40,7 +40,8 @@ def test_vectorised_episodes_equal_hand_computation(shots) -> None:
 def test_episode_confusions_and_summary_match_sklearn(tmp_path) -> None:
     data = synthetic_roi(n_per_class=20, k=3, d=8, sep=0.5, seed=7)
     result = create_protocol("roi.fewshot.simpleshot", shots=(1, 2, 4, 64), episodes=40).run(
-        data, tmp_path, task="t", encoder="e")
+        data, tmp_path, task="t", encoder="e"
+    )
     assert result.flags and "64" in result.flags[0] and "headline at 4 shots" in result.flags[1]
     # recompute the 2-shot episodes with the same seed stream and score them with scikit-learn
     (xtr, ytr), (xte, yte) = data.arrays("train"), data.arrays("test")
@@ -66,7 +67,8 @@ def test_simpleshot_real_lc25000(lc25000_features, tmp_path) -> None:
     """Real features, duplicate-grouped split; measured ≈0.69 (1 shot), 0.83 (4), 0.90 (16); chance 0.33."""
     data = lc25000_roi(lc25000_features)
     result = create_protocol("roi.fewshot.simpleshot", shots=(1, 4, 16), episodes=100).run(
-        data, tmp_path, task="lc25000", encoder="efficientnet-lite0-imagenet")
+        data, tmp_path, task="lc25000", encoder="efficientnet-lite0-imagenet"
+    )
     m = result.metrics
     assert m["balanced_accuracy@16shot"] > 0.85 and m["macro_f1@16shot"] > 0.85
     assert m["balanced_accuracy@1shot"] > 0.5

@@ -121,7 +121,8 @@ def test_gpfm_retrieval_refuses_more_than_ten_classes(tmp_path) -> None:
     with pytest.raises(ValueError, match="allow_nonpositive_weights"):
         create_protocol("roi.retrieval.gpfm").run(data, tmp_path, task="t", encoder="e")
     result = create_protocol("roi.retrieval.gpfm", allow_nonpositive_weights=True).run(
-        data, tmp_path, task="t", encoder="e")
+        data, tmp_path, task="t", encoder="e"
+    )
     assert 0 <= result.score <= 1
 
 
@@ -137,8 +138,9 @@ def test_gpfm_retrieval_refuses_more_than_ten_classes(tmp_path) -> None:
 )
 def test_retrieval_real_lc25000(name, overrides, metric, bound, lc25000_features, tmp_path) -> None:
     """Real EfficientNet-Lite0 features, duplicate-grouped split; chance top-1 is 0.33."""
-    result = create_protocol(name, **overrides).run(lc25000_roi(lc25000_features), tmp_path, task="lc25000",
-                                                    encoder="efficientnet-lite0-imagenet")
+    result = create_protocol(name, **overrides).run(
+        lc25000_roi(lc25000_features), tmp_path, task="lc25000", encoder="efficientnet-lite0-imagenet"
+    )
     assert result.metrics[metric] > bound
     assert result.score > 0.85
     assert result.provenance["split_hash"] and result.provenance["protocol_id"] == f"{name}@1"

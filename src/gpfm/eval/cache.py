@@ -128,7 +128,9 @@ def encoder_identity(
     spec = get_encoder_spec(name)
     resolved = resolve_weights(spec, weights)
     sha = "random" if resolved.path is None else file_sha256(resolved.path)
-    prec = resolve_precision(precision, resolve_device(device), half_parity_ok="bf16" in spec.half_precision_ok)
+    prec = resolve_precision(
+        precision, resolve_device(device), half_parity_ok="bf16" in spec.half_precision_ok
+    )
     return sha, recipe_hash(spec.preprocess.to_dict(), spec.pooling), prec
 
 
@@ -183,8 +185,9 @@ class RoiFeatureCache:
         if manifest.get("version") != MANIFEST_VERSION or features.shape[0] != len(manifest["ids"]):
             log.warning("feature cache entry %s is stale or truncated; re-embedding", folder)
             return None
-        return CachedFeatures(features, np.array(manifest["ids"]), np.array(manifest["sha256"]), key, folder,
-                              True, manifest)
+        return CachedFeatures(
+            features, np.array(manifest["ids"]), np.array(manifest["sha256"]), key, folder, True, manifest
+        )
 
     def get_or_embed(
         self,
@@ -215,7 +218,9 @@ class RoiFeatureCache:
         order = np.argsort(np.asarray(ids, dtype=str), kind="stable")
         sorted_ids = [str(ids[i]) for i in order]
         if len(set(sorted_ids)) != len(sorted_ids):
-            raise ValueError(f"{root}: duplicate item ids in the dataset listing; every image must be listed once")
+            raise ValueError(
+                f"{root}: duplicate item ids in the dataset listing; every image must be listed once"
+            )
         if isinstance(encoder, str):
             name = encoder
             sha, recipe, prec = encoder_identity(encoder, weights, device, precision)

@@ -5,19 +5,20 @@ A suite task's ``data:`` block for ROI images::
     data:
       kind: roi_images
       root: datasets/lc25000            # image folder: one sub-folder per class (or base folder of CSV paths)
-      csv: datasets/lc25000/labels.csv  # optional: columns path (or file/filename/image), label[, split, group]
+      csv: labels.csv                   # optional, in root: path (or file/image), label[, split, group]
       labels: [lung_aca, lung_n, lung_scc]   # optional class order (ordinal tasks, κ); default sorted names
       hash: stat                        # dataset fingerprint for the cache: stat (size+mtime) or content
       split: {method: group_hash, test_size: 0.3, val_size: 0.1, seed: 0}
 
 Split methods: ``group_hash`` (stratified; byte-identical images and the CSV ``group`` column are merged into
-groups that never straddle splits), ``stratified`` (stratified; only the CSV ``group`` column is respected) and
+groups that never straddle splits), ``stratified`` (stratified; only the CSV ``group`` column counts) and
 ``csv`` (the CSV ``split`` column; when it has no val rows, ``val_size`` of train is carved out by groups).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,12 @@ class RoiFeatures:
         group_ids = None if groups is None else merge_groups(np.asarray(groups).astype(str))
         split = stratified_group_split(labels, group_ids, test_size, val_size, seed)
         prov = dict(provenance or {})
-        prov["split"] = {"method": "stratified_group", "test_size": test_size, "val_size": val_size, "seed": seed}
+        prov["split"] = {
+            "method": "stratified_group",
+            "test_size": test_size,
+            "val_size": val_size,
+            "seed": seed,
+        }
         return cls(features, labels, label_names, ids, split, group_ids, prov)
 
     @property
@@ -125,14 +131,19 @@ class RoiFeatures:
         return {s: int((self.split == s).sum()) for s in SPLITS}
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """gpfm version plus the git commit of the source tree when run from a checkout."""
+    """Gpfm version plus the git commit of the source tree when run from a checkout."""
     from gpfm import __version__
 
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=False,
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -153,7 +164,9 @@ class RoiListing:
 def list_folder(root: Path) -> RoiListing:
     """Images under ``root/<class>/...`` (recursively), the class being the first folder level."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: ROI image folder not found; set data.root to a folder of class folders")
+        raise FileNotFoundError(
+            f"{root}: ROI image folder not found; set data.root to a folder of class folders"
+        )
     ids, labels = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(class_dir.rglob("*")):
@@ -166,7 +179,7 @@ def list_folder(root: Path) -> RoiListing:
 
 
 def list_csv(csv_path: Path, root: Path | None) -> RoiListing:
-    """Rows ``path,label[,split,group]`` of a CSV; relative paths resolve against ``root`` or the CSV folder."""
+    """Rows ``path,label[,split,group]`` of a CSV; relative paths resolve against ``root`` or its folder."""
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: ROI label CSV not found; check data.csv")
     with open(csv_path, newline="") as fh:
@@ -176,18 +189,24 @@ def list_csv(csv_path: Path, root: Path | None) -> RoiListing:
     columns = set(rows[0])
     path_col = next((c for c in _PATH_COLUMNS if c in columns), None)
     if path_col is None or "label" not in columns:
-        raise ValueError(f"{csv_path}: needs columns path (or file/filename/image) and label; has {sorted(columns)}")
+        raise ValueError(
+            f"{csv_path}: needs columns path (or file/filename/image) and label; has {sorted(columns)}"
+        )
     base = root if root is not None else csv_path.parent
     ids, labels = [], []
     for line, row in enumerate(rows, start=2):
         path = Path(row[path_col])
         path = path if path.is_absolute() else base / path
         if not path.is_file():
-            raise FileNotFoundError(f"{csv_path}:{line}: image {path} not found; paths resolve against {base}")
+            raise FileNotFoundError(
+                f"{csv_path}:{line}: image {path} not found; paths resolve against {base}"
+            )
         ids.append(path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path))
         labels.append(str(row["label"]).strip())
     splits = (
-        [normalize_split_name(r["split"], f"{csv_path} split column") for r in rows] if "split" in columns else None
+        [normalize_split_name(r["split"], f"{csv_path} split column") for r in rows]
+        if "split" in columns
+        else None
     )
     groups = [str(r["group"]).strip() for r in rows] if "group" in columns else None
     return RoiListing(base, ids, labels, splits, groups)
@@ -211,10 +230,13 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
     """
     unknown = sorted(set(data) - {"kind", "root", "csv", "labels", "split", "hash"})
     if unknown:
-        raise ValueError(f"roi_images data block: unknown key(s) {unknown}; known: root, csv, labels, split, hash")
+        raise ValueError(
+            f"roi_images data block: unknown key(s) {unknown}; known: root, csv, labels, split, hash"
+        )
     root = _resolve(ctx.base_dir, data["root"]) if data.get("root") else None
     if data.get("csv"):
-        listing = list_csv(_resolve(ctx.base_dir, data["csv"]), root)
+        # a relative csv lives in root when root is given (``root: .../CRC-100K, csv: labels.csv``)
+        listing = list_csv(_resolve(root if root is not None else ctx.base_dir, data["csv"]), root)
     elif root is not None:
         listing = list_folder(root)
     else:
@@ -225,8 +247,15 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
         raise ValueError(f"labels {missing} occur in the data but not in data.labels {names}")
 
     cached = RoiFeatureCache(ctx.cache_dir).get_or_embed(
-        listing.root, listing.ids, ctx.encoder, labels=listing.labels, weights=ctx.weights, device=ctx.device,
-        precision=ctx.precision, batch_size=ctx.batch_size, hash_mode=data.get("hash", "stat"),
+        listing.root,
+        listing.ids,
+        ctx.encoder,
+        labels=listing.labels,
+        weights=ctx.weights,
+        device=ctx.device,
+        precision=ctx.precision,
+        batch_size=ctx.batch_size,
+        hash_mode=data.get("hash", "stat"),
     )
     row_of = {item: i for i, item in enumerate(listing.ids)}
     order = np.array([row_of[i] for i in cached.ids])
@@ -234,6 +263,11 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
     user_groups = None if listing.groups is None else [listing.groups[i] for i in order]
 
     spec = {"method": "group_hash", "test_size": 0.3, "val_size": 0.1, "seed": 0, **(data.get("split") or {})}
+    unknown_split = sorted(set(spec) - {"method", "test_size", "val_size", "seed"})
+    if unknown_split:
+        raise ValueError(
+            f"roi_images split: unknown key(s) {unknown_split}; known: method, test_size, val_size, seed"
+        )
     method = spec["method"]
     if method == "group_hash":
         groups = merge_groups(cached.sha256.tolist(), user_groups)

@@ -20,15 +20,24 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-            "test": "test", "testing": "test"}
+_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def normalize_split_name(value: str, where: str = "split column") -> str:
     """Map ``train/val/valid/validation/test`` (any case) to ``train``/``val``/``test``."""
     name = _ALIASES.get(str(value).strip().lower())
     if name is None:
-        raise ValueError(f"{where}: unknown split value {value!r}; use train, val (or valid/validation) or test")
+        raise ValueError(
+            f"{where}: unknown split value {value!r}; use train, val (or valid/validation) or test"
+        )
     return name
 
 
@@ -102,7 +111,9 @@ def stratified_group_split(
         ValueError: sizes outside [0, 1) or summing to ≥ 1.
     """
     if not (0 <= test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
-        raise ValueError(f"split sizes test_size={test_size}, val_size={val_size} must be in [0, 1) and sum below 1")
+        raise ValueError(
+            f"split sizes test_size={test_size}, val_size={val_size} must be in [0, 1) and sum below 1"
+        )
     labels = np.asarray(labels)
     n = len(labels)
     groups = np.arange(n) if groups is None else np.asarray(groups)
@@ -142,15 +153,18 @@ def carve_val(
     if not len(train) or val_size <= 0:
         return split.astype(str)
     sub = stratified_group_split(
-        np.asarray(labels)[train], None if groups is None else np.asarray(groups)[train],
-        test_size=val_size, val_size=0.0, seed=seed,
+        np.asarray(labels)[train],
+        None if groups is None else np.asarray(groups)[train],
+        test_size=val_size,
+        val_size=0.0,
+        seed=seed,
     )
     split[train[sub == "test"]] = "val"
     return split.astype(str)
 
 
 def split_hash(ids: Sequence[str], split: Sequence[str]) -> str:
-    """SHA-256 over the sorted ``id<TAB>split`` lines: identical splits hash identically, whatever the row order."""
+    """SHA-256 over the sorted ``id<TAB>split`` lines: identical splits hash alike whatever the row order."""
     lines = sorted(f"{i}\t{s}" for i, s in zip(ids, split, strict=True))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -166,6 +180,7 @@ def check_groups_disjoint(split: np.ndarray, groups: np.ndarray) -> None:
         g = str(leaking[0])
         sides = sorted(pairs[1][pairs[0] == g].tolist())
         raise ValueError(
-            f"group {g!r} (and {len(leaking) - 1} more) appears in splits {sides}: identical images or one patient "
+            f"group {g!r} (and {len(leaking) - 1} more) appears in splits {sides}: identical images or one "
+            "patient "
             "on both sides leak labels; fix the split column or use split method group_hash"
         )

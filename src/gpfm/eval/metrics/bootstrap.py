@@ -67,7 +67,9 @@ def resample_weights(
     """
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_resamples, n_items))
-    groups = [np.arange(n_items)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    groups = (
+        [np.arange(n_items)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    )
     rows = np.arange(n_resamples)[:, None]
     for members in groups:
         m = len(members)

@@ -148,7 +148,9 @@ def macro_auroc(y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray | Non
     defined = ~np.isnan(per_class)
     count = defined.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(count > 0, np.where(defined, per_class, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+        out = np.where(
+            count > 0, np.where(defined, per_class, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan
+        )
     return out[0] if weights is None or np.ndim(weights) == 1 else out
 
 
@@ -184,7 +186,9 @@ def classification_metrics(
     if len(y) and (y.min() < 0 or y.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}); got range [{y.min()}, {y.max()}]")
     pred = proba.argmax(axis=1)
-    out = {name: float(v) for name, v in metrics_from_confusion(confusion_counts(y, pred, k, weights)).items()}
+    out = {
+        name: float(v) for name, v in metrics_from_confusion(confusion_counts(y, pred, k, weights)).items()
+    }
     out["macro_auroc"] = float(macro_auroc(y, proba, weights))
     return {name: out[name] for name in CLASSIFICATION_METRICS}
 

@@ -57,7 +57,7 @@ def nearest_neighbours(
         if metric == "cosine":
             sim = dots
         else:
-            # −‖q − x‖² = 2 q·x − ‖x‖² − ‖q‖²; the query norm does not change the ranking but keeps the value exact
+            # −‖q − x‖² = 2 q·x − ‖x‖² − ‖q‖²; ‖q‖ does not change the ranking but keeps the value exact
             sim = -(((q * q).sum(1, keepdim=True) - 2.0 * dots + key_sq).clamp_min(0.0).sqrt())
         top_sim, top_idx = torch.topk(sim, k, dim=1, largest=True, sorted=True)
         idx_out.append(top_idx.numpy())

@@ -17,21 +17,30 @@ from gpfm.eval.metrics import (
     roc_curves,
 )
 from gpfm.eval.protocol import Protocol, ProtocolResult
+from gpfm.eval.splits import split_hash
 
 
 def check_roi_data(protocol: Protocol, data: Any, *, need_val: bool) -> RoiFeatures:
     """Type and split checks with one clear error line (never silently evaluate on the selection set)."""
     if not isinstance(data, RoiFeatures):
-        raise TypeError(f"protocol {protocol.name} takes RoiFeatures (task kind roi_images); got {type(data).__name__}")
+        raise TypeError(
+            f"protocol {protocol.name} takes RoiFeatures (task kind roi_images); got {type(data).__name__}"
+        )
     needed = ["train", "test"] + (["val"] if need_val else [])
     missing = [s for s in needed if not data.has(s)]
     if missing:
-        hint = "set split.val_size > 0" if missing == ["val"] else "give the task a split with train and test items"
+        hint = (
+            "set split.val_size > 0"
+            if missing == ["val"]
+            else "give the task a split with train and test items"
+        )
         raise ValueError(f"protocol {protocol.name} needs non-empty {', '.join(missing)} split(s); {hint}")
     return data
 
 
-def write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarray, names: list[str]) -> None:
+def write_predictions(
+    path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarray, names: list[str]
+) -> None:
     """The ``predictions`` artifact: id, label, prediction, p_<class> per test item (atomic)."""
     pred = proba.argmax(1)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
@@ -42,10 +51,10 @@ def write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np
 
 
 def provenance(protocol: Protocol, data: RoiFeatures, **extra: Any) -> dict[str, Any]:
-    """The data's provenance (encoder, weights sha, cache key, split hash) plus counts, seeds and code version."""
+    """The data's provenance (encoder, weights sha, cache key, split hash) plus counts and code version."""
     prov = dict(data.provenance)
     prov.setdefault("code_version", code_version())
-    prov["split_hash"] = data.provenance.get("split_hash")
+    prov["split_hash"] = split_hash(data.ids, data.split)  # of the split actually used, even if edited
     prov["split_counts"] = data.counts()
     prov["protocol_id"] = f"{protocol.name}@{protocol.version}"
     prov.update(extra)
@@ -95,13 +104,24 @@ def classification_result(
             n_skipped[name] = ci.n_skipped
     write_predictions(out_dir / "predictions.csv", data.ids[test], y, proba, data.label_names)
     write_json_atomic(out_dir / "roc_curves.json", roc_curves(y, proba, data.label_names))
-    write_json_atomic(out_dir / "confusion_matrix.json", confusion_matrix_artifact(y, proba.argmax(1), data.label_names))
-    all_artifacts = {"predictions": "predictions.csv", "roc_curves": "roc_curves.json",
-                     "confusion_matrix": "confusion_matrix.json", **(artifacts or {})}
+    write_json_atomic(
+        out_dir / "confusion_matrix.json", confusion_matrix_artifact(y, proba.argmax(1), data.label_names)
+    )
+    all_artifacts = {
+        "predictions": "predictions.csv",
+        "roc_curves": "roc_curves.json",
+        "confusion_matrix": "confusion_matrix.json",
+        **(artifacts or {}),
+    }
     extra = dict(extra_provenance or {})
     if bootstrap:
-        extra["bootstrap"] = {"resamples": 1000, "seed": 0, "stratified": True, "interval": "percentile 2.5/97.5",
-                              "skipped": n_skipped}
+        extra["bootstrap"] = {
+            "resamples": 1000,
+            "seed": 0,
+            "stratified": True,
+            "interval": "percentile 2.5/97.5",
+            "skipped": n_skipped,
+        }
     return ProtocolResult(
         protocol=protocol.name,
         protocol_version=protocol.version,

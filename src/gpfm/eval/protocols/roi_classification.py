@@ -54,13 +54,33 @@ class LinearProbeGPFM(_RoiClassification):
         data = check_roi_data(self, data, need_val=True)
         (xtr, ytr), (xva, yva), (xte, _) = data.arrays("train"), data.arrays("val"), data.arrays("test")
         c = self.config
-        fit = train_adamw_probe(xtr, ytr, xva, yva, xte, data.num_classes, lr=c.lr, min_lr=c.min_lr,
-                                weight_decay=c.weight_decay, batch_size=c.batch_size, max_epochs=c.max_epochs,
-                                patience=c.patience, init_std=c.init_std, seed=c.seed)
+        fit = train_adamw_probe(
+            xtr,
+            ytr,
+            xva,
+            yva,
+            xte,
+            data.num_classes,
+            lr=c.lr,
+            min_lr=c.min_lr,
+            weight_decay=c.weight_decay,
+            batch_size=c.batch_size,
+            max_epochs=c.max_epochs,
+            patience=c.patience,
+            init_std=c.init_std,
+            seed=c.seed,
+        )
         write_json_atomic(Path(out_dir) / "curves.json", fit.curves)
-        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=fit.proba,
-                                      extra_provenance={"selection": fit.info, "seeds": [c.seed]},
-                                      artifacts={"curves": "curves.json"})
+        return classification_result(
+            self,
+            data,
+            out_dir,
+            task=task,
+            encoder=encoder,
+            proba=fit.proba,
+            extra_provenance={"selection": fit.info, "seeds": [c.seed]},
+            artifacts={"curves": "curves.json"},
+        )
 
 
 @register_protocol
@@ -83,9 +103,18 @@ class LinearProbeUNI(_RoiClassification):
         data = check_roi_data(self, data, need_val=False)
         fit_splits = ("train", "val") if self.config.combine_trainval else ("train",)
         (xtr, ytr), (xte, _) = data.arrays(*fit_splits), data.arrays("test")
-        fit = train_lbfgs_logreg(xtr, ytr, xte, data.num_classes, max_iter=self.config.max_iter, C=self.config.C)
-        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=fit.proba,
-                                      extra_provenance={"fit": fit.info, "fit_splits": list(fit_splits)})
+        fit = train_lbfgs_logreg(
+            xtr, ytr, xte, data.num_classes, max_iter=self.config.max_iter, C=self.config.C
+        )
+        return classification_result(
+            self,
+            data,
+            out_dir,
+            task=task,
+            encoder=encoder,
+            proba=fit.proba,
+            extra_provenance={"fit": fit.info, "fit_splits": list(fit_splits)},
+        )
 
 
 @register_protocol
@@ -110,13 +139,33 @@ class LinearProbeSklearn(_RoiClassification):
         c = self.config
         data = check_roi_data(self, data, need_val=c.c_mode == "auto")
         (xtr, ytr), (xva, yva), (xte, _) = data.arrays("train"), data.arrays("val"), data.arrays("test")
-        fit = train_sklearn_logreg(xtr, ytr, xva, yva, xte, data.num_classes, c_mode=c.c_mode, C=c.C,
-                                   class_weight=c.class_weight, max_iter=c.max_iter, seed=c.seed)
-        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=fit.proba,
-                                      extra_provenance={"fit": fit.info, "seeds": [c.seed]})
+        fit = train_sklearn_logreg(
+            xtr,
+            ytr,
+            xva,
+            yva,
+            xte,
+            data.num_classes,
+            c_mode=c.c_mode,
+            C=c.C,
+            class_weight=c.class_weight,
+            max_iter=c.max_iter,
+            seed=c.seed,
+        )
+        return classification_result(
+            self,
+            data,
+            out_dir,
+            task=task,
+            encoder=encoder,
+            proba=fit.proba,
+            extra_provenance={"fit": fit.info, "seeds": [c.seed]},
+        )
 
 
-def knn_class_scores(neighbour_labels: np.ndarray, weights: np.ndarray, k: int, num_classes: int) -> np.ndarray:
+def knn_class_scores(
+    neighbour_labels: np.ndarray, weights: np.ndarray, k: int, num_classes: int
+) -> np.ndarray:
     """Σ of the first k neighbours' weights per class, normalised to probabilities (rows of (Q, K))."""
     q = len(neighbour_labels)
     scores = np.zeros((q, num_classes))
@@ -169,8 +218,16 @@ class KnnDinov2(_RoiClassification):
                 primary = proba
             else:
                 extra.update(_suffixed(classification_metrics(yq, proba), f"@k{k}"))
-        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=primary,
-                                      extra_metrics=extra, extra_provenance={"gallery": c.gallery, "k_used": kmax})
+        return classification_result(
+            self,
+            data,
+            out_dir,
+            task=task,
+            encoder=encoder,
+            proba=primary,
+            extra_metrics=extra,
+            extra_provenance={"gallery": c.gallery, "k_used": kmax},
+        )
 
 
 @register_protocol
@@ -199,5 +256,12 @@ class KnnCL2N(_RoiClassification):
         k = min(self.config.k, len(xg))
         idx, _ = nearest_neighbours(l2_normalize(xq - mean), l2_normalize(xg - mean), k, metric="l2")
         proba = knn_class_scores(yg[idx], np.ones(idx.shape), k, data.num_classes)
-        return classification_result(self, data, out_dir, task=task, encoder=encoder, proba=proba,
-                                      extra_provenance={"gallery": self.config.gallery, "k_used": k})
+        return classification_result(
+            self,
+            data,
+            out_dir,
+            task=task,
+            encoder=encoder,
+            proba=proba,
+            extra_provenance={"gallery": self.config.gallery, "k_used": k},
+        )

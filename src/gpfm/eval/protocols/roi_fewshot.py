@@ -68,7 +68,9 @@ def simpleshot_predictions(
         mu_dot_p = torch.einsum("ed,ekd->ek", mu, protos)
         q_norm = (q_sq[None, :] - 2.0 * mu @ xq.T + mu_sq[:, None]).clamp_min(1e-24).sqrt()  # (e, Q)
         # ‖x̂ − p‖² = 1 + ‖p‖² − 2 x̂·p; the constant 1 does not change the arg-min
-        dist = (protos * protos).sum(-1)[:, None, :] - 2.0 * (x_dot_p - mu_dot_p[:, None, :]) / q_norm[..., None]
+        dist = (protos * protos).sum(-1)[:, None, :] - 2.0 * (x_dot_p - mu_dot_p[:, None, :]) / q_norm[
+            ..., None
+        ]
         preds[start : start + e] = dist.argmin(dim=-1).numpy()
     return preds
 
@@ -77,13 +79,19 @@ def episode_confusions(y_true: np.ndarray, preds: np.ndarray, num_classes: int) 
     """(E, K, K) confusion counts (rows = truth) of (E, Q) per-episode predictions, by one bincount."""
     e = preds.shape[0]
     flat = (np.arange(e)[:, None] * num_classes + y_true[None, :]) * num_classes + preds
-    return np.bincount(flat.ravel(), minlength=e * num_classes * num_classes).reshape(e, num_classes, num_classes)
+    return np.bincount(flat.ravel(), minlength=e * num_classes * num_classes).reshape(
+        e, num_classes, num_classes
+    )
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
     low, high = np.percentile(values, [2.5, 97.5])
-    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "p2.5": float(low), "p97.5": float(high)}
+    return {
+        "mean": float(values.mean()),
+        "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "p2.5": float(low),
+        "p97.5": float(high),
+    }
 
 
 @register_protocol
@@ -113,10 +121,14 @@ class SimpleShot(Protocol):
         smallest = min(len(m) for m in members)
         if smallest == 0:
             empty = [data.label_names[k] for k, m in enumerate(members) if not len(m)]
-            raise ValueError(f"roi.fewshot.simpleshot: classes {empty} have no train items; all classes are needed")
+            raise ValueError(
+                f"roi.fewshot.simpleshot: classes {empty} have no train items; all classes are needed"
+            )
         feasible = [n for n in c.shots if n <= smallest]
         if not feasible:
-            raise ValueError(f"roi.fewshot.simpleshot: no shot count in {list(c.shots)} fits {smallest} train items")
+            raise ValueError(
+                f"roi.fewshot.simpleshot: no shot count in {list(c.shots)} fits {smallest} train items"
+            )
         flags = []
         dropped = [n for n in c.shots if n > smallest]
         if dropped:
@@ -136,7 +148,11 @@ class SimpleShot(Protocol):
             for name in ("balanced_accuracy", "macro_f1"):
                 summary = _summary(scores[name])
                 key = f"{name}@{n}shot"
-                metrics[key], sds[key], ci95[key] = summary["mean"], summary["sd"], (summary["p2.5"], summary["p97.5"])
+                metrics[key], sds[key], ci95[key] = (
+                    summary["mean"],
+                    summary["sd"],
+                    (summary["p2.5"], summary["p97.5"]),
+                )
                 curve[name].append(summary)
                 if n == primary:
                     metrics[name], sds[name], ci95[name] = metrics[key], sds[key], ci95[key]
@@ -144,10 +160,24 @@ class SimpleShot(Protocol):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "fewshot.json", curve)
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, metrics_sd=sds, ci95=ci95,
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            metrics_sd=sds,
+            ci95=ci95,
             config=self.resolved_config(),
-            provenance=provenance(self, data, seeds=[c.seed], episodes=c.episodes, shots_run=feasible,
-                                  primary_shots=primary, interval="episode percentiles 2.5/97.5"),
-            artifacts={"fewshot": "fewshot.json"}, flags=flags,
+            provenance=provenance(
+                self,
+                data,
+                seeds=[c.seed],
+                episodes=c.episodes,
+                shots_run=feasible,
+                primary_shots=primary,
+                interval="episode percentiles 2.5/97.5",
+            ),
+            artifacts={"fewshot": "fewshot.json"},
+            flags=flags,
         )

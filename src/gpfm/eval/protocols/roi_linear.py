@@ -1,4 +1,4 @@
-"""Linear-probe trainers behind the ``roi.linear.*`` protocols (pure functions: arrays in, probabilities out)."""
+"""Linear-probe trainers behind the ``roi.linear.*`` protocols (arrays in, probabilities out)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class ProbeFit:
 
 @contextlib.contextmanager
 def _small_problem_threads(batch_flops: int) -> Iterator[None]:
-    """One intra-op thread for tiny per-step matrix products, where thread hand-offs cost more than they save."""
+    """One intra-op thread for tiny per-step matrix products (thread hand-offs cost more than they save)."""
     previous = torch.get_num_threads()
     if batch_flops < (1 << 24):
         torch.set_num_threads(1)
@@ -108,8 +108,12 @@ def train_adamw_probe(
             elif epoch + 1 - best_epoch >= patience:
                 break
         proba = torch.softmax(torch.addmm(best[1], xs, best[0].T), dim=1).numpy()
-    info = {"selected_epoch": best_epoch, "epochs_run": len(curves["epoch"]), "best_val_macro_auroc": best_auc,
-            "seed": seed}
+    info = {
+        "selected_epoch": best_epoch,
+        "epochs_run": len(curves["epoch"]),
+        "best_val_macro_auroc": best_auc,
+        "seed": seed,
+    }
     return ProbeFit(proba.astype(np.float64), info, curves, best[0].numpy(), best[1].numpy())
 
 
@@ -125,7 +129,7 @@ def train_lbfgs_logreg(
     """UNI's multinomial logistic regression fitted by one torch L-BFGS ``step`` (strong-Wolfe line search).
 
     Loss = mean cross-entropy + (1/C) · ½ · ‖W‖_F, the **unsquared** Frobenius norm of the weights (the bias
-    is not penalised), with C = d·K/100 by default (d = feature dim, K = classes). Weights and bias start at 0.
+    is not penalised), with C = d·K/100 by default (d = feature dim, K = classes). Parameters start at 0.
     """
     xt, yt, xs = _tensor(x_train), torch.as_tensor(y_train, dtype=torch.long), _tensor(x_test)
     c_value = float(C) if C is not None else xt.shape[1] * num_classes / 100.0
@@ -146,8 +150,13 @@ def train_lbfgs_logreg(
         final_loss = float(F.cross_entropy(probe(xt), yt) + (0.5 / c_value) * torch.linalg.norm(probe.weight))
         proba = torch.softmax(probe(xs), dim=1).numpy()
     info = {"C": c_value, "lbfgs_iterations": int(state.get("n_iter", 0)), "final_loss": final_loss}
-    return ProbeFit(proba.astype(np.float64), info, None, probe.weight.detach().numpy().copy(),
-                    probe.bias.detach().numpy().copy())
+    return ProbeFit(
+        proba.astype(np.float64),
+        info,
+        None,
+        probe.weight.detach().numpy().copy(),
+        probe.bias.detach().numpy().copy(),
+    )
 
 
 def sklearn_c_grid() -> np.ndarray:

@@ -14,7 +14,12 @@ from typing import Any, Literal
 import numpy as np
 
 from gpfm.atomic import write_json_atomic
-from gpfm.eval.metrics import bootstrap_classification, confusion_counts, metrics_from_confusion, resample_weights
+from gpfm.eval.metrics import (
+    bootstrap_classification,
+    confusion_counts,
+    metrics_from_confusion,
+    resample_weights,
+)
 from gpfm.eval.metrics.retrieval import (
     l2_normalize,
     majority_vote,
@@ -98,8 +103,14 @@ class RetrievalPathoBench(_RoiRetrieval):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "retrieval_per_class.json", per_class)
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, ci95=ci95, config=self.resolved_config(),
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            ci95=ci95,
+            config=self.resolved_config(),
             provenance=provenance(self, data, query="test", gallery="train"),
             artifacts={"retrieval_per_class": "retrieval_per_class.json"},
         )
@@ -138,15 +149,23 @@ class RetrievalThunder(_RoiRetrieval):
                 ci95[f"{name}@{k}"] = cis[name].as_tuple()
             metrics[f"macro_jaccard@{k}"] = macro_jaccard(cm)
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, ci95=ci95, config=self.resolved_config(),
-            provenance=provenance(self, data, query="test", gallery="train", vote_tie_break="best-ranked class"),
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            ci95=ci95,
+            config=self.resolved_config(),
+            provenance=provenance(
+                self, data, query="test", gallery="train", vote_tie_break="best-ranked class"
+            ),
         )
 
 
 @register_protocol
 class RetrievalGPFM(_RoiRetrieval):
-    """``roi.retrieval.gpfm``: z-scored Euclidean retrieval of K neighbours, rank-weighted softmax class scores.
+    """``roi.retrieval.gpfm``: z-scored Euclidean search of K neighbours, rank-weighted softmax class scores.
 
     Features are z-scored with the train mean and unbiased (ddof 1) std (a zero std is replaced by 1 so
     constant dimensions drop out instead of producing NaN). With K classes, K neighbours are retrieved and
@@ -185,9 +204,16 @@ class RetrievalGPFM(_RoiRetrieval):
         tops = [t for t in self.config.tops if t <= k_cls]
         for t in tops:
             extra[f"top{t}_macro_accuracy"] = topk_macro_accuracy(yq, proba, t)
-        result = classification_result(self, data, out_dir, task=task, encoder=encoder, proba=proba,
-                                       extra_metrics=extra, extra_provenance={"query": "test", "gallery": "train",
-                                                                              "neighbours": k_cls})
+        result = classification_result(
+            self,
+            data,
+            out_dir,
+            task=task,
+            encoder=encoder,
+            proba=proba,
+            extra_metrics=extra,
+            extra_provenance={"query": "test", "gallery": "train", "neighbours": k_cls},
+        )
         order = np.argsort(-proba, axis=1, kind="stable")
         weights = resample_weights(len(yq), strata=yq)
         for t in tops:
