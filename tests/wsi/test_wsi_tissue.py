@@ -86,3 +86,15 @@ def test_tile_qc_rules():
     black = np.full((256, 256, 3), 10, np.uint8)
     assert tile_qc(black).reason in ("pen", "black")  # black ink and black tiles are both rejected
     assert tile_qc(pink, min_sharpness=5.0).reason == "blur"  # a flat colour has no texture
+
+
+def test_fill_small_holes_matches_scipy_reference():
+    from scipy import ndimage
+
+    from gpfm.wsi.tissue import fill_small_holes
+
+    mask = np.random.default_rng(0).random((120, 90)) > 0.45
+    labels, _ = ndimage.label(~mask)  # 4-connectivity, like ours
+    small = np.bincount(labels.ravel()) <= 6
+    small[0] = False
+    np.testing.assert_array_equal(fill_small_holes(mask, 6), mask | small[labels])

@@ -27,7 +27,6 @@ from typing import Any
 import cv2
 import numpy as np
 import shapely
-from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 
 from gpfm.wsi.geometry import valid_multipolygon
@@ -142,10 +141,10 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
 
 def fill_small_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
     """``mask`` with every 4-connected background component of at most ``max_size`` px set to True."""
-    labels, n = ndimage.label(~mask)
-    if n == 0:
+    n, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    if n <= 1:
         return mask.copy()
-    sizes = np.bincount(labels.ravel())
+    sizes = np.bincount(labels.ravel(), minlength=n)
     small = sizes <= max_size
     small[0] = False  # label 0 is the foreground itself
     return mask | small[labels]
