@@ -150,6 +150,22 @@ def _families(agg: Aggregate) -> str:
     return out + "</section>"
 
 
+def _references(refs: dict[str, Any]) -> str:
+    """The suite's published reference numbers: ``{name: {model: value}}`` rows become a table."""
+    if not refs:
+        return ""
+    tables = {k: v for k, v in refs.items() if isinstance(v, dict)}
+    notes = "".join(f"<p class=meta>{_e(k)}: {_e(v)}</p>" for k, v in refs.items() if k not in tables)
+    models = list(dict.fromkeys(m for v in tables.values() for m in v))
+    head = "<tr><th></th>" + "".join(f"<th>{_e(m)}</th>" for m in models) + "</tr>"
+    body = "".join(
+        f"<tr><td>{_e(k)}</td>" + "".join(f"<td class=num>{_e(v.get(m, ''))}</td>" for m in models) + "</tr>"
+        for k, v in tables.items()
+    )
+    table = f"<table>{head}{body}</table>" if tables else ""
+    return f'<section id="references"><h2>Published reference numbers</h2>{notes}{table}</section>'
+
+
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -380,6 +396,7 @@ def build_report_html(table: ResultsTable, run_dir: str | Path, agg: Aggregate |
         '<a href="#provenance">provenance</a></nav>'
         + _overview(agg)
         + _families(agg)
+        + _references(meta.get("references") or {})
         + f'<section id="tasks"><h2>Tasks</h2>{sections}</section>'
         + _problems(table)
         + '<section id="provenance"><h2>Provenance</h2>'

@@ -37,7 +37,7 @@ def test_report_is_self_contained_and_complete(finished_run: Path) -> None:
     refs = re.findall(r'(?:src|href)="([^"]*)"', text)
     assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs)
     assert "Content-Security-Policy" in text and "<link" not in text
-    for section in ("leaderboard", "families", "saturated", "tasks", "problems", "provenance"):
+    for section in ("leaderboard", "families", "saturated", "references", "tasks", "problems", "provenance"):
         assert f'id="{section}"' in text
     # one figure per drawable artifact kind (ROC, confusion, curves for the two classification protocols of
     # 'easy' and for 'hard' and 'sat'; KM for 'surv') plus the rank chart and the rank grid
@@ -55,6 +55,8 @@ def test_report_is_self_contained_and_complete(finished_run: Path) -> None:
     assert "testonly.centroid@3" in text and "testonly.knn-faithful@1" in text
     assert "val==test (faithful)" in text and '<span class="flag">saturated</span>' in text
     assert "data not found at" in text
+    refs = text[text.index('id="references"') :]
+    assert "made-up numbers for the report test" in refs and "<td class=num>2.96</td>" in refs
     # sample text is escaped, and only the first 5 of 7 samples per encoder are shown
     assert "&lt;b&gt;acinar&lt;/b&gt;" in text and "<b>acinar" not in text
     assert text.count("<td>s4</td>") == 2 and "<td>s5</td>" not in text
