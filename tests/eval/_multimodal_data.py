@@ -43,7 +43,7 @@ def _unit(key: str) -> float:
 
 
 def lc25000_split(sha: str) -> str:
-    """train 60% / val 15% / test 25% by sha256 group."""
+    """Train 60% / val 15% / test 25% by sha256 group."""
     u = _unit("split:" + sha)
     return "train" if u < 0.60 else "val" if u < 0.75 else "test"
 
@@ -52,7 +52,10 @@ def bags_and_labels(feats: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray]
     """Bags of one tile keyed by sha256, and (id, label name, split) per tile."""
     names = feats["label_names"]
     bags = {sha: feats["features"][i : i + 1] for i, sha in enumerate(feats["sha256"])}
-    items = [(sha, str(names[lab]), lc25000_split(sha)) for sha, lab in zip(feats["sha256"], feats["labels"])]
+    items = [
+        (sha, str(names[lab]), lc25000_split(sha))
+        for sha, lab in zip(feats["sha256"], feats["labels"], strict=True)
+    ]
     return bags, items
 
 
@@ -66,8 +69,11 @@ def caption_records(items: list[tuple[str, str, str]]) -> list[TextRecord]:
 
 
 def vqa_records(items: list[tuple[str, str, str]]) -> list[VqaRecord]:
-    """Per tile: two closed questions (one about its own class -> yes, one about another class -> no,
-    chosen by a seeded draw) and one open question (answer = the diagnosis)."""
+    """Three templated questions per tile.
+
+    Two closed questions (one about its own class -> yes, one about another class -> no, chosen by a seeded
+    draw) and one open question (answer = the diagnosis).
+    """
     out = []
     labels = list(CAPTIONS)
     for sha, label, split in items:

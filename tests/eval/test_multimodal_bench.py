@@ -47,7 +47,9 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def test_bench_runs_report_and_vqa_tasks_for_two_encoders(lc25000_dir: Path, lc25000_table, tmp_path: Path) -> None:
+def test_bench_runs_report_and_vqa_tasks_for_two_encoders(
+    lc25000_dir: Path, lc25000_table, tmp_path: Path
+) -> None:
     picked: dict[str, int] = {}
     items = []
     for row in sorted(lc25000_table, key=lambda r: r["file"]):
@@ -71,13 +73,22 @@ def test_bench_runs_report_and_vqa_tasks_for_two_encoders(lc25000_dir: Path, lc2
     (tmp_path / "suite.yaml").write_text(SUITE.replace("IMAGES", str(lc25000_dir)))
 
     out = tmp_path / "run"
-    table = run_suite(tmp_path / "suite.yaml", ENCODERS, out, device="cpu", precision="fp32",
-                      weights={"resnet50-imagenet": "random"})
+    table = run_suite(
+        tmp_path / "suite.yaml",
+        ENCODERS,
+        out,
+        device="cpu",
+        precision="fp32",
+        weights={"resnet50-imagenet": "random"},
+    )
     assert [(r.task, r.encoder, r.status) for r in table.rows] == [
         (t, e, "ok") for t in ("lc25000-captions", "lc25000-vqa") for e in ENCODERS
     ], [(r.protocol, r.encoder, r.reason) for r in table.rows]
     for row in table.rows:
-        print(f"{row.task} {row.protocol} {row.encoder}: {row.primary_metric}={row.value:.3f} ({row.seconds:.1f} s)")
+        print(
+            f"{row.task} {row.protocol} {row.encoder}: {row.primary_metric}={row.value:.3f} "
+            f"({row.seconds:.1f} s)"
+        )
         result = json.loads((out / row.result_path).read_text())
         assert result["protocol"] in ("report.histgen", "vqa.fusion") and result["protocol_version"] == 1
         assert row.primary_metric == ("BLEU_4" if row.task == "lc25000-captions" else "overall_accuracy")

@@ -1,5 +1,7 @@
-"""Dataset readers: the real public files (counts from shared/data/text/README.md), hand-written samples of
-each format, and clear errors on malformed records."""
+"""Dataset readers on the real public files, on hand-written samples of each format, and on bad records.
+
+Counts are those of shared/data/text/README.md.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_path
 from gpfm.eval.text.readers import (
     RecordError,
     read_arch_captions,
     read_histgen_reports,
-    read_pathvqa,
     read_patchgastric_captions,
+    read_pathvqa,
     read_wsi_vqa,
     read_wsi_vqa_splits,
 )
+from tests.conftest import shared_path
 
 
 def _write(tmp_path: Path, name: str, obj: object) -> Path:
@@ -70,16 +72,24 @@ def test_real_patchgastric_and_arch() -> None:
 # ---------------------------------------------------------------- hand-written samples
 def test_pathvqa_samples_and_errors(tmp_path: Path) -> None:
     good = [
-        {"img_id": "train_0001", "sentf": {"pvqa": ["What is shown?", "Is it a tumour?"]},
-         "labelf": {"pvqa": [{"granuloma": 1}, {"Yes": 1}]}},
+        {
+            "img_id": "train_0001",
+            "sentf": {"pvqa": ["What is shown?", "Is it a tumour?"]},
+            "labelf": {"pvqa": [{"granuloma": 1}, {"Yes": 1}]},
+        },
         {"img_id": "train_0002", "sentf": {"pvqa": []}, "labelf": {"pvqa": []}},
     ]
     recs = read_pathvqa(_write(tmp_path, "pvqa.json", good), split="train")
-    assert [(r.answer, r.closed, r.split) for r in recs] == [("granuloma", False, "train"), ("Yes", True, "train")]
+    assert [(r.answer, r.closed, r.split) for r in recs] == [
+        ("granuloma", False, "train"),
+        ("Yes", True, "train"),
+    ]
     raw = [{"Image_ID": "Fig.2", "Questions": "Is this  benign ?", "Answers": "no"}]
     assert read_pathvqa(_write(tmp_path, "raw.json", raw))[0].closed
     bad = [good[0], {"img_id": "x", "sentf": {"pvqa": ["Q?"]}, "labelf": {"pvqa": []}}]
-    with pytest.raises(RecordError, match=r"bad\.json: record 1: field 'labelf\.pvqa': 0 answers for 1 questions"):
+    with pytest.raises(
+        RecordError, match=r"bad\.json: record 1: field 'labelf\.pvqa': 0 answers for 1 questions"
+    ):
         read_pathvqa(_write(tmp_path, "bad.json", bad))
     with pytest.raises(RecordError, match=r"raw_bad\.json: record 0: field 'Answers': missing"):
         read_pathvqa(_write(tmp_path, "raw_bad.json", [{"Image_ID": "F", "Questions": "Q?"}]))
@@ -88,31 +98,52 @@ def test_pathvqa_samples_and_errors(tmp_path: Path) -> None:
 
 
 def test_wsi_vqa_samples_and_errors(tmp_path: Path) -> None:
-    splits = _write(tmp_path, "splits.csv", ",train,val,test\n0,TCGA-AA-0001-01Z-00-DX1.X,TCGA-AA-0002-01Z-00-DX1.Y,"
-                    "TCGA-AA-0003-01Z-00-DX1.Z\n1,TCGA-AA-0004-01Z-00-DX1.W,,\n")
+    splits = _write(
+        tmp_path,
+        "splits.csv",
+        ",train,val,test\n0,TCGA-AA-0001-01Z-00-DX1.X,TCGA-AA-0002-01Z-00-DX1.Y,"
+        "TCGA-AA-0003-01Z-00-DX1.Z\n1,TCGA-AA-0004-01Z-00-DX1.W,,\n",
+    )
     good = [
-        {"Id": "TCGA-AA-0001", "Question": "what is the diagnosis?", "Choice": ["idc", "ilc"], "Answer": "ilc"},
+        {
+            "Id": "TCGA-AA-0001",
+            "Question": "what is the diagnosis?",
+            "Choice": ["idc", "ilc"],
+            "Answer": "ilc",
+        },
         {"Id": "TCGA-AA-0003", "Question": "please predict er status?", "Answer": "positive"},
     ]
     recs = read_wsi_vqa(_write(tmp_path, "wsivqa.json", good), splits)
-    assert [(r.split, r.closed, r.choices) for r in recs] == [("train", True, ("idc", "ilc")), ("test", False, ())]
+    assert [(r.split, r.closed, r.choices) for r in recs] == [
+        ("train", True, ("idc", "ilc")),
+        ("test", False, ()),
+    ]
     with pytest.raises(RecordError, match=r"record 0: field 'Answer': 'lcis' is not one of the choices"):
         read_wsi_vqa(_write(tmp_path, "b1.json", [{**good[0], "Answer": "lcis"}]))
     with pytest.raises(RecordError, match=r"record 1: field 'Question': expected a non-empty string"):
         read_wsi_vqa(_write(tmp_path, "b2.json", [good[0], {**good[1], "Question": ""}]))
-    with pytest.raises(RecordError, match=r"record 0: field 'Id': patient 'TCGA-AA-9999' has no slide in the"):
+    with pytest.raises(
+        RecordError, match=r"record 0: field 'Id': patient 'TCGA-AA-9999' has no slide in the"
+    ):
         read_wsi_vqa(_write(tmp_path, "b3.json", [{**good[1], "Id": "TCGA-AA-9999"}]), splits, split="test")
 
 
 def test_histgen_report_json_sample_and_errors(tmp_path: Path) -> None:
     sample = {
-        "train": [{"id": "TCGA-AA-0001-01Z-00-DX1", "report": "Invasive ductal carcinoma, grade 2. Margins clear."}],
+        "train": [
+            {"id": "TCGA-AA-0001-01Z-00-DX1", "report": "Invasive ductal carcinoma, grade 2. Margins clear."}
+        ],
         "val": [{"id": "TCGA-AA-0002-01Z-00-DX1", "report": "Lobular carcinoma in situ."}],
-        "test": [{"id": "TCGA-AA-0003-01Z-00-DX1", "report": "Benign breast tissue with fibrocystic change."}],
+        "test": [
+            {"id": "TCGA-AA-0003-01Z-00-DX1", "report": "Benign breast tissue with fibrocystic change."}
+        ],
     }
     recs = read_histgen_reports(_write(tmp_path, "annotation.json", sample))
-    assert [(r.id[:12], r.split) for r in recs] == [("TCGA-AA-0001", "train"), ("TCGA-AA-0002", "val"),
-                                                     ("TCGA-AA-0003", "test")]
+    assert [(r.id[:12], r.split) for r in recs] == [
+        ("TCGA-AA-0001", "train"),
+        ("TCGA-AA-0002", "val"),
+        ("TCGA-AA-0003", "test"),
+    ]
     broken = {**sample, "test": [{"id": "TCGA-AA-0003", "text": "wrong key"}]}
     with pytest.raises(RecordError, match=r"record test\[0\]: field 'report': missing"):
         read_histgen_reports(_write(tmp_path, "broken.json", broken))
@@ -126,17 +157,25 @@ def test_histgen_report_json_sample_and_errors(tmp_path: Path) -> None:
 def test_patchgastric_and_arch_samples_and_errors(tmp_path: Path) -> None:
     csv_text = 'id,subtype,text\nabc,Papillary adenocarcinoma,"Papillary growth, papillary adenocarcinoma."\n'
     caps = read_patchgastric_captions(_write(tmp_path, "captions.csv", csv_text))
-    assert caps[0].text == "Papillary growth, papillary adenocarcinoma." and caps[0].meta["subtype"].startswith("Pap")
+    assert caps[0].text == "Papillary growth, papillary adenocarcinoma." and caps[0].meta[
+        "subtype"
+    ].startswith("Pap")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['text'\]"):
         read_patchgastric_captions(_write(tmp_path, "c2.csv", "id,subtype,caption\na,b,c\n"))
     with pytest.raises(RecordError, match=r"c3\.csv: record 1: field 'text'"):
         read_patchgastric_captions(_write(tmp_path, "c3.csv", "id,subtype,text\na,s,t\nb,s,\n"))
-    books = {"0": {"figure_id": "00", "letter": "A", "caption": " Cap (A), (B).", "uuid": "u1"},
-             "1": {"figure_id": "00", "letter": "B", "caption": " Cap (A), (B).", "uuid": "u2"},
-             "2": {"figure_id": "01", "letter": "Single", "caption": " Other.", "uuid": "u3"}}
+    books = {
+        "0": {"figure_id": "00", "letter": "A", "caption": " Cap (A), (B).", "uuid": "u1"},
+        "1": {"figure_id": "00", "letter": "B", "caption": " Cap (A), (B).", "uuid": "u2"},
+        "2": {"figure_id": "01", "letter": "Single", "caption": " Other.", "uuid": "u3"},
+    }
     bags = read_arch_captions(_write(tmp_path, "books.json", books))
-    assert [(b.id, b.members, b.text) for b in bags] == [("00", ("u1", "u2"), "Cap (A), (B)."),
-                                                         ("01", ("u3",), "Other.")]
+    assert [(b.id, b.members, b.text) for b in bags] == [
+        ("00", ("u1", "u2"), "Cap (A), (B)."),
+        ("01", ("u3",), "Other."),
+    ]
     books["1"]["caption"] = "different"
-    with pytest.raises(RecordError, match=r"record 1: field 'caption': differs from the caption of figure 00"):
+    with pytest.raises(
+        RecordError, match=r"record 1: field 'caption': differs from the caption of figure 00"
+    ):
         read_arch_captions(_write(tmp_path, "books_bad.json", books))

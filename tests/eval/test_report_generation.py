@@ -14,15 +14,25 @@ import torch
 from gpfm.eval.multimodal.data import ReportTaskData, collate_bags
 from gpfm.eval.multimodal.loaders import load_report_records
 from gpfm.eval.multimodal.report_model import ReportGenerator, ReportModelConfig
-from gpfm.eval.protocol import ProtocolResult, TaskContext, create_protocol
+from gpfm.eval.protocol import TaskContext, create_protocol
 from gpfm.eval.protocols.report_generation import load_report_model
 from gpfm.eval.text.readers import TextRecord
 from gpfm.eval.text.scores import score_texts
 from tests.eval._multimodal_data import CAPTIONS, bags_and_labels, caption_records
 
 # Small, fast settings for test-sized sets (the pinned defaults are for real report corpora).
-FAST = dict(d_model=64, ff_dim=128, n_layers=1, n_memory=4, max_len=24, min_freq=1, epochs=8, patience=3,
-            lr=2e-3, beam_size=2)
+FAST = dict(
+    d_model=64,
+    ff_dim=128,
+    n_layers=1,
+    n_memory=4,
+    max_len=24,
+    min_freq=1,
+    epochs=8,
+    patience=3,
+    lr=2e-3,
+    beam_size=2,
+)
 KEYWORD = {"adenocarcinoma": "lung_aca", "benign": "lung_n", "normal": "lung_n", "squamous": "lung_scc"}
 
 
@@ -36,10 +46,14 @@ def _one_thread() -> Iterator[None]:
 
 
 @torch.no_grad()
-def _sequence_logprob(model: ReportGenerator, feats: torch.Tensor, mask: torch.Tensor, ids: list[int],
-                      min_len: int) -> float:
-    """Teacher-forced log p(ids + <eos> | bag) under the decoding constraints (no pad/bos/unk, no eos before
-    ``min_len``) — an independent recomputation of a decoded sequence's score from one forward pass."""
+def _sequence_logprob(
+    model: ReportGenerator, feats: torch.Tensor, mask: torch.Tensor, ids: list[int], min_len: int
+) -> float:
+    """Teacher-forced log p(ids + <eos> | bag) under the decoding constraints.
+
+    No pad/bos/unk, no eos before ``min_len``: an independent recomputation of a decoded sequence's score
+    from one forward pass.
+    """
     cfg = model.cfg
     seq = torch.tensor([[cfg.bos_id, *ids, cfg.eos_id]])
     logits = model(feats, mask, seq[:, :-1]).float()
@@ -51,17 +65,27 @@ def _sequence_logprob(model: ReportGenerator, feats: torch.Tensor, mask: torch.T
 
 def test_greedy_and_beam_scores_match_teacher_forcing() -> None:
     torch.manual_seed(0)
-    model = ReportGenerator(ReportModelConfig(feat_dim=8, vocab_size=12, d_model=32, n_heads=2, n_layers=1,
-                                              ff_dim=64, n_memory=2, max_len=12)).eval()
-    feats, mask = collate_bags([np.random.default_rng(i).normal(size=(3 + i, 8)).astype(np.float32)
-                                for i in range(3)])
+    model = ReportGenerator(
+        ReportModelConfig(
+            feat_dim=8, vocab_size=12, d_model=32, n_heads=2, n_layers=1, ff_dim=64, n_memory=2, max_len=12
+        )
+    ).eval()
+    feats, mask = collate_bags(
+        [np.random.default_rng(i).normal(size=(3 + i, 8)).astype(np.float32) for i in range(3)]
+    )
     special = {0, 1, 3}
     for beam in (1, 3):
         gens = model.generate(feats, mask, beam_size=beam, length_penalty=0.0, min_len=2)
         for i, g in enumerate(gens):
             assert not special & set(g.ids) and len(g.ids) >= 2 and 2 not in g.ids
             if g.ended:
-                ref = _sequence_logprob(model, feats[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], g.ids, 2)
+                ref = _sequence_logprob(
+                    model,
+                    feats[i : i + 1, : int(mask[i].sum())],
+                    mask[i : i + 1, : int(mask[i].sum())],
+                    g.ids,
+                    2,
+                )
                 assert g.logprob == pytest.approx(ref, abs=1e-4)
     # Beam search with alpha = 0 never finds a worse finished sequence than greedy on the same bag.
     greedy = model.generate(feats, mask, beam_size=1, min_len=2)
@@ -79,8 +103,19 @@ def test_teacher_forcing_learns_two_bags_exactly() -> None:
     rng = np.random.default_rng(0)
     bags = [rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=(1, 4)).astype(np.float32)]
     targets = [[4, 5, 6], [7, 8]]
-    model = ReportGenerator(ReportModelConfig(feat_dim=4, vocab_size=9, d_model=32, n_heads=2, n_layers=1,
-                                              ff_dim=64, n_memory=2, max_len=8, dropout=0.0))
+    model = ReportGenerator(
+        ReportModelConfig(
+            feat_dim=4,
+            vocab_size=9,
+            d_model=32,
+            n_heads=2,
+            n_layers=1,
+            ff_dim=64,
+            n_memory=2,
+            max_len=8,
+            dropout=0.0,
+        )
+    )
     feats, mask = collate_bags(bags)
     tokens = torch.tensor([[1, 4, 5, 6, 2], [1, 7, 8, 2, 0]])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -98,12 +133,24 @@ def test_teacher_forcing_learns_two_bags_exactly() -> None:
 def test_report_protocol_on_real_lc25000_features(lc25000_features, tmp_path: Path) -> None:
     bags, items = bags_and_labels(lc25000_features)
     data = ReportTaskData(bags, caption_records(items), meta={"encoder": "efficientnet-lite0-imagenet"})
-    result = create_protocol("report.histgen", **FAST).run(data, tmp_path, task="lc25000-captions",
-                                                            encoder="efficientnet-lite0-imagenet")
+    result = create_protocol("report.histgen", **FAST).run(
+        data, tmp_path, task="lc25000-captions", encoder="efficientnet-lite0-imagenet"
+    )
     m = result.metrics
-    print(json.dumps({"report_metrics": m, "train_seconds": result.provenance["train_seconds"],
-                      "best_epoch": result.provenance["best_epoch"]}))
-    assert result.primary_metric == "BLEU_4" and result.protocol == "report.histgen" and result.protocol_version == 1
+    print(
+        json.dumps(
+            {
+                "report_metrics": m,
+                "train_seconds": result.provenance["train_seconds"],
+                "best_epoch": result.provenance["best_epoch"],
+            }
+        )
+    )
+    assert (
+        result.primary_metric == "BLEU_4"
+        and result.protocol == "report.histgen"
+        and result.protocol_version == 1
+    )
 
     samples = json.loads((tmp_path / result.artifacts["samples"]).read_text())
     test_ids = {r.id for r in data.records if r.split == "test"}
@@ -113,14 +160,20 @@ def test_report_protocol_on_real_lc25000_features(lc25000_features, tmp_path: Pa
         assert s["generated"] and s["ended"] and s["generated"].endswith(".") and "<" not in s["generated"]
     # Corpus metrics recomputed independently from the saved samples.
     again = score_texts([s["generated"] for s in samples], [[s["reference"]] for s in samples])
-    assert again.corpus["BLEU_4"] == pytest.approx(m["BLEU_4"]) and again.corpus["CIDEr"] == pytest.approx(m["CIDEr"])
+    assert again.corpus["BLEU_4"] == pytest.approx(m["BLEU_4"]) and again.corpus["CIDEr"] == pytest.approx(
+        m["CIDEr"]
+    )
 
-    # Baselines computed here, not by the protocol: the most frequent training caption, and the majority class.
+    # Baselines computed here, not by the protocol: most frequent training caption, majority class.
     train_caps = [r.text for r in data.records if r.split == "train"]
     constant = max(set(train_caps), key=lambda t: (train_caps.count(t), -train_caps.index(t)))
     base = score_texts([constant] * len(samples), [[s["reference"]] for s in samples]).corpus
     assert m["baseline_BLEU_4"] == pytest.approx(base["BLEU_4"])
-    assert m["BLEU_4"] > base["BLEU_4"] + 0.2 and m["CIDEr"] > 2 * base["CIDEr"] and m["ROUGE_L"] > base["ROUGE_L"] + 0.2
+    assert (
+        m["BLEU_4"] > base["BLEU_4"] + 0.2
+        and m["CIDEr"] > 2 * base["CIDEr"]
+        and m["ROUGE_L"] > base["ROUGE_L"] + 0.2
+    )
     label_of = {sha: lab for sha, lab, _ in items}
     said = [next((KEYWORD[w] for w in s["generated"].split() if w in KEYWORD), None) for s in samples]
     class_acc = np.mean([p == label_of[s["id"]] for p, s in zip(said, samples, strict=True)])
@@ -142,11 +195,20 @@ def test_report_records_loader_csv_npz_and_histgen(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     ids = [f"s{i}" for i in range(6)]
     np.savez(tmp_path / "enc-a.npz", ids=np.array(ids), features=rng.normal(size=(6, 5)).astype(np.float32))
-    (tmp_path / "reports.csv").write_text("id,text,split\n" + "".join(
-        f"{i},report {i}.,{'train' if n < 4 else 'test'}\n" for n, i in enumerate(ids)))
+    (tmp_path / "reports.csv").write_text(
+        "id,text,split\n"
+        + "".join(f"{i},report {i}.,{'train' if n < 4 else 'test'}\n" for n, i in enumerate(ids))
+    )
     ctx = TaskContext(encoder="enc-a", base_dir=tmp_path, cache_dir=tmp_path / "cache")
-    data = load_report_records({"kind": "report_records", "format": "csv", "records_file": "reports.csv",
-                                "features_file": "{encoder}.npz"}, ctx)
+    data = load_report_records(
+        {
+            "kind": "report_records",
+            "format": "csv",
+            "records_file": "reports.csv",
+            "features_file": "{encoder}.npz",
+        },
+        ctx,
+    )
     assert data.dim == 5 and [r.split for r in data.records] == ["train"] * 4 + ["test"] * 2
     assert data.meta["split_counts"] == {"train": 4, "val": 0, "test": 2}
 
@@ -158,22 +220,34 @@ def test_report_records_loader_csv_npz_and_histgen(tmp_path: Path) -> None:
         with h5py.File(tmp_path / "slides" / f"{name}.h5", "w") as fh:
             fh["features"] = rng.normal(size=(n, 5)).astype(np.float32)
             fh["coords"] = np.zeros((n, 2), np.int64)
-    (tmp_path / "ann.json").write_text(json.dumps({
-        "train": [{"id": "TCGA-AA-0001", "report": "Invasive carcinoma."}],
-        "test": [{"id": "TCGA-AA-0002", "report": "Benign tissue."}]}))
-    data = load_report_records({"format": "histgen", "records_file": "ann.json", "features_dir": "slides",
-                                "match": "prefix"}, ctx)
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "train": [{"id": "TCGA-AA-0001", "report": "Invasive carcinoma."}],
+                "test": [{"id": "TCGA-AA-0002", "report": "Benign tissue."}],
+            }
+        )
+    )
+    data = load_report_records(
+        {"format": "histgen", "records_file": "ann.json", "features_dir": "slides", "match": "prefix"}, ctx
+    )
     assert data.bags["TCGA-AA-0001"].shape == (5, 5) and data.bags["TCGA-AA-0002"].shape == (4, 5)
 
     with pytest.raises(ValueError, match=r"1 of 2 record ids have no features .*TCGA-AA-0002"):
         (tmp_path / "slides" / "TCGA-AA-0002-01Z-DX1.h5").unlink()
-        load_report_records({"format": "histgen", "records_file": "ann.json", "features_dir": "slides",
-                             "match": "prefix"}, ctx)
+        load_report_records(
+            {"format": "histgen", "records_file": "ann.json", "features_dir": "slides", "match": "prefix"},
+            ctx,
+        )
     with pytest.raises(ValueError, match="unknown key"):
-        load_report_records({"format": "csv", "records_file": "reports.csv", "features_file": "x.npz", "typo": 1}, ctx)
+        load_report_records(
+            {"format": "csv", "records_file": "reports.csv", "features_file": "x.npz", "typo": 1}, ctx
+        )
     with pytest.raises(ValueError, match="no split"):
         (tmp_path / "nosplit.csv").write_text("id,text\ns0,a.\n")
-        load_report_records({"format": "csv", "records_file": "nosplit.csv", "features_file": "{encoder}.npz"}, ctx)
+        load_report_records(
+            {"format": "csv", "records_file": "nosplit.csv", "features_file": "{encoder}.npz"}, ctx
+        )
 
 
 def test_protocol_refuses_unknown_option_and_missing_test_split() -> None:

@@ -55,7 +55,9 @@ def test_sentence_bleu_matches_nltk_method1() -> None:
 
     smooth = SmoothingFunction(epsilon=0.1).method1
     for hyp, refs in zip(H, R, strict=True):
-        assert sentence_bleu(hyp, refs) == pytest.approx(nltk_sentence_bleu(refs, hyp, smoothing_function=smooth))
+        assert sentence_bleu(hyp, refs) == pytest.approx(
+            nltk_sentence_bleu(refs, hyp, smoothing_function=smooth)
+        )
     # A hypothesis with no 4-gram match still scores > 0 once smoothed, and 0 at corpus level.
     hyp, refs = "lung tissue benign normal".split(), [["benign", "lung", "tissue"]]
     assert sentence_bleu(hyp, refs) > 0.0
@@ -100,7 +102,8 @@ def test_cider_d_worked_example() -> None:
     # Sample 0: candidate == reference; all weights idf; n=1: cos = 1, n=2: cos = 1, n=3,4 empty -> 0.
     s0 = 10.0 * (1.0 + 1.0 + 0.0 + 0.0) / 4
     # Sample 1: cand unigrams a (df 1 -> idf), c (idf); ref unigrams c, d.  n=1: min(idf, idf)*idf over "c"
-    # = idf^2, norms sqrt(2) idf each -> 1/2. Bigrams "a c" vs "c d": no overlap -> 0. Equal lengths -> no penalty.
+    # = idf^2, norms sqrt(2) idf each -> 1/2. Bigrams "a c" vs "c d": no overlap -> 0.
+    # Equal lengths -> no penalty.
     s1 = 10.0 * (idf**2 / (math.sqrt(2) * idf * math.sqrt(2) * idf)) / 4
     mean, each = corpus_cider_d(cands, refs)
     assert each == pytest.approx([s0, s1])
@@ -122,7 +125,8 @@ def test_cider_d_length_penalty_and_clipping_by_hand() -> None:
     s0 = 10.0 * (cos1 + cos2) * math.exp(-1.0 / 72.0) / 4
     _, each = corpus_cider_d(cands, refs)
     assert each[0] == pytest.approx(s0)
-    # Sample 1: cand "z" vs ref "x z": unigram cos = w_z^2 / (w_z * sqrt(w_x^2 + w_z^2)); bigram lengths 0 vs 1.
+    # Sample 1: cand "z" vs ref "x z": unigram cos = w_z^2 / (w_z * sqrt(w_x^2 + w_z^2));
+    # bigram lengths 0 vs 1.
     s1 = 10.0 * (w_z / math.sqrt(w_x**2 + w_z**2)) * math.exp(-1.0 / 72.0) / 4
     assert each[1] == pytest.approx(s1)
     assert w_z > 0 and each[2] == pytest.approx(10.0 * 1.0 / 4)

@@ -13,7 +13,18 @@ from gpfm.eval.text.tokenizer import SPECIAL_TOKENS, WordTokenizer, detokenize, 
 def test_split_words_normalises_and_keeps_sentence_punctuation() -> None:
     text = "Tumour 3.5 x 2.0 cm, well-differentiated (grade 1)."
     assert split_words(text) == [
-        "tumour", "3.5", "x", "2.0", "cm", ",", "well-differentiated", "(", "grade", "1", ")", ".",
+        "tumour",
+        "3.5",
+        "x",
+        "2.0",
+        "cm",
+        ",",
+        "well-differentiated",
+        "(",
+        "grade",
+        "1",
+        ")",
+        ".",
     ]
     assert metric_tokens(text) == ["tumour", "3.5", "x", "2.0", "cm", "well-differentiated", "grade", "1"]
     assert detokenize(split_words(text)) == "tumour 3.5 x 2.0 cm, well-differentiated (grade 1)."

@@ -1,5 +1,7 @@
-"""vqa.fusion: answer handling, choice restriction, the protocol on real LC25000 features (both question
-encoders), the vqa_records loader on real PathVQA / WSI-VQA records."""
+"""vqa.fusion: answers, choices, the protocol on real LC25000 features, loaders on real records.
+
+Both question encoders are trained on LC25000; the loader runs on the real PathVQA / WSI-VQA records.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def test_normalize_answer_and_choice_restriction() -> None:
 
 
 def test_val_split_is_carved_by_group_from_train_only() -> None:
-    recs = [VqaRecord(f"img{i // 3}", f"q{i}", "yes", True, split="train", group=f"g{i // 3}") for i in range(300)]
+    recs = [
+        VqaRecord(f"img{i // 3}", f"q{i}", "yes", True, split="train", group=f"g{i // 3}") for i in range(300)
+    ]
     recs += [VqaRecord("t", "q", "no", True, split="test")]
     out, carved = ensure_val_split(recs, 0.2, seed=0)
     assert carved and out[-1].split == "test"
@@ -54,9 +58,14 @@ def test_val_split_is_carved_by_group_from_train_only() -> None:
 def _run(lc25000_features, tmp_path: Path, **options) -> tuple[dict, list[tuple[str, str, str]], Path]:
     bags, items = bags_and_labels(lc25000_features)
     data = VqaTaskData(bags, vqa_records(items))
-    result = create_protocol("vqa.fusion", **FAST, **options).run(data, tmp_path, task="lc25000-vqa",
-                                                                   encoder="efficientnet-lite0-imagenet")
-    print(json.dumps({"vqa": options, "metrics": result.metrics, "train_seconds": result.provenance["train_seconds"]}))
+    result = create_protocol("vqa.fusion", **FAST, **options).run(
+        data, tmp_path, task="lc25000-vqa", encoder="efficientnet-lite0-imagenet"
+    )
+    print(
+        json.dumps(
+            {"vqa": options, "metrics": result.metrics, "train_seconds": result.provenance["train_seconds"]}
+        )
+    )
     assert result.primary_metric == "overall_accuracy" and result.protocol_version == 1
     return result.metrics, items, tmp_path
 
@@ -103,7 +112,9 @@ def test_minilm_encoder_loads_offline_and_separates_questions() -> None:
     enc = FrozenMiniLM()
     states, mask = enc(["is this tissue benign?", "is the tissue benign?", "what is the tumour size?"])
     assert states.shape[0] == 3 and states.shape[2] == 384 and mask.dtype == torch.bool
-    pooled = torch.nn.functional.normalize((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    pooled = torch.nn.functional.normalize(
+        (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1
+    )
     sims = pooled @ pooled.T
     assert sims[0, 1] > sims[0, 2] + 0.2  # paraphrases are closer than an unrelated question
     assert not any(p.requires_grad for p in enc._model[0].parameters())
@@ -111,14 +122,20 @@ def test_minilm_encoder_loads_offline_and_separates_questions() -> None:
 
 @pytest.mark.realdata
 def test_vqa_records_loader_on_real_pathvqa_and_wsi_vqa(tmp_path: Path) -> None:
-    """The real record files paired with placeholder features (the datasets ship no images or features):
-    every record reaches the model input, with its split and kind."""
+    """The real record files paired with placeholder features; every record reaches the model input.
+
+    The datasets ship no images or features, hence placeholders.
+    """
     pvqa = shared_path("text", "pathvqa", "pvqa_test_first67.json")
     ids = [r["img_id"] for r in json.loads(pvqa.read_text()) if r["sentf"]["pvqa"]]
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "pvqa.npz", ids=np.array(ids), features=rng.normal(size=(len(ids), 8)).astype(np.float32))
+    np.savez(
+        tmp_path / "pvqa.npz", ids=np.array(ids), features=rng.normal(size=(len(ids), 8)).astype(np.float32)
+    )
     ctx = TaskContext(encoder="x", base_dir=tmp_path, cache_dir=tmp_path / "cache")
-    data = load_vqa_records({"format": "pathvqa", "records": {"test": str(pvqa)}, "features_file": "pvqa.npz"}, ctx)
+    data = load_vqa_records(
+        {"format": "pathvqa", "records": {"test": str(pvqa)}, "features_file": "pvqa.npz"}, ctx
+    )
     assert len(data.records) == 210 and sum(r.closed for r in data.records) == 114
     assert {r.split for r in data.records} == {"test"}
 
@@ -131,7 +148,15 @@ def test_vqa_records_loader_on_real_pathvqa_and_wsi_vqa(tmp_path: Path) -> None:
     for p in patients:  # one slide file per patient, named like the official split's slide names
         with h5py.File(tmp_path / "h5" / f"{p}-01Z-00-DX1.h5", "w") as fh:
             fh["features"] = rng.normal(size=(3, 8)).astype(np.float32)
-    data = load_vqa_records({"format": "wsi_vqa", "records": {"test": str(wsi)}, "splits_csv": str(splits),
-                             "features_dir": "h5", "match": "prefix"}, ctx)
+    data = load_vqa_records(
+        {
+            "format": "wsi_vqa",
+            "records": {"test": str(wsi)},
+            "splits_csv": str(splits),
+            "features_dir": "h5",
+            "match": "prefix",
+        },
+        ctx,
+    )
     assert len(data.records) == 735 and sum(r.closed for r in data.records) == 390
     assert len(data.bags) == 86 and all(b.shape == (3, 8) for b in data.bags.values())

@@ -29,7 +29,9 @@ class BagToMemory(nn.Module):
 
     def __init__(self, feat_dim: int, d_model: int, n_memory: int, n_heads: int, dropout: float) -> None:
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, d_model), nn.GELU(), nn.Dropout(dropout))
+        self.proj = nn.Sequential(
+            nn.LayerNorm(feat_dim), nn.Linear(feat_dim, d_model), nn.GELU(), nn.Dropout(dropout)
+        )
         self.tile_norm = nn.LayerNorm(d_model)
         self.queries = nn.Parameter(torch.randn(n_memory, d_model) * 0.02)
         self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)

@@ -126,13 +126,17 @@ def ensure_val_split(records: Sequence[R], val_fraction: float, seed: int) -> tu
     """
     splits = {r.split for r in records}
     if None in splits:
-        raise ValueError("some records have no split; assign splits first (data.split fractions in the suite)")
+        raise ValueError(
+            "some records have no split; assign splits first (data.split fractions in the suite)"
+        )
     if "test" not in splits or "train" not in splits:
         raise ValueError(f"records need train and test splits (found {sorted(splits)}); never select on test")
     if "val" in splits:
         return list(records), False
     carved = [
-        replace(r, split="val") if r.split == "train" and _unit_hash(_group(r), seed + 1) < val_fraction else r
+        replace(r, split="val")
+        if r.split == "train" and _unit_hash(_group(r), seed + 1) < val_fraction
+        else r
         for r in records
     ]
     if not any(r.split == "val" for r in carved) or not any(r.split == "train" for r in carved):

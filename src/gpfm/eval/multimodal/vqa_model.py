@@ -53,12 +53,19 @@ class VqaFusionModel(nn.Module):
         self.image = BagToMemory(cfg.feat_dim, cfg.d_model, cfg.n_memory, cfg.n_heads, cfg.dropout)
         self.q_proj = nn.Sequential(nn.Linear(cfg.question_dim, cfg.d_model), nn.LayerNorm(cfg.d_model))
         layer = nn.TransformerDecoderLayer(
-            cfg.d_model, cfg.n_heads, 2 * cfg.d_model, cfg.dropout, activation="gelu", batch_first=True,
+            cfg.d_model,
+            cfg.n_heads,
+            2 * cfg.d_model,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
             norm_first=True,
         )
         self.fusion = nn.TransformerDecoder(layer, cfg.n_layers, norm=nn.LayerNorm(cfg.d_model))
         self.classifier = nn.Sequential(
-            nn.Linear(3 * cfg.d_model, 2 * cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(3 * cfg.d_model, 2 * cfg.d_model),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
             nn.Linear(2 * cfg.d_model, cfg.n_answers),
         )
 
@@ -69,9 +76,12 @@ class VqaFusionModel(nn.Module):
         tiles = self.image.project(feats)
         memory = self.image(feats, mask)
         keys = torch.cat([tiles, memory], dim=1)
-        key_mask = torch.cat([mask, torch.ones(memory.shape[:2], dtype=torch.bool, device=feats.device)], dim=1)
-        fused = self.fusion(self.q_proj(q_states), keys, tgt_key_padding_mask=~q_mask,
-                            memory_key_padding_mask=~key_mask)
+        key_mask = torch.cat(
+            [mask, torch.ones(memory.shape[:2], dtype=torch.bool, device=feats.device)], dim=1
+        )
+        fused = self.fusion(
+            self.q_proj(q_states), keys, tgt_key_padding_mask=~q_mask, memory_key_padding_mask=~key_mask
+        )
         weights = q_mask.unsqueeze(-1).float()
         q = (fused * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         v = memory.mean(1)

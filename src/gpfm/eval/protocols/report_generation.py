@@ -76,7 +76,11 @@ def _decode(
     for i in range(0, len(bags), 64):
         feats, mask = collate_bags(bags[i : i + 64])
         gens = model.generate(
-            feats.to(device), mask.to(device), max_len=cfg.max_len, beam_size=beam, length_penalty=cfg.length_penalty
+            feats.to(device),
+            mask.to(device),
+            max_len=cfg.max_len,
+            beam_size=beam,
+            length_penalty=cfg.length_penalty,
         )
         out.extend((tok.decode(g.ids), g.ended) for g in gens)
     return out
@@ -127,17 +131,27 @@ class ReportGenerationProtocol(Protocol):
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         records, carved = ensure_val_split(data.records, cfg.val_fraction, cfg.seed)
-        by_split: dict[str, list[TextRecord]] = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
+        by_split: dict[str, list[TextRecord]] = {
+            s: [r for r in records if r.split == s] for s in ("train", "val", "test")
+        }
         tok = WordTokenizer.build([r.text for r in by_split["train"]], min_freq=cfg.min_freq)
         bags = {k: cap_bag(v, cfg.max_tiles, k, cfg.seed) for k, v in data.bags.items()}
         train_bags = [bags[r.id] for r in by_split["train"]]
-        train_ids = [tok.encode(r.text, add_bos=True, add_eos=True, max_len=cfg.max_len) for r in by_split["train"]]
+        train_ids = [
+            tok.encode(r.text, add_bos=True, add_eos=True, max_len=cfg.max_len) for r in by_split["train"]
+        ]
 
         device = torch.device(cfg.device)
         model = ReportGenerator(
             ReportModelConfig(
-                feat_dim=data.dim, vocab_size=len(tok), d_model=cfg.d_model, n_memory=cfg.n_memory,
-                n_heads=cfg.n_heads, n_layers=cfg.n_layers, ff_dim=cfg.ff_dim, dropout=cfg.dropout,
+                feat_dim=data.dim,
+                vocab_size=len(tok),
+                d_model=cfg.d_model,
+                n_memory=cfg.n_memory,
+                n_heads=cfg.n_heads,
+                n_layers=cfg.n_layers,
+                ff_dim=cfg.ff_dim,
+                dropout=cfg.dropout,
                 max_len=cfg.max_len,
             )
         ).to(device)
@@ -157,7 +171,9 @@ class ReportGenerationProtocol(Protocol):
             gens = _decode(model, tok, val_bags, cfg, beam=1)
             return corpus_bleu([metric_tokens(g) for g, _ in gens], val_refs)["BLEU_4"]
 
-        train_cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed=cfg.seed)
+        train_cfg = TrainConfig(
+            cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed=cfg.seed
+        )
         fitted = fit(model, len(train_ids), batch_loss, val_bleu4, train_cfg)
 
         test = by_split["test"]
@@ -169,7 +185,13 @@ class ReportGenerationProtocol(Protocol):
         metrics.update(_constant_baseline([r.text for r in by_split["train"]], refs))
 
         samples = [
-            {"id": r.id, "reference": r.text, "generated": g, "ended": ended, **{k: round(v, 6) for k, v in s.items()}}
+            {
+                "id": r.id,
+                "reference": r.text,
+                "generated": g,
+                "ended": ended,
+                **{k: round(v, 6) for k, v in s.items()},
+            }
             for r, (g, ended), s in zip(test, gens, scores.per_sample, strict=True)
         ]
         write_json_atomic(out_dir / "samples.json", samples)
@@ -183,16 +205,31 @@ class ReportGenerationProtocol(Protocol):
         if metrics["truncated_fraction"] > 0:
             flags.append(f"{metrics['truncated_fraction']:.0%} of outputs truncated at max_len")
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, runs=[dict(metrics)],
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            runs=[dict(metrics)],
             config=self.resolved_config(),
             provenance={
-                **data.meta, **describe(fitted), "vocab_size": len(tok),
-                "n_train": len(by_split["train"]), "n_val": len(by_split["val"]), "n_test": len(test),
-                "val_metric": "BLEU_4 (greedy)", "seeds": [cfg.seed],
+                **data.meta,
+                **describe(fitted),
+                "vocab_size": len(tok),
+                "n_train": len(by_split["train"]),
+                "n_val": len(by_split["val"]),
+                "n_test": len(test),
+                "val_metric": "BLEU_4 (greedy)",
+                "seeds": [cfg.seed],
             },
-            artifacts={"samples": "samples.json", "samples_csv": "samples.csv", "curves": "curves.json",
-                       "model": "model.safetensors", "model_spec": "model.json"},
+            artifacts={
+                "samples": "samples.json",
+                "samples_csv": "samples.csv",
+                "curves": "curves.json",
+                "model": "model.safetensors",
+                "model_spec": "model.json",
+            },
             flags=flags,
         )
 
@@ -200,6 +237,9 @@ class ReportGenerationProtocol(Protocol):
     def _save_model(model: ReportGenerator, tok: WordTokenizer, out_dir: Path) -> None:
         from gpfm.models.checkpoints import save_safetensors_atomic
 
-        save_safetensors_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                out_dir / "model.safetensors")
-        write_json_atomic(out_dir / "model.json", {"model": dataclasses.asdict(model.cfg), "tokenizer": tok.to_dict()})
+        save_safetensors_atomic(
+            {k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.safetensors"
+        )
+        write_json_atomic(
+            out_dir / "model.json", {"model": dataclasses.asdict(model.cfg), "tokenizer": tok.to_dict()}
+        )

@@ -85,7 +85,9 @@ def _question_prior(train: list[VqaRecord]) -> tuple[dict[str, str], dict[bool, 
     return top, {k: c.most_common(1)[0][0] for k, c in by_kind.items() if c}
 
 
-def _breakdown(records: list[VqaRecord], correct: np.ndarray, baseline: np.ndarray) -> dict[str, dict[str, Any]]:
+def _breakdown(
+    records: list[VqaRecord], correct: np.ndarray, baseline: np.ndarray
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     closed = np.array([r.closed for r in records])
     for name, sel in (("closed", closed), ("open", ~closed), ("overall", np.ones_like(closed))):
@@ -114,7 +116,8 @@ class VqaFusionProtocol(Protocol):
         super().__init__(**overrides)
         if self.config.question_encoder not in QUESTION_ENCODERS:
             raise ValueError(
-                f"vqa.fusion: question_encoder {self.config.question_encoder!r} unknown; use one of {QUESTION_ENCODERS}"
+                f"vqa.fusion: question_encoder {self.config.question_encoder!r} unknown; "
+                f"use one of {QUESTION_ENCODERS}"
             )
 
     def _question_encoder(self, train: list[VqaRecord]) -> nn.Module:
@@ -122,8 +125,9 @@ class VqaFusionProtocol(Protocol):
         if cfg.question_encoder == "minilm":
             return FrozenMiniLM(max_len=cfg.question_max_len)
         tok = WordTokenizer.build([r.question for r in train], min_freq=cfg.question_min_freq)
-        return TransformerQuestionEncoder(tok, cfg.d_model, cfg.question_layers, cfg.n_heads, cfg.dropout,
-                                          cfg.question_max_len)
+        return TransformerQuestionEncoder(
+            tok, cfg.d_model, cfg.question_layers, cfg.n_heads, cfg.dropout, cfg.question_max_len
+        )
 
     def run(self, data: VqaTaskData, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
         """Train on train, select on val, score test; write artifacts under ``out_dir``."""
@@ -138,14 +142,23 @@ class VqaFusionProtocol(Protocol):
         index = {a: i for i, a in enumerate(answers)}
         train = [r for r in split["train"] if normalize_answer(r.answer) in index]
         if len(answers) < 2:
-            raise ValueError(f"vqa.fusion: the training answers form {len(answers)} class(es); need at least 2")
+            raise ValueError(
+                f"vqa.fusion: the training answers form {len(answers)} class(es); need at least 2"
+            )
         bags = {k: cap_bag(v, cfg.max_tiles, k, cfg.seed) for k, v in data.bags.items()}
         device = torch.device(cfg.device)
         q_encoder = self._question_encoder(train)
         model = VqaFusionModel(
-            VqaModelConfig(feat_dim=data.dim, question_dim=q_encoder.out_dim, n_answers=len(answers),
-                           d_model=cfg.d_model, n_memory=cfg.n_memory, n_heads=cfg.n_heads,
-                           n_layers=cfg.n_layers, dropout=cfg.dropout),
+            VqaModelConfig(
+                feat_dim=data.dim,
+                question_dim=q_encoder.out_dim,
+                n_answers=len(answers),
+                d_model=cfg.d_model,
+                n_memory=cfg.n_memory,
+                n_heads=cfg.n_heads,
+                n_layers=cfg.n_layers,
+                dropout=cfg.dropout,
+            ),
             q_encoder,
         ).to(device)
         targets = torch.tensor([index[normalize_answer(r.answer)] for r in train])
@@ -162,15 +175,21 @@ class VqaFusionProtocol(Protocol):
                     chunk = recs[i : i + 256]
                     feats, mask = collate_bags([bags[r.image_id] for r in chunk])
                     logits = model(feats.to(device), mask.to(device), [r.question for r in chunk])
-                    allowed = [[index[a] for a in map(normalize_answer, r.choices) if a in index] for r in chunk]
+                    allowed = [
+                        [index[a] for a in map(normalize_answer, r.choices) if a in index] for r in chunk
+                    ]
                     preds += [answers[j] for j in restrict_to_choices(logits, allowed).tolist()]
             return preds
 
         def val_accuracy() -> float:
             preds = predict(split["val"])
-            return float(np.mean([p == normalize_answer(r.answer) for p, r in zip(preds, split["val"], strict=True)]))
+            return float(
+                np.mean([p == normalize_answer(r.answer) for p, r in zip(preds, split["val"], strict=True)])
+            )
 
-        train_cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed=cfg.seed)
+        train_cfg = TrainConfig(
+            cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed=cfg.seed
+        )
         fitted = fit(model, len(train), batch_loss, val_accuracy, train_cfg)
 
         test = split["test"]
@@ -181,8 +200,10 @@ class VqaFusionProtocol(Protocol):
         base_preds = [prior_q.get(normalize_answer(r.question), prior_kind.get(r.closed, "")) for r in test]
         baseline = np.array([b == t for b, t in zip(base_preds, truth, strict=True)])
         breakdown = _breakdown(test, correct, baseline)
-        metrics = {"overall_accuracy": breakdown["overall"]["accuracy"],
-                   "baseline_overall_accuracy": breakdown["overall"]["baseline_accuracy"]}
+        metrics = {
+            "overall_accuracy": breakdown["overall"]["accuracy"],
+            "baseline_overall_accuracy": breakdown["overall"]["baseline_accuracy"],
+        }
         for kind in ("closed", "open"):
             if breakdown[kind]["n"]:
                 metrics[f"{kind}_accuracy"] = breakdown[kind]["accuracy"]
@@ -198,14 +219,29 @@ class VqaFusionProtocol(Protocol):
         if metrics["overall_accuracy"] <= metrics["baseline_overall_accuracy"]:
             flags.append("not above question-prior baseline")
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, runs=[dict(metrics)],
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            runs=[dict(metrics)],
             config=self.resolved_config(),
-            provenance={**data.meta, **describe(fitted), "n_answers": len(answers), "n_train": len(train),
-                        "n_val": len(split["val"]), "n_test": len(test), "val_metric": "overall_accuracy",
-                        "seeds": [cfg.seed]},
-            artifacts={"vqa_breakdown": "vqa_breakdown.json", "predictions": "predictions.csv",
-                       "curves": "curves.json"},
+            provenance={
+                **data.meta,
+                **describe(fitted),
+                "n_answers": len(answers),
+                "n_train": len(train),
+                "n_val": len(split["val"]),
+                "n_test": len(test),
+                "val_metric": "overall_accuracy",
+                "seeds": [cfg.seed],
+            },
+            artifacts={
+                "vqa_breakdown": "vqa_breakdown.json",
+                "predictions": "predictions.csv",
+                "curves": "curves.json",
+            },
             flags=flags,
         )
 

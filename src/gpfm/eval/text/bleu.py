@@ -57,7 +57,9 @@ def _brevity_penalty(hyp_len: int, ref_len: int) -> float:
     return 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
 
 
-def _combine(matches: Sequence[float], totals: Sequence[int], hyp_len: int, ref_len: int, order: int) -> float:
+def _combine(
+    matches: Sequence[float], totals: Sequence[int], hyp_len: int, ref_len: int, order: int
+) -> float:
     logs = []
     for n in range(order):
         if matches[n] <= 0 or totals[n] == 0:
@@ -92,7 +94,9 @@ def corpus_bleu(
     return {f"BLEU_{k}": _combine(matches, totals, hyp_len, ref_len, k) for k in range(1, max_n + 1)}
 
 
-def sentence_bleu(hypothesis: Tokens, references: Sequence[Tokens], order: int = 4, epsilon: float = 0.1) -> float:
+def sentence_bleu(
+    hypothesis: Tokens, references: Sequence[Tokens], order: int = 4, epsilon: float = 0.1
+) -> float:
     """Smoothed BLEU-``order`` of one sample (zero match counts replaced by ``epsilon``; nltk ``method1``)."""
     matches, totals, hyp_len, ref_len = _sentence_stats(hypothesis, references, order)
     smoothed = [m if m > 0 else (epsilon if t > 0 else 0.0) for m, t in zip(matches, totals, strict=True)]

@@ -122,7 +122,9 @@ def read_pathvqa(path: str | Path, split: str | None = None) -> list[VqaRecord]:
             raise RecordError(path, i, "labelf.pvqa", f"{len(labels)} answers for {len(questions)} questions")
         for j, (question, label) in enumerate(zip(questions, labels, strict=True)):
             if not isinstance(question, str) or not question.strip():
-                raise RecordError(path, i, f"sentf.pvqa[{j}]", f"expected a question string, got {question!r}")
+                raise RecordError(
+                    path, i, f"sentf.pvqa[{j}]", f"expected a question string, got {question!r}"
+                )
             if not isinstance(label, dict) or not label:
                 raise RecordError(path, i, f"labelf.pvqa[{j}]", f"expected {{answer: score}}, got {label!r}")
             answer = max(label, key=lambda k: (label[k], k))
@@ -175,11 +177,21 @@ def read_wsi_vqa(
         if table is not None:
             found = [s for s in SPLITS if image_id[:12] in table[s]]
             if split is not None and split not in found:
-                raise RecordError(path, i, "Id", f"patient {image_id[:12]!r} has no slide in the {split!r} "
-                                  f"column of {splits_csv} (found in {found or 'none'})")
+                raise RecordError(
+                    path,
+                    i,
+                    "Id",
+                    f"patient {image_id[:12]!r} has no slide in the {split!r} "
+                    f"column of {splits_csv} (found in {found or 'none'})",
+                )
             if split is None and len(found) != 1:
-                raise RecordError(path, i, "Id", f"patient {image_id[:12]!r} is in split(s) {found} of "
-                                  f"{splits_csv}; pass split= to say which this file is")
+                raise RecordError(
+                    path,
+                    i,
+                    "Id",
+                    f"patient {image_id[:12]!r} is in split(s) {found} of "
+                    f"{splits_csv}; pass split= to say which this file is",
+                )
             rec_split = split or found[0]
         out.append(VqaRecord(image_id, question, answer, bool(choices), choices, rec_split, image_id[:12]))
     return out
@@ -223,7 +235,9 @@ def read_histgen_reports(path: str | Path) -> list[TextRecord]:
     for split_name in SPLITS:
         for i, rec in enumerate(_list(path, data.get(split_name, []), f"{split_name} reports")):
             where = f"{split_name}[{i}]"
-            out.append(TextRecord(_text(path, where, rec, "id"), _text(path, where, rec, "report"), split_name))
+            out.append(
+                TextRecord(_text(path, where, rec, "id"), _text(path, where, rec, "report"), split_name)
+            )
     _refuse_duplicate_ids(path, out)
     return out
 
@@ -239,7 +253,9 @@ def read_patchgastric_captions(path: str | Path) -> list[TextRecord]:
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; expected header 'id,subtype,text'")
         out = [
-            TextRecord(_text(path, i, row, "id"), _text(path, i, row, "text"), meta={"subtype": row["subtype"]})
+            TextRecord(
+                _text(path, i, row, "id"), _text(path, i, row, "text"), meta={"subtype": row["subtype"]}
+            )
             for i, row in enumerate(reader)
         ]
     _refuse_duplicate_ids(path, out)
@@ -247,7 +263,7 @@ def read_patchgastric_captions(path: str | Path) -> list[TextRecord]:
 
 
 def read_arch_captions(path: str | Path) -> list[TextRecord]:
-    """ARCH ``captions.json``: one record per books figure (bag) or per pubmed image; leading spaces stripped."""
+    """ARCH ``captions.json``: one record per books figure (bag) or pubmed image; leading spaces stripped."""
     path = Path(path)
     data = _load_json(path)
     if not isinstance(data, dict):

@@ -1,7 +1,8 @@
 """Word-level tokenizer for reports, captions, questions and answers, built from the training texts.
 
 Normalisation (the HistGen/R2Gen habit, made explicit): lower-case; every run of letters/digits (with inner
-``-``, ``'``, ``/``, ``.`` between digits such as ``3.5``) is a word; ``.`` ``,`` ``;`` ``:`` ``?`` ``!`` ``(``
+``-``, ``'``, ``/``, ``.`` between digits such as ``3.5``) is a word; ``.`` ``,`` ``;`` ``:`` ``?`` ``!``
+``(``
 ``)`` are kept as their own tokens (a sentence end must survive so that decoding can stop on it); everything
 else is a separator. The vocabulary holds the special tokens first (``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2,
 ``<unk>`` 3) and then every word seen at least ``min_freq`` times in the training texts, sorted by descending
@@ -37,7 +38,7 @@ def metric_tokens(text: str) -> list[str]:
 
 
 def detokenize(tokens: Sequence[str]) -> str:
-    """Join tokens into readable text: punctuation attaches to the previous word (``"glands ."`` → ``"glands."``)."""
+    """Join tokens into text: punctuation attaches to the previous word (``"glands ."`` → ``"glands."``)."""
     out = ""
     for tok in tokens:
         if tok in PUNCTUATION and tok != "(" and out:
@@ -86,7 +87,9 @@ class WordTokenizer:
         if max_size is not None:
             kept = kept[:max_size]
         if not kept:
-            raise ValueError(f"no word occurs >= {min_freq} times in the {len(counts)} distinct training words")
+            raise ValueError(
+                f"no word occurs >= {min_freq} times in the {len(counts)} distinct training words"
+            )
         return cls(kept)
 
     def __len__(self) -> int:
