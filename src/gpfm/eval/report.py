@@ -297,7 +297,7 @@ def _samples_table(paths: dict[str, Path]) -> str:
 def _provenance(row: ResultRow, res: dict[str, Any]) -> str:
     prov = res.get("provenance", {})
     sha = str(prov.get("encoder_weights_sha256", ""))
-    precision = prov.get("precision", prov.get("precision_requested", ""))
+    precision = prov.get("precision", prov.get("precision_resolved", ""))
     brief = f"weights {sha[:12]} · {precision} · key {row.run_key[:12]}"
     full = json.dumps({"config": res.get("config", {}), "provenance": prov}, indent=1, default=str)
     return f"<details><summary>{_e(brief)}</summary><pre>{_e(full)}</pre></details>"

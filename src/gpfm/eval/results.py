@@ -123,7 +123,7 @@ class ResultsTable:
     """All rows of one benchmark run plus the run's metadata.
 
     Attributes:
-        rows: the rows in suite order (task, then protocol, then encoder).
+        rows: the rows in suite order (task, then encoder, then protocol).
         meta: suite name/path/version, encoders, machine info, gpfm version, timestamps.
     """
 

@@ -116,15 +116,28 @@ def _code_version() -> str:
 
 
 class _EncoderState:
-    """Per-encoder facts resolved once: weights identity, or the one-line reason it cannot run."""
+    """Per-encoder facts resolved once: weights identity and precision, or the reason it cannot run.
 
-    def __init__(self, name: str, weights: str | None) -> None:
+    The precision is resolved here (not left as "default") because the hardware default differs between
+    machines (bf16 only on native-bf16 CPUs) and must be part of the run key.
+    """
+
+    def __init__(self, name: str, weights: str | None, device: str, precision: str | None) -> None:
+        from gpfm.models import get_encoder_spec
+        from gpfm.runtime import resolve_device, resolve_precision
+
         self.name, self.weights = name, weights
+        self.weights_sha256: str | None = None
+        self.precision: str | None = precision
+        self.error: str | None = None
         try:
-            self.weights_sha256: str | None = _weights_identity(name, weights)
-            self.error: str | None = None
-        except Exception as err:  # unknown encoder or missing weights: every task of this encoder fails
-            self.weights_sha256, self.error = None, _one_line(err)
+            spec = get_encoder_spec(name)
+            self.precision = resolve_precision(
+                precision, resolve_device(device), half_parity_ok="bf16" in spec.half_precision_ok
+            )
+            self.weights_sha256 = _weights_identity(name, weights)
+        except Exception as err:  # unknown encoder, bad precision or missing weights: all its tasks fail
+            self.error = _one_line(err)
 
 
 def run_suite(
@@ -179,7 +192,7 @@ def run_suite(
     )
     if not cache_dir.is_absolute():
         cache_dir = suite.base_dir / cache_dir
-    states = {name: _EncoderState(name, weights.get(name)) for name in encoders}
+    states = {name: _EncoderState(name, weights.get(name), device_str, precision) for name in encoders}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     rows: list[ResultRow] = []
     for task in tasks:
@@ -189,7 +202,7 @@ def run_suite(
                 base_dir=suite.base_dir,
                 cache_dir=cache_dir,
                 device=device_str,
-                precision=precision,
+                precision=states[name].precision,  # resolved once, so loaders and the run key agree
                 weights=weights.get(name),
                 batch_size=suite.defaults.batch_size,
             )
@@ -313,7 +326,7 @@ def _run_task_encoder(
             "encoder": enc.name,
             "weights_sha256": enc.weights_sha256,
             "device": ctx.device,
-            "precision": ctx.precision or "default",
+            "precision": enc.precision,
             "data": block,
             "data_files": _data_fingerprint(block, enc.name),
         }
@@ -410,7 +423,7 @@ def _run_protocol(
         **result.provenance,
         "encoder_weights_sha256": result.provenance.get("encoder_weights_sha256", enc.weights_sha256),
         "device": result.provenance.get("device", ctx.device),
-        "precision_requested": ctx.precision or "default",
+        "precision_resolved": ctx.precision,
         "data": inputs["data"],
         "data_files": inputs["data_files"],
         "run_key": key,

@@ -184,3 +184,26 @@ def test_edited_data_file_invalidates(bench_registry: Counter, tmp_path: Path) -
     table_file.write_text("a,b\n1,2\n")
     run_suite(suite, ["gpfm"], tmp_path / "out", device="cpu", weights={"gpfm": "random"}, report=False)
     assert bench_registry["protocol_runs"] == 2
+
+
+def test_precision_is_resolved_into_the_key(
+    bench_registry: Counter, unit_suite: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from gpfm.models import get_encoder_spec
+    from gpfm.runtime import resolve_precision
+
+    out = tmp_path / "run"
+    kw = dict(device="cpu", weights={"gpfm": "random"}, only_tasks=["hard"], report=False)
+    first = run_suite(unit_suite, ["gpfm"], out, precision=None, **kw)
+    parity = "bf16" in get_encoder_spec("gpfm").half_precision_ok
+    default = resolve_precision(None, torch.device("cpu"), half_parity_ok=parity)
+    explicit = run_suite(unit_suite, ["gpfm"], out, precision=default, **kw)
+    assert bench_registry["protocol_runs"] == 1 and explicit.rows[0].reused  # None == the resolved default
+    other = "fp32" if default != "fp32" else "bf16"
+    run_suite(unit_suite, ["gpfm"], out, precision=other, **kw)
+    assert bench_registry["protocol_runs"] == 2
+    assert (
+        json.loads((out / first.rows[0].result_path).read_text())["provenance"]["precision_resolved"] == other
+    )
