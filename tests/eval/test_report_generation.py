@@ -239,6 +239,29 @@ def test_report_records_loader_csv_npz_and_histgen(tmp_path: Path) -> None:
             {"format": "histgen", "records_file": "ann.json", "features_dir": "slides", "match": "prefix"},
             ctx,
         )
+    # ARCH books figures are bags of their images; a features file with repeated ids holds multi-tile bags.
+    books = {
+        "0": {"figure_id": "00", "letter": "A", "caption": " Two panels.", "uuid": "u1"},
+        "1": {"figure_id": "00", "letter": "B", "caption": " Two panels.", "uuid": "u2"},
+        "2": {"figure_id": "01", "letter": "Single", "caption": " One panel.", "uuid": "u3"},
+    }
+    (tmp_path / "books.json").write_text(json.dumps(books))
+    np.savez(
+        tmp_path / "arch.npz",
+        ids=np.array(["u1", "u2", "u3", "u3"]),
+        features=rng.normal(size=(4, 5)).astype(np.float32),
+    )
+    data = load_report_records(
+        {
+            "format": "arch",
+            "records_file": "books.json",
+            "features_file": "arch.npz",
+            "split_fractions": {"train": 0.5, "test": 0.5},
+        },
+        ctx,
+    )
+    assert data.bags["00"].shape == (2, 5) and data.bags["01"].shape == (2, 5)
+    assert {r.split for r in data.records} <= {"train", "test"}
     with pytest.raises(ValueError, match="unknown key"):
         load_report_records(
             {"format": "csv", "records_file": "reports.csv", "features_file": "x.npz", "typo": 1}, ctx

@@ -190,8 +190,14 @@ def _from_feature_file(path: Path, wanted: dict[str, tuple[str, ...]], prefix: b
         with np.load(path, allow_pickle=False) as z:
             if "ids" not in z or "features" not in z:
                 raise ValueError(f"{path}: an .npz features file needs arrays 'ids' and 'features' (N, D)")
-            for i, f in zip(z["ids"].astype(str), np.asarray(z["features"], np.float32), strict=True):
-                rows[str(i)] = f[None, :] if f.ndim == 1 else f
+            ids, feats = z["ids"].astype(str), np.asarray(z["features"], np.float32)
+            if feats.ndim != 2 or len(ids) != len(feats):
+                raise ValueError(
+                    f"{path}: 'features' must be (N, D) with one id per row; got {feats.shape}, "
+                    f"{len(ids)} ids"
+                )
+            for key in np.unique(ids):  # repeated ids are the tiles of one bag, kept in file order
+                rows[str(key)] = feats[ids == key]
     else:
         with h5py.File(path, "r", locking=False) as fh:
             for key in fh:
