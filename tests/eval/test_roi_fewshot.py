@@ -33,8 +33,13 @@ def test_vectorised_episodes_equal_hand_computation(shots) -> None:
         for c in range(4):
             assert len(set(supports[e, c])) == shots and set(ytr[supports[e, c]]) == {c}
     fast = simpleshot_predictions(xtr, supports, xte, max_elements=500)  # several episode batches
+    dense = simpleshot_predictions(xtr, supports, xte, method="dense")
+    gather = simpleshot_predictions(xtr, supports, xte, method="gather", max_elements=3000)
     for e in range(25):
-        np.testing.assert_array_equal(fast[e], _episode_by_hand(xtr, supports[e], xte))
+        hand = _episode_by_hand(xtr, supports[e], xte)
+        np.testing.assert_array_equal(fast[e], hand)
+        np.testing.assert_array_equal(dense[e], hand)
+        np.testing.assert_array_equal(gather[e], hand)
 
 
 def test_episode_confusions_and_summary_match_sklearn(tmp_path) -> None:

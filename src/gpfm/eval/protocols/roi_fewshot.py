@@ -38,40 +38,66 @@ def sample_supports(
     return out
 
 
-def simpleshot_predictions(
-    x_train: np.ndarray, supports: np.ndarray, x_query: np.ndarray, max_elements: int = 1 << 23
-) -> np.ndarray:
-    """Nearest-prototype predictions (E, Q) for every episode's support set, by matrix products only.
+def _prototypes_dense(
+    xt: torch.Tensor, t_sq: torch.Tensor, sup: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support means and prototypes through a dense (e, K, N) selection matrix (small train sets).
 
-    With a (K, N) selection matrix A_e of the episode's support items, s_ei = ‖x_i − μ_e‖ and n shots:
-    μ_e = Σ_c A_e[c] X / (K n) and p_ec = (1/n) Σ_i A_e[c, i] (x_i − μ_e)/s_ei = (A_e[c]/s_e) X / n − μ_e ·
-    Σ_i A_e[c, i]/(n s_ei), so no per-episode copy of the support features is gathered.
+    With selection A_e, s_ei = ‖x_i − μ_e‖: μ_e = Σ_c A_e[c] X / (K n) and
+    p_ec = (A_e[c]/s_e) X / n − μ_e · Σ_i A_e[c, i]/(n s_ei): matrix products, no gathered copies.
+    """
+    e, k, _ = sup.shape
+    select = torch.zeros(e, k, len(xt), dtype=xt.dtype)
+    select.scatter_(2, sup, 1.0)
+    mu = select.sum(1) @ xt / (k * n)
+    dist_to_mu = (t_sq[None, :] - 2.0 * mu @ xt.T + (mu * mu).sum(1)[:, None]).clamp_min(1e-24).sqrt()
+    weights = select / (n * dist_to_mu[:, None, :])
+    return mu, weights @ xt - weights.sum(-1, keepdim=True) * mu[:, None, :]
+
+
+def _prototypes_gather(xt: torch.Tensor, sup: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support means and prototypes from the gathered (e, K, n, D) support features (large train sets)."""
+    feats = xt[sup]
+    mu = feats.mean(dim=(1, 2))
+    centred = feats - mu[:, None, None, :]
+    return mu, (centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-12)).mean(dim=2)
+
+
+def simpleshot_predictions(
+    x_train: np.ndarray,
+    supports: np.ndarray,
+    x_query: np.ndarray,
+    max_elements: int = 1 << 23,
+    method: str = "auto",
+) -> np.ndarray:
+    """Nearest-prototype predictions (E, Q) for every episode's support set, episodes batched.
+
+    Prototypes come from a dense selection-matrix product when the train set is small relative to the
+    support (n shots ≥ N/4) and from gathered support features otherwise (cost ∝ n instead of N). Queries are
+    never centred explicitly: with x̂ = (x − μ)/‖x − μ‖, ‖x̂ − p‖² = 1 + ‖p‖² − 2 (x·p − μ·p)/‖x − μ‖ and
+    ‖x − μ‖² = ‖x‖² − 2 x·μ + ‖μ‖².
     """
     xt = torch.as_tensor(x_train, dtype=torch.float64)
     xq = torch.as_tensor(x_query, dtype=torch.float64)
     t_sq, q_sq = (xt * xt).sum(1), (xq * xq).sum(1)
     e_total, k, n = supports.shape
+    if method not in ("auto", "dense", "gather"):
+        raise ValueError(f"unknown prototype method {method!r}; use auto, dense or gather")
+    dense = method == "dense" or (method == "auto" and 4 * n >= len(xt))
+    per_episode = k * len(xt) if dense else k * n * xt.shape[1]
+    episode_batch = max(1, max_elements // max(1, per_episode, k * len(xq)))
     preds = np.empty((e_total, len(x_query)), dtype=np.int64)
-    # episodes per batch so the dense (e, K, N) selection and (e, Q, K) score tensors stay near max_elements
-    episode_batch = max(1, max_elements // max(1, k * len(xt), k * len(xq)))
     for start in range(0, e_total, episode_batch):
         sup = torch.as_tensor(supports[start : start + episode_batch])
-        e = len(sup)
-        select = torch.zeros(e, k, len(xt), dtype=torch.float64)
-        select.scatter_(2, sup, 1.0)
-        mu = select.sum(1) @ xt / (k * n)  # (e, D): the support mean
-        mu_sq = (mu * mu).sum(1)
-        dist_to_mu = (t_sq[None, :] - 2.0 * mu @ xt.T + mu_sq[:, None]).clamp_min(1e-24).sqrt()  # (e, N)
-        weights = select / (n * dist_to_mu[:, None, :])  # (e, K, N)
-        protos = weights @ xt - weights.sum(-1, keepdim=True) * mu[:, None, :]  # (e, K, D)
+        mu, protos = _prototypes_dense(xt, t_sq, sup, n) if dense else _prototypes_gather(xt, sup)
         x_dot_p = torch.einsum("qd,ekd->eqk", xq, protos)
         mu_dot_p = torch.einsum("ed,ekd->ek", mu, protos)
-        q_norm = (q_sq[None, :] - 2.0 * mu @ xq.T + mu_sq[:, None]).clamp_min(1e-24).sqrt()  # (e, Q)
-        # ‖x̂ − p‖² = 1 + ‖p‖² − 2 x̂·p; the constant 1 does not change the arg-min
+        q_norm = (q_sq[None, :] - 2.0 * mu @ xq.T + (mu * mu).sum(1)[:, None]).clamp_min(1e-24).sqrt()
+        # the constant 1 of ‖x̂ − p‖² does not change the arg-min
         dist = (protos * protos).sum(-1)[:, None, :] - 2.0 * (x_dot_p - mu_dot_p[:, None, :]) / q_norm[
             ..., None
         ]
-        preds[start : start + e] = dist.argmin(dim=-1).numpy()
+        preds[start : start + len(sup)] = dist.argmin(dim=-1).numpy()
     return preds
 
 
