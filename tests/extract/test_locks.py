@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from gpfm.extract.locks import LockInfo, break_stale_lock, lock_path_for, try_acquire
 
 
@@ -75,28 +77,50 @@ def test_heartbeat_refreshes_mtime(tmp_path):
     lock.release()
 
 
-def _contend(final: str, start: float, out: mp.Queue) -> None:
+def _contend(final: str, start: float, out: mp.Queue, tried: object) -> None:
     from pathlib import Path
 
     while time.time() < start:
         time.sleep(0.001)
     lock = try_acquire(Path(final), f"p{os.getpid()}")
     out.put(lock is not None)
-    time.sleep(0.2)
+    tried.wait(timeout=20)  # hold the lock until every contender has tried: a win must be exclusive
     if lock:
         lock.release()
 
 
-def test_many_processes_one_winner_even_over_a_stale_lock(tmp_path):
+@pytest.mark.parametrize("stale_first", [False, True])
+def test_many_processes_one_winner(tmp_path, stale_first):
     final = tmp_path / "s.h5"
-    lock_path_for(final).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "run_id": "dead"}))
+    if stale_first:  # every contender also races to break the same dead holder's lock
+        lock_path_for(final).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
     ctx = mp.get_context("fork")
     out = ctx.Queue()
+    tried = ctx.Barrier(6)
     start = time.time() + 0.3
-    procs = [ctx.Process(target=_contend, args=(str(final), start, out)) for _ in range(6)]
+    procs = [ctx.Process(target=_contend, args=(str(final), start, out, tried)) for _ in range(6)]
     for p in procs:
         p.start()
+    wins = [out.get(timeout=20) for _ in procs]
     for p in procs:
         p.join(10)
-    wins = [out.get(timeout=5) for _ in procs]
     assert sum(wins) == 1
+    assert not list(tmp_path.glob("*.stale-*")) and not list(tmp_path.glob("*.break"))
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    from gpfm.extract.locks import remove_stale_temps
+
+    final = tmp_path / "s.h5"
+    host = socket.gethostname()
+    dead = tmp_path / f"s.h5.tmp-{host}-{_dead_pid()}-abcd"
+    alive = tmp_path / f"s.h5.tmp-{host}-{os.getpid()}-abcd"
+    remote_old = tmp_path / "s.h5.tmp-other-node-12-abcd"
+    remote_new = tmp_path / "s.h5.tmp-other-node-13-abcd"
+    other_file = tmp_path / "t.h5.tmp-x-1-abcd"
+    for p in (dead, alive, remote_old, remote_new, other_file):
+        p.write_bytes(b"partial")
+    old = time.time() - 10_000
+    os.utime(remote_old, (old, old))
+    assert sorted(remove_stale_temps(final, ttl_s=3600)) == sorted([dead, remote_old])
+    assert alive.exists() and remote_new.exists() and other_file.exists()

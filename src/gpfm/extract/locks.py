@@ -3,10 +3,12 @@
 A lock is ``<final>.lock`` created with ``O_CREAT | O_EXCL`` — the one file-system operation that exactly one of
 many processes (on one host or on NFS v3+) wins — holding JSON ``{pid, host, run_id, started_utc}``. The holder
 refreshes the lock's mtime every ``heartbeat_s`` seconds. A lock is *stale* when its holder ran on this host and
-its pid is dead, or when its heartbeat is older than ``ttl_s``. A stale lock is removed by renaming it to a
-unique ``.stale-*`` name (only one contender's rename succeeds), checking that the renamed file is the very
-lock judged stale (same inode), and deleting it; the contender then retries the exclusive create. A check-then-
-create sequence (TRIDENT's) lets two processes both "win"; this protocol does not.
+its pid is dead, or when its heartbeat is older than ``ttl_s``. A stale lock is removed under a short breaker
+mutex (``<lock>.break``, also exclusive-create) by renaming it to a unique ``.stale-*`` name, checking that the
+renamed file is the very lock judged stale (same inode), and deleting it; the contender then retries the
+exclusive create. A check-then-create sequence (TRIDENT's) lets two processes both "win"; this protocol does
+not, because the lock is only ever created by ``O_EXCL`` and only removed by its holder or by the one breaker
+that re-checked it under the mutex.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DEFAULT_TTL_S = 2 * 3600.0
 DEFAULT_HEARTBEAT_S = 60.0
 #: A lock whose JSON is unreadable (its writer died between create and write) is stale after this grace.
 UNREADABLE_GRACE_S = 60.0
+#: A ``<lock>.break`` mutex older than this was left by a process that died while breaking a stale lock.
+BREAKER_TTL_S = 30.0
 
 
 def lock_path_for(final: Path) -> Path:
@@ -93,32 +97,49 @@ class LockInfo:
 def break_stale_lock(path: Path, ttl_s: float = DEFAULT_TTL_S) -> bool:
     """Remove ``path`` if it is a stale lock, race-safely. Returns True when this call removed it.
 
-    The rename to a unique name is atomic, so of several processes that judged the same lock stale only one
-    moves it. If, between judging and renaming, the stale lock was already replaced by a fresh one, the moved
-    file's inode differs from the judged one and it is linked back (``os.link`` never overwrites) untouched.
+    Breaking is serialised by a second exclusive-create file, ``<lock>.break``: only its holder may remove the
+    lock, and it re-reads the lock under that mutex, so a lock judged stale a moment ago but since replaced by
+    a live holder's fresh lock is never removed. The removal itself renames the lock to a unique ``.stale-*``
+    name, checks that the moved file is the very lock judged stale (inode), and deletes it. A ``.break`` file
+    left by a process that died inside this function expires after :data:`BREAKER_TTL_S`.
     """
     info = LockInfo.read(path)
-    if info is None:
+    if info is None or info.stale_reason(ttl_s) is None:
         return False
-    reason = info.stale_reason(ttl_s)
-    if reason is None:
-        return False
-    moved = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+    breaker = path.with_name(path.name + ".break")
     try:
-        os.rename(path, moved)
-    except FileNotFoundError:
-        return False  # another process broke it first
+        os.close(os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - breaker.stat().st_mtime > BREAKER_TTL_S:
+                breaker.unlink()
+        return False  # someone else is breaking this lock right now
     try:
-        if moved.stat().st_ino != info.inode:
-            # we moved a *fresh* lock created after our check: put it back (no-clobber) and leave
-            with contextlib.suppress(FileExistsError):
-                os.link(moved, path)
+        current = LockInfo.read(path)
+        if current is None or current.inode != info.inode:
+            return False  # already broken (and perhaps re-taken) by another process
+        reason = current.stale_reason(ttl_s)
+        if reason is None:
             return False
-        log.warning("removed stale lock %s (%s; run %s)", path, reason, info.run_id)
-        return True
+        moved = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, moved)
+        except FileNotFoundError:
+            return False
+        try:
+            if moved.stat().st_ino != info.inode:
+                # the holder released and someone re-took the lock in between: put it back (never overwrites)
+                with contextlib.suppress(FileExistsError):
+                    os.link(moved, path)
+                return False
+            log.warning("removed stale lock %s (%s; run %s)", path, reason, info.run_id)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                moved.unlink()
     finally:
         with contextlib.suppress(FileNotFoundError):
-            moved.unlink()
+            breaker.unlink()
 
 
 class SlideLock:
@@ -209,3 +230,26 @@ def try_acquire(
             os.close(fd)
         return SlideLock(path, inode, heartbeat_s)
     return None
+
+
+def remove_stale_temps(final: Path, ttl_s: float = DEFAULT_TTL_S) -> list[Path]:
+    """Delete ``<final>.tmp-<host>-<pid>-<rand>`` files left by dead writers; returns what was removed.
+
+    Call it while holding the lock of ``final``: a temp file is removed when its writer ran on this host and its
+    pid is dead, or when it is older than ``ttl_s`` (a writer elsewhere that lost its lock long ago).
+    """
+    removed = []
+    host, now = socket.gethostname(), time.time()
+    for tmp in final.parent.glob(f"{final.name}.tmp-*"):
+        parts = tmp.name[len(final.name) + len(".tmp-"):].rsplit("-", 2)
+        try:
+            writer_host, pid = parts[0], int(parts[1])
+            age = now - tmp.stat().st_mtime
+        except (IndexError, ValueError, FileNotFoundError):
+            continue
+        if (writer_host == host and not _pid_alive(pid)) or age > ttl_s:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gpfm.extract.layout import JobLayout, guard_tiling_config
-from gpfm.extract.locks import DEFAULT_TTL_S, try_acquire
+from gpfm.extract.locks import DEFAULT_TTL_S, remove_stale_temps, try_acquire
 from gpfm.extract.progress import Progress
 from gpfm.extract.sharding import BYTES_PER_TILE_ESTIMATE, ShardSpec, local_device_from_env, plan_order, shard_from_env
 from gpfm.extract.slide import (
@@ -203,9 +203,12 @@ def _process(entry: SlideEntry, ctx: _Ctx) -> tuple[str, SlideState | Future[Sli
     if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
         lock.release()
         return "held", None
+    for output in (final, ctx.layout.patches(entry.slide_id)):  # leftovers of a killed writer of this slide
+        remove_stale_temps(output, ctx.lock_ttl_s)
     state = SlideState(entry.slide_id, str(entry.path), status="running", stage="open",
                        attempts=(previous.attempts if previous else 0) + 1, encoder=ctx.encoder.name,
                        tiling_config_sha256=ctx.tiling_sha, weights_sha256=weights_sha, run_id=ctx.run_id)
+    slide = None
     try:
         save_state(ctx.layout.state_dir, state)
         slide = open_slide(entry.path, mpp=entry.mpp, mpp_source=entry.mpp_source, slide_id=entry.slide_id)
@@ -221,12 +224,14 @@ def _process(entry: SlideEntry, ctx: _Ctx) -> tuple[str, SlideState | Future[Sli
                                  max_failed_fraction=ctx.max_failed_fraction)
         else:
             result = empty_result(ctx.encoder)
-        slide.close()
     except Exception as exc:  # noqa: BLE001 - one slide's failure must not stop the batch
         return "processed", _fail(ctx, state, exc, t0, lock)
     except BaseException:
         lock.release()  # interrupted: leave no lock behind; the state stays "running" (= not done)
         raise
+    finally:
+        if slide is not None:
+            slide.close()  # release the reader handle before the next slide (memory stays flat over a cohort)
     state.n_tiles = result.n_tiles
     state.n_failed_tiles = int((result.tile_status == 2).sum())
 
