@@ -53,13 +53,14 @@ def nearest_neighbours(
     idx_out, sim_out = [], []
     for start in range(0, len(queries), chunk_size):
         q = torch.as_tensor(np.ascontiguousarray(queries[start : start + chunk_size]), dtype=torch.float32)
-        dots = q @ key_t.T
+        scores = q @ key_t.T
         if metric == "cosine":
-            sim = dots
+            top_sim, top_idx = torch.topk(scores, k, dim=1, largest=True, sorted=True)
         else:
-            # −‖q − x‖² = 2 q·x − ‖x‖² − ‖q‖²; ‖q‖ does not change the ranking but keeps the value exact
-            sim = -(((q * q).sum(1, keepdim=True) - 2.0 * dots + key_sq).clamp_min(0.0).sqrt())
-        top_sim, top_idx = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+            # rank by 2 q·x − ‖x‖² (= −‖q − x‖² + ‖q‖²) in place; exact distances only for the k kept
+            scores.mul_(2.0).sub_(key_sq)
+            top_val, top_idx = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+            top_sim = -((q * q).sum(1, keepdim=True) - top_val).clamp_min(0.0).sqrt()
         idx_out.append(top_idx.numpy())
         sim_out.append(top_sim.numpy())
     return np.concatenate(idx_out), np.concatenate(sim_out)
