@@ -176,3 +176,41 @@ def test_roi_images_loader_on_real_lc25000_subset(tmp_path, lc25000_dir, lc25000
         TASK_LOADERS.get("roi_images")({**block, "split": {"method": "random"}}, ctx)
     with pytest.raises(ValueError, match="unknown key"):
         TASK_LOADERS.get("roi_images")({**block, "roots": "x"}, ctx)
+
+
+def test_loader_csv_split_method_carves_val_and_rejects_leaks(tmp_path, count_embeds) -> None:
+    """CSV split column without val rows: val is carved from train by groups; a group on two sides fails."""
+    data_dir = tmp_path / "d"
+    _write_images(data_dir, per_class=6)
+    ids = sorted(list_folder(data_dir).ids)
+    rows = [("path", "label", "split", "group")]
+    for i, item in enumerate(ids):
+        rows.append((item, item.split("/")[0], "test" if i % 6 == 0 else "train", f"patient{i // 2}"))
+    with open(data_dir / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    ctx = TaskContext(
+        encoder=ENCODER,
+        base_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        precision="fp32",
+        weights="random",
+        batch_size=8,
+    )
+    block = {
+        "kind": "roi_images",
+        "root": "d",
+        "csv": "labels.csv",
+        "split": {"method": "csv", "val_size": 0.25, "seed": 0},
+    }
+    with pytest.raises(ValueError, match="appears in splits"):  # patient0 = rows 0 (test) and 1 (train)
+        TASK_LOADERS.get("roi_images")(block, ctx)
+    rows = [rows[0]] + [(r[0], r[1], "test" if int(r[3][7:]) % 3 == 0 else "train", r[3]) for r in rows[1:]]
+    with open(data_dir / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    data = TASK_LOADERS.get("roi_images")(block, ctx)
+    assert data.counts()["val"] > 0 and data.counts()["test"] == sum(r[2] == "test" for r in rows[1:])
+    for g in np.unique(data.groups):
+        assert len(set(data.split[data.groups == g])) == 1
+    assert data.provenance["split"]["method"] == "csv" and count_embeds == [12]
+    with pytest.raises(ValueError, match="unknown key"):
+        TASK_LOADERS.get("roi_images")({**block, "split": {"method": "csv", "valsize": 0.1}}, ctx)
