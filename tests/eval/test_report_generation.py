@@ -151,6 +151,8 @@ def test_report_protocol_on_real_lc25000_features(lc25000_features, tmp_path: Pa
         and result.protocol == "report.histgen"
         and result.protocol_version == 1
     )
+    low, high = result.ci95["BLEU_4"]
+    assert low <= m["BLEU_4"] <= high and high - low < 0.2
 
     samples = json.loads((tmp_path / result.artifacts["samples"]).read_text())
     test_ids = {r.id for r in data.records if r.split == "test"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from gpfm.eval.text.bleu import corpus_bleu, sentence_bleu
+from gpfm.eval.text.bleu import bleu_from_stats, bleu_stats, corpus_bleu, sentence_bleu
 from gpfm.eval.text.cider import corpus_cider_d
 from gpfm.eval.text.rouge import corpus_rouge_l, lcs_length, rouge_l
 from gpfm.eval.text.scores import score_texts
@@ -140,3 +141,18 @@ def test_score_texts_strips_punctuation_and_reports_all_metrics() -> None:
     assert out.per_sample[0]["ROUGE_L"] == pytest.approx(1.0)
     # A single-sample corpus has idf log(1) - log(1) = 0 everywhere -> CIDEr 0 by construction.
     assert out.corpus["CIDEr"] == 0.0
+
+
+def test_bleu_sufficient_statistics_reproduce_corpus_bleu_on_resamples() -> None:
+    stats = bleu_stats(H, R)
+    full = corpus_bleu(H, R)
+    for k in range(1, 5):
+        assert bleu_from_stats(stats.sum(0), k) == pytest.approx(full[f"BLEU_{k}"], abs=1e-12)
+    idx = [0, 0, 2, 3, 3, 3]  # a bootstrap resample with repeats
+    resampled = corpus_bleu([H[i] for i in idx], [R[i] for i in idx])["BLEU_4"]
+    assert bleu_from_stats(stats[idx].sum(0), 4) == pytest.approx(resampled, abs=1e-12)
+    vectorised = bleu_from_stats(np.stack([stats[[0, 1]].sum(0), stats[[1]].sum(0)]), 4)
+    assert vectorised[0] == pytest.approx(corpus_bleu(H[:2], R[:2])["BLEU_4"], abs=1e-12)
+    assert vectorised[1] == pytest.approx(corpus_bleu(H[1:2], R[1:2])["BLEU_4"], abs=1e-12)
+    no_match = bleu_stats([["x", "y", "z", "w"]], [[["a", "b", "c", "d"]]])
+    assert bleu_from_stats(no_match.sum(0), 4) == 0.0

@@ -67,6 +67,8 @@ def _run(lc25000_features, tmp_path: Path, **options) -> tuple[dict, list[tuple[
         )
     )
     assert result.primary_metric == "overall_accuracy" and result.protocol_version == 1
+    low, high = result.ci95["overall_accuracy"]
+    assert low <= result.metrics["overall_accuracy"] <= high
     return result.metrics, items, tmp_path
 
 

@@ -8,8 +8,10 @@ CIDEr-D on punctuation-free lower-cased words. **Primary metric: BLEU-4** (spec 
 metric); ``mean6`` (mean of the six, CIDEr/10) is reported beside it. METEOR is not computed (needs WordNet
 or Java; see :mod:`gpfm.eval.text.scores`).
 
-Also reported: ``baseline_BLEU_4``/``baseline_CIDEr`` of a constant prediction (the most frequent training
-text; ties → first seen), and ``truncated_fraction`` (test outputs that hit ``max_len`` without ``<eos>``).
+95% CIs: percentile bootstrap over test samples (``bootstrap`` = 1,000 resamples, seed = ``seed``) of
+BLEU-1…4 and ROUGE-L. Also reported: ``baseline_BLEU_4``/``baseline_CIDEr`` of a constant prediction (the
+most frequent training text; ties → first seen), and ``truncated_fraction`` (test outputs that hit
+``max_len`` without ``<eos>``).
 
 Artifacts: ``samples`` (JSON list of ``{"id", "reference", "generated", "ended", per-sample scores}``) and
 ``samples.csv``; ``curves``; ``model.safetensors`` + ``model.json`` (architecture and the tokenizer's full
@@ -36,7 +38,7 @@ from gpfm.eval.multimodal.data import ReportTaskData, cap_bag, collate_bags, ens
 from gpfm.eval.multimodal.report_model import ReportGenerator, ReportModelConfig
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
-from gpfm.eval.text.bleu import corpus_bleu
+from gpfm.eval.text.bleu import bleu_from_stats, bleu_stats, corpus_bleu
 from gpfm.eval.text.readers import TextRecord
 from gpfm.eval.text.scores import score_texts
 from gpfm.eval.text.tokenizer import WordTokenizer, metric_tokens
@@ -64,6 +66,7 @@ class ReportGenerationConfig:
     val_fraction: float = 0.1
     max_tiles: int | None = 4096
     rouge_beta: float = 1.2
+    bootstrap: int = 1000
     device: str = "cpu"
     seed: int = 0
 
@@ -91,6 +94,32 @@ def _constant_baseline(train_texts: list[str], test_refs: list[list[str]]) -> di
     constant = max(counts, key=lambda t: (counts[t], -train_texts.index(t)))
     scores = score_texts([constant] * len(test_refs), test_refs)
     return {"baseline_BLEU_4": scores.corpus["BLEU_4"], "baseline_CIDEr": scores.corpus["CIDEr"]}
+
+
+def _bootstrap_ci(
+    hyps: list[list[str]],
+    refs: list[list[list[str]]],
+    per_sample: list[dict[str, float]],
+    cfg: ReportGenerationConfig,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile CIs of corpus BLEU-1…4 and ROUGE-L over resampled test samples.
+
+    CIDEr gets none: its idf depends on the whole corpus, so per-sample scores do not resample.
+    """
+    from gpfm.eval.metrics.bootstrap import resample_weights
+
+    if cfg.bootstrap <= 0:
+        return {}
+    weights = resample_weights(len(hyps), cfg.bootstrap, seed=cfg.seed)
+    summed = weights @ bleu_stats(hyps, refs)
+    out = {}
+    for k in range(1, 5):
+        low, high = np.percentile(bleu_from_stats(summed, k), [2.5, 97.5])
+        out[f"BLEU_{k}"] = (float(low), float(high))
+    rouge = weights @ np.array([s["ROUGE_L"] for s in per_sample]) / len(hyps)
+    low, high = np.percentile(rouge, [2.5, 97.5])
+    out["ROUGE_L"] = (float(low), float(high))
+    return out
 
 
 def _samples_csv(samples: list[dict[str, Any]]) -> str:
@@ -183,6 +212,12 @@ class ReportGenerationProtocol(Protocol):
         metrics = dict(scores.corpus)
         metrics["truncated_fraction"] = float(np.mean([not ended for _, ended in gens]))
         metrics.update(_constant_baseline([r.text for r in by_split["train"]], refs))
+        ci95 = _bootstrap_ci(
+            [metric_tokens(g) for g, _ in gens],
+            [[metric_tokens(r.text)] for r in test],
+            scores.per_sample,
+            cfg,
+        )
 
         samples = [
             {
@@ -212,6 +247,7 @@ class ReportGenerationProtocol(Protocol):
             primary_metric=self.primary_metric,
             metrics=metrics,
             runs=[dict(metrics)],
+            ci95=ci95,
             config=self.resolved_config(),
             provenance={
                 **data.meta,

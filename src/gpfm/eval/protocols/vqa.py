@@ -13,8 +13,9 @@ match. A test answer outside the training vocabulary counts as wrong (its share 
 match), **``overall_accuracy`` (primary)**, plus the same for a *question-prior baseline* that ignores the
 image: the most frequent training answer of the same normalised question (else of the same closed/open kind).
 
-Artifacts: ``vqa_breakdown`` (JSON ``{"closed": {...}, "open": {...}, "overall": {...}}`` with accuracy,
-correct, n and baseline accuracy), ``predictions`` (CSV), ``curves``.
+95% CIs: percentile bootstrap over test questions (``bootstrap`` = 1,000 resamples, stratified by
+closed/open, seed = ``seed``). Artifacts: ``vqa_breakdown`` (JSON ``{"closed": {...}, "open": {...},
+"overall": {...}}`` with accuracy, correct, n and baseline accuracy), ``predictions`` (CSV), ``curves``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class VqaConfig:
     patience: int = 6
     val_fraction: float = 0.1
     max_tiles: int | None = 4096
+    bootstrap: int = 1000
     device: str = "cpu"
     seed: int = 0
 
@@ -212,6 +214,7 @@ class VqaFusionProtocol(Protocol):
         if open_truth:
             metrics["open_oov_fraction"] = float(np.mean([t not in index for t in open_truth]))
 
+        ci95 = _bootstrap_ci(test, correct, cfg)
         write_json_atomic(out_dir / "vqa_breakdown.json", breakdown)
         write_text_atomic(out_dir / "predictions.csv", _predictions_csv(test, preds, base_preds, correct))
         write_json_atomic(out_dir / "curves.json", fitted.curves)
@@ -226,6 +229,7 @@ class VqaFusionProtocol(Protocol):
             primary_metric=self.primary_metric,
             metrics=metrics,
             runs=[dict(metrics)],
+            ci95=ci95,
             config=self.resolved_config(),
             provenance={
                 **data.meta,
@@ -244,6 +248,29 @@ class VqaFusionProtocol(Protocol):
             },
             flags=flags,
         )
+
+
+def _bootstrap_ci(
+    test: list[VqaRecord], correct: np.ndarray, cfg: VqaConfig
+) -> dict[str, tuple[float, float]]:
+    """95% percentile CIs of the accuracies over resampled test questions (closed/open keep their sizes)."""
+    from gpfm.eval.metrics.bootstrap import resample_weights
+
+    if cfg.bootstrap <= 0 or not len(test):
+        return {}
+    closed = np.array([r.closed for r in test])
+    weights = resample_weights(len(test), cfg.bootstrap, seed=cfg.seed, strata=closed.astype(int))
+    out = {}
+    for name, sel in (
+        ("overall_accuracy", np.ones_like(closed)),
+        ("closed_accuracy", closed),
+        ("open_accuracy", ~closed),
+    ):
+        if sel.any():
+            acc = weights[:, sel] @ correct[sel].astype(float) / sel.sum()
+            low, high = np.percentile(acc, [2.5, 97.5])
+            out[name] = (float(low), float(high))
+    return out
 
 
 def _predictions_csv(test: list[VqaRecord], preds: list[str], base: list[str], correct: np.ndarray) -> str:

@@ -24,6 +24,8 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 Tokens = Sequence[str]
 
 
@@ -101,3 +103,34 @@ def sentence_bleu(
     matches, totals, hyp_len, ref_len = _sentence_stats(hypothesis, references, order)
     smoothed = [m if m > 0 else (epsilon if t > 0 else 0.0) for m, t in zip(matches, totals, strict=True)]
     return _combine(smoothed, totals, hyp_len, ref_len, order)
+
+
+def bleu_stats(
+    hypotheses: Sequence[Tokens], references: Sequence[Sequence[Tokens]], max_n: int = 4
+) -> np.ndarray:
+    """Per-sample sufficient statistics of corpus BLEU, for fast bootstrap resampling.
+
+    Returns:
+        (N, 2·max_n + 2) float64: clipped matches for n = 1…max_n, n-gram totals, hypothesis length, closest
+        reference length. Summing rows over any multiset of samples and passing the sum to
+        :func:`bleu_from_stats` gives that multiset's corpus BLEU.
+    """
+    rows = []
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        m, t, h, r = _sentence_stats(hyp, refs, max_n)
+        rows.append([*m, *t, h, r])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), 2 * max_n + 2)
+
+
+def bleu_from_stats(summed: np.ndarray, order: int, max_n: int = 4) -> np.ndarray:
+    """BLEU-``order`` of summed statistics (``(..., 2·max_n + 2)``, from :func:`bleu_stats`), vectorised."""
+    summed = np.asarray(summed, dtype=np.float64)
+    matches, totals = summed[..., :order], summed[..., max_n : max_n + order]
+    hyp_len, ref_len = summed[..., 2 * max_n], summed[..., 2 * max_n + 1]
+    ok = np.all((matches > 0) & (totals > 0), axis=-1) & (hyp_len > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = np.where(
+            ok[..., None], np.log(np.where(matches > 0, matches, 1) / np.where(totals > 0, totals, 1)), 0
+        )
+        bp = np.where(hyp_len > ref_len, 1.0, np.exp(1.0 - ref_len / np.where(hyp_len > 0, hyp_len, 1)))
+    return np.where(ok, bp * np.exp(log_p.sum(-1) / order), 0.0)
