@@ -19,7 +19,7 @@ TINY = ["student.embed_dim=64", "student.depth=2", "student.num_heads=2", "stude
         "heads.dino_out_dim=256", "heads.dino_hidden_dim=64", "heads.dino_bottleneck_dim=32",
         "heads.distill_bottleneck_dim=32", "data.global_crops_size=64", "data.local_crops_size=32",
         "data.batch_size_per_gpu=8", "optim.base_lr=2e-3", "optim.warmup_epochs=0", "optim.epochs=100",
-        "train.checkpoint_every=4", "train.log_every=1", "train.keep_last=5"]
+        "train.checkpoint_every=3", "train.log_every=1", "train.keep_last=5"]
 
 
 def tiny_cfg(run_dir: Path, root: Path, *extra: str):
@@ -36,15 +36,16 @@ def expert():
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, lc25000_dir, expert):
     run = tmp_path_factory.mktemp("straight")
-    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=8"), experts=expert)
+    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=6"), experts=expert)
     return run, result
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_losses_decrease_on_real_tiles(straight_run):
     run, result = straight_run
     records = read_metrics(run / "metrics.jsonl")
-    assert [r["iteration"] for r in records] == list(range(1, 9)) and result.iterations == 8
+    assert [r["iteration"] for r in records] == list(range(1, 7)) and result.iterations == 6
     first, last = records[:3], records[-3:]
 
     def mean(rs, key):
@@ -64,14 +65,15 @@ def test_losses_decrease_on_real_tiles(straight_run):
     assert (run / "curves.png").stat().st_size > 10_000 and (run / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_resume_is_bit_exact(straight_run, tmp_path, lc25000_dir, expert):
     run, _ = straight_run
-    train(tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=4"), experts=expert)
-    train(tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=8"), experts=expert)
+    train(tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=3"), experts=expert)
+    train(tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=6"), experts=expert)
     a = load_checkpoint(list_checkpoints(run)[-1])
     b = load_checkpoint(list_checkpoints(tmp_path)[-1])
-    assert a["iteration"] == b["iteration"] == 8
+    assert a["iteration"] == b["iteration"] == 6
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -79,26 +81,28 @@ def test_resume_is_bit_exact(straight_run, tmp_path, lc25000_dir, expert):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_nan_stops_with_last_checkpoint_intact(tmp_path, lc25000_dir, expert, monkeypatch):
-    cfg = tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=8")
+    cfg = tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=6")
     real = MetaArch.loss_terms
 
     def poisoned(self, out, teacher, experts, batch):
         terms = real(self, out, teacher, experts, batch)
-        if poisoned.calls == 5:  # iteration 5, after the checkpoint at 4
+        if poisoned.calls == 4:  # iteration 4, after the checkpoint at 3
             terms["ibot"] = terms["ibot"] * float("nan")
         poisoned.calls += 1
         return terms
 
     poisoned.calls = 0
     monkeypatch.setattr(MetaArch, "loss_terms", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"iteration 5 .*ibot=nan.*checkpoint_00000004.pt is intact"):
+    with pytest.raises(NonFiniteLossError, match=r"iteration 4 .*ibot=nan.*checkpoint_00000003.pt is intact"):
         train(cfg, experts=expert)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint_00000004.pt"]
-    assert load_checkpoint(list_checkpoints(tmp_path)[0])["iteration"] == 4
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint_00000003.pt"]
+    assert load_checkpoint(list_checkpoints(tmp_path)[0])["iteration"] == 3
 
 
+@pytest.mark.realdata
 def test_gradients_reach_only_student_and_heads(lc25000_dir, expert, tmp_path):
     from gpfm.pretrain.train import batch_stream, iteration_masks
     from gpfm.pretrain.dist import DistInfo

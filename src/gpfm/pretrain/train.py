@@ -178,8 +178,11 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
     if device.type == "cuda" and cfg.train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    _seed_everything(cfg.train.seed, info.rank)
+    # identical initial weights on every rank (the EMA teacher is a local copy, so it must match too) ...
+    _seed_everything(cfg.train.seed, 0)
     meta = MetaArch(cfg, device, experts=experts, precision=precision)
+    # ... then per-rank generators (drop path) from here on (§8 #11)
+    _seed_everything(cfg.train.seed, info.rank)
     if cfg.student.init != "scratch":
         _init_student(meta, cfg.student.init)
     meta.set_student_wrapper(wrap_student(meta.student, info, cfg.train.parallel))
