@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpfm.eval.multimodal.data import VqaTaskData, ensure_val_split
+from gpfm.eval.multimodal.data import VqaTaskData, ensure_val_split, inference_chunks
 from gpfm.eval.multimodal.loaders import load_vqa_records
 from gpfm.eval.multimodal.vqa_model import restrict_to_choices
 from gpfm.eval.protocol import TaskContext, create_protocol
@@ -41,6 +41,13 @@ def test_normalize_answer_and_choice_restriction() -> None:
     logits = torch.tensor([[0.1, 3.0, 0.5, 2.0], [5.0, 0.0, 1.0, 0.0]])
     # Row 0 may only answer 0 or 2 -> 2 (0.5 > 0.1); row 1 is unrestricted -> 0.
     assert restrict_to_choices(logits, [[0, 2], []]).tolist() == [2, 0]
+
+
+def test_inference_chunks_respect_item_and_padding_budgets() -> None:
+    assert inference_chunks([1] * 10, max_items=4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    # 2 x 100 fits 600 rows; with the 300-tile bag it would pad to 900: new chunk (2 x 300 = 600).
+    assert inference_chunks([100, 100, 300, 10], 10, tile_budget=600) == [slice(0, 2), slice(2, 4)]
+    assert inference_chunks([5000, 1], 10, tile_budget=600) == [slice(0, 1), slice(1, 2)]
 
 
 def test_val_split_is_carved_by_group_from_train_only() -> None:

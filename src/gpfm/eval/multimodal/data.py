@@ -161,3 +161,21 @@ def cap_bag(bag: np.ndarray, max_tiles: int | None, key: str, seed: int) -> np.n
         return bag
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big"))
     return bag[np.sort(rng.choice(bag.shape[0], size=max_tiles, replace=False))]
+
+
+def inference_chunks(bag_sizes: Sequence[int], max_items: int, tile_budget: int = 1 << 18) -> list[slice]:
+    """Consecutive chunks of at most ``max_items`` items within a padded-size budget.
+
+    A chunk's padded size (items × largest bag) stays within ``tile_budget`` rows (a single larger bag gets
+    a chunk of its own), so slide-level bags of thousands of tiles never pad into gigabytes.
+    """
+    chunks, start, longest = [], 0, 0
+    for i, n in enumerate(bag_sizes):
+        longest_if_added = max(longest, n)
+        if i > start and ((i - start + 1) * longest_if_added > tile_budget or i - start >= max_items):
+            chunks.append(slice(start, i))
+            start, longest_if_added = i, n
+        longest = longest_if_added
+    if len(bag_sizes) > start:
+        chunks.append(slice(start, len(bag_sizes)))
+    return chunks

@@ -34,7 +34,13 @@ import torch
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
 from gpfm.eval.multimodal import loaders as _loaders  # noqa: F401  (registers report_records, vqa_records)
-from gpfm.eval.multimodal.data import ReportTaskData, cap_bag, collate_bags, ensure_val_split
+from gpfm.eval.multimodal.data import (
+    ReportTaskData,
+    cap_bag,
+    collate_bags,
+    ensure_val_split,
+    inference_chunks,
+)
 from gpfm.eval.multimodal.report_model import ReportGenerator, ReportModelConfig
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
@@ -76,8 +82,8 @@ def _decode(
 ) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
     device = next(model.parameters()).device
-    for i in range(0, len(bags), 64):
-        feats, mask = collate_bags(bags[i : i + 64])
+    for chunk in inference_chunks([b.shape[0] for b in bags], max_items=64):
+        feats, mask = collate_bags(bags[chunk])
         gens = model.generate(
             feats.to(device),
             mask.to(device),

@@ -34,7 +34,13 @@ from torch import nn
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
 from gpfm.eval.multimodal import loaders as _loaders  # noqa: F401  (registers report_records, vqa_records)
-from gpfm.eval.multimodal.data import VqaTaskData, cap_bag, collate_bags, ensure_val_split
+from gpfm.eval.multimodal.data import (
+    VqaTaskData,
+    cap_bag,
+    collate_bags,
+    ensure_val_split,
+    inference_chunks,
+)
 from gpfm.eval.multimodal.question_encoders import FrozenMiniLM, TransformerQuestionEncoder
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit
 from gpfm.eval.multimodal.vqa_model import VqaFusionModel, VqaModelConfig, restrict_to_choices
@@ -173,8 +179,8 @@ class VqaFusionProtocol(Protocol):
         def predict(recs: list[VqaRecord]) -> list[str]:
             preds: list[str] = []
             with torch.no_grad():
-                for i in range(0, len(recs), 256):
-                    chunk = recs[i : i + 256]
+                for part in inference_chunks([bags[r.image_id].shape[0] for r in recs], max_items=256):
+                    chunk = recs[part]
                     feats, mask = collate_bags([bags[r.image_id] for r in chunk])
                     logits = model(feats.to(device), mask.to(device), [r.question for r in chunk])
                     allowed = [
