@@ -72,8 +72,16 @@ def risk_groups(risk: ArrayLike, split: str = "median") -> np.ndarray:
     raise ValueError(f"risk split {split!r} is unknown; use 'median' or 'tertiles'")
 
 
-def km_curves(risk: ArrayLike, time: ArrayLike, event: ArrayLike, split: str = "median") -> dict[str, Any]:
+def km_curves(risk: ArrayLike, time: ArrayLike, event: ArrayLike, split: str = "median",
+              groups: ArrayLike | None = None) -> dict[str, Any]:
     """The ``km_curves`` artifact: one Kaplan–Meier curve per predicted risk group plus the log-rank p.
+
+    Args:
+        risk: (n,) predicted risk (higher = worse).
+        time: (n,) times.
+        event: (n,) 1 = event observed.
+        split: ``median`` or ``tertiles`` (see :func:`risk_groups`).
+        groups: precomputed group names (e.g. cut within each fold); overrides ``risk``/``split``.
 
     Returns:
         ``{"groups": {name: {"time", "survival", "n"}}, "logrank_p": float, "logrank_chi2": float,
@@ -81,7 +89,7 @@ def km_curves(risk: ArrayLike, time: ArrayLike, event: ArrayLike, split: str = "
     """
     t = np.asarray(time, dtype=np.float64)
     e = np.asarray(event).astype(bool)
-    names = risk_groups(risk, split)
+    names = np.asarray(groups) if groups is not None else risk_groups(risk, split)
     out: dict[str, Any] = {"groups": {}, "split": split}
     for name in ("low risk", "mid risk", "high risk"):
         mask = names == name

@@ -1,0 +1,373 @@
+"""Survival protocols: ABMIL with the discrete-time NLL or the Cox loss, and CoxNet on pooled features.
+
+Pinned defaults (benchmark-protocols.md §4); the primary metric is Harrell's c-index (scikit-survival semantics):
+
+* ``surv.abmil_nll`` [I] (default): ABMIL (§3.1 trunk/attention) with 4 hazard outputs, NLL α = 0, quantile
+  bins of the uncensored **training** times with outer edges 0 and +∞; Adam 2e-4, wd 1e-4, batch 1, ≤ 100
+  epochs; 5 case-level folds, each with an event-stratified 15% validation set carved from its training
+  cases; early stopping on validation 1 − c-index (patience 20, after epoch 50), best checkpoint restored.
+  ``fixed_epochs`` (e.g. 30) trains without validation instead. Never selects on test.
+* ``surv.abmil_cox`` [I]: the same with one output and the Breslow Cox partial likelihood over batches of
+  32 bags (risk sets need several cases).
+* ``surv.coxnet``: mean-pooled features → elastic-net Cox (α ∈ {0.01, 0.02, 0.07} chosen by inner 5-fold CV
+  on the training cases, l1_ratio 0.5, max_iter 100,000).
+* ``surv.abmil_nll.gpfm-faithful`` [F]: ``surv.abmil_nll`` with GPFM's flaw kept — early stopping on the test
+  fold (val == test) and whole-cohort bins. Flagged ``val==test (faithful)``; never a headline number.
+
+Metrics are the mean ± sd over folds × seeds. The 95% CI bootstraps test cases within each fold (1,000
+resamples, seed 0) and takes the mean of the per-fold c-indices, matching the point estimate. The
+``km_curves`` artifact holds Kaplan–Meier curves of the low/high predicted-risk groups (cut at each fold's
+median test risk, first seed) with the log-rank p.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpfm.atomic import atomic_path, write_json_atomic
+from gpfm.eval.bags import BagDataset
+from gpfm.eval.metrics.bootstrap import bootstrap_statistic, summarize_run_dicts
+from gpfm.eval.metrics.survival import concordance_index
+from gpfm.eval.mil import create_aggregator
+from gpfm.eval.mil.splits import FoldSplit
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
+from gpfm.eval.protocols._slide_common import check_bags, resolve_folds, slide_provenance, write_attention
+from gpfm.eval.survival.cox import cox_ph_loss
+from gpfm.eval.survival.coxnet import fit_coxnet
+from gpfm.eval.survival.km import km_curves, risk_groups
+from gpfm.eval.survival.nll import NLLSurvLoss, TimeBins, quantile_bins, risk_from_logits
+from gpfm.eval.training import Objective, TrainConfig, cpu_threads, fit, predict, seed_everything
+from gpfm.runtime import resolve_device
+
+
+@dataclass
+class SurvivalMILConfig:
+    """Pinned defaults of ``surv.abmil_nll`` [I] (see the module docstring).
+
+    Attributes:
+        aggregator: registered aggregator name.
+        aggregator_options: architecture options.
+        loss: ``nll`` or ``cox``.
+        n_bins: NLL time bins.
+        bin_rule: ``train`` [I] or ``cohort`` [F].
+        alpha: NLL weight of the uncensored-only term.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        batch_size: bags per step.
+        max_epochs: epoch budget.
+        patience: early-stopping patience.
+        min_epochs: stopping allowed only after this 0-based epoch.
+        monitor: ``cindex`` (1 − validation c-index) or ``loss``.
+        fixed_epochs: train exactly this many epochs without validation (None = early stopping).
+        balanced_sampling: sample bags balanced by event status.
+        max_tiles_train: random tiles per bag and step (None = all).
+        seeds: training seeds.
+        n_folds: folds made when the task declares none.
+        val_fraction: validation share of each fold's training cases.
+        split_seed: seed of the folds made here.
+        km_split: ``median`` or ``tertiles`` risk groups.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        num_threads: CPU threads while training (None = as set by the caller).
+        bootstrap_resamples: resamples of the CI (0 = none).
+        save_attention: write the ``attention`` artifact.
+    """
+
+    aggregator: str = "abmil"
+    aggregator_options: dict[str, Any] = field(
+        default_factory=lambda: {"hidden": 512, "attn_dim": 128, "dropout": 0.25})
+    loss: str = "nll"
+    n_bins: int = 4
+    bin_rule: str = "train"
+    alpha: float = 0.0
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 1
+    max_epochs: int = 100
+    patience: int = 20
+    min_epochs: int = 50
+    monitor: str = "cindex"
+    fixed_epochs: int | None = None
+    balanced_sampling: bool = False
+    max_tiles_train: int | None = None
+    seeds: tuple[int, ...] = (1024,)
+    n_folds: int = 5
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    km_split: str = "median"
+    device: str = "auto"
+    num_threads: int | None = None
+    bootstrap_resamples: int = 1000
+    save_attention: bool = True
+
+
+def survival_objective(kind: str, time: np.ndarray, event: np.ndarray, bins: TimeBins | None, alpha: float,
+                       monitor: str) -> tuple[Objective, Any]:
+    """Loss, validation score and a logits → risk map for the NLL or Cox model."""
+    if monitor not in ("cindex", "loss"):
+        raise ValueError(f"monitor {monitor!r} is unknown; use 'cindex' or 'loss'")
+    t_all = torch.tensor(np.asarray(time, dtype=np.float32))
+    e_all = torch.tensor(np.asarray(event, dtype=np.float32))
+    if kind == "nll":
+        nll = NLLSurvLoss(alpha=alpha)
+        y_all = torch.as_tensor(bins.assign(time))
+
+        def loss(outputs: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+            return nll(outputs, y_all[rows].to(outputs.device), (1 - e_all[rows]).to(outputs.device))
+
+        def to_risk(outputs: torch.Tensor) -> torch.Tensor:
+            return risk_from_logits(outputs)
+    elif kind == "cox":
+        def loss(outputs: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+            return cox_ph_loss(outputs[:, 0], t_all[rows].to(outputs.device), e_all[rows].to(outputs.device))
+
+        def to_risk(outputs: torch.Tensor) -> torch.Tensor:
+            return outputs[:, 0]
+    else:
+        raise ValueError(f"survival loss {kind!r} is unknown; use 'nll' or 'cox'")
+
+    def score(outputs: torch.Tensor, rows: np.ndarray) -> tuple[float, float]:
+        val_loss = float(loss(outputs, rows))
+        if monitor == "loss":
+            return val_loss, val_loss
+        try:
+            return 1.0 - concordance_index(event[rows], time[rows], to_risk(outputs).numpy()), val_loss
+        except ValueError:  # no comparable pair in the validation cases
+            return 0.5, val_loss
+
+    strata = np.asarray(event)
+    return Objective(loss, score, strata), to_risk
+
+
+class _SurvivalBase(Protocol):
+    """Result assembly shared by the survival protocols."""
+
+    family = "survival"
+    version = 1
+    primary_metric = "c_index"
+    val_equals_test = False
+
+    def _folds(self, data: BagDataset, val_fraction: float) -> list[FoldSplit]:
+        return resolve_folds(data, data.event, n_folds=self.config.n_folds, val_fraction=val_fraction,
+                             split_seed=self.config.split_seed, val_equals_test=self.val_equals_test)
+
+    def _result(self, data: BagDataset, folds: list[FoldSplit], out_dir: Path, task: str, encoder: str,
+                runs: list[dict[str, Any]], predictions: list[dict[str, Any]], artifacts: dict[str, str],
+                flags: list[str], **extra: Any) -> ProtocolResult:
+        cfg = self.config
+        first = [p for p in predictions if p["seed"] == cfg.seeds[0]]
+        fold_names = np.array([p["fold"] for p in first])
+        groups = np.empty(len(first), dtype=object)
+        for name in np.unique(fold_names):
+            mask = fold_names == name
+            groups[mask] = risk_groups(np.array([p["risk"] for p in first])[mask], cfg.km_split)
+        time = np.array([p["time"] for p in first])
+        event = np.array([p["event"] for p in first])
+        risk = np.array([p["risk"] for p in first])
+        km = km_curves(risk, time, event, cfg.km_split, groups=groups.astype(str))
+        write_json_atomic(out_dir / "km_curves.json", km)
+        with atomic_path(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "time", "event", "risk", "risk_group", "fold", "seed"])
+            group_of = {(p["id"], p["fold"]): g for p, g in zip(first, groups)}
+            for p in predictions:
+                writer.writerow([p["id"], p["time"], p["event"], f"{p['risk']:.6g}",
+                                 group_of.get((p["id"], p["fold"]), "") if p["seed"] == cfg.seeds[0] else "",
+                                 p["fold"], p["seed"]])
+        artifacts = {"predictions": "predictions.csv", "km_curves": "km_curves.json", **artifacts}
+        metric_runs = [{"c_index": r["c_index"]} for r in runs]
+        metrics, metrics_sd = summarize_run_dicts(metric_runs)
+        metrics["logrank_p"] = km["logrank_p"]
+        ci95: dict[str, tuple[float, float]] = {}
+        if cfg.bootstrap_resamples:
+            fold_ids = np.unique(fold_names, return_inverse=True)[1]
+
+            def fold_mean_cindex(idx: np.ndarray) -> float:
+                vals = []
+                for f in np.unique(fold_ids[idx]):
+                    sel = idx[fold_ids[idx] == f]
+                    try:
+                        vals.append(concordance_index(event[sel], time[sel], risk[sel]))
+                    except ValueError:
+                        return float("nan")
+                return float(np.mean(vals))
+
+            ci = bootstrap_statistic(fold_mean_cindex, len(first), cfg.bootstrap_resamples, strata=fold_ids)
+            ci95["c_index"] = ci.as_tuple()
+            extra["bootstrap"] = {"resamples": cfg.bootstrap_resamples, "seed": 0, "strata": "fold",
+                                  "statistic": "mean of per-fold c-index", "skipped": ci.n_skipped}
+        if self.val_equals_test:
+            flags = ["val==test (faithful)", *flags]
+        return ProtocolResult(
+            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
+            primary_metric=self.primary_metric, metrics=metrics, metrics_sd=metrics_sd if len(runs) > 1 else {},
+            ci95=ci95, runs=runs, config=self.resolved_config(), artifacts=artifacts, flags=flags,
+            provenance=slide_provenance(self, data, folds, seeds=list(cfg.seeds),
+                                        event_rate=float(np.mean(data.event)), **extra),
+        )
+
+
+class _SurvivalMIL(_SurvivalBase):
+    """ABMIL survival training (NLL or Cox) over folds × seeds."""
+
+    Config = SurvivalMILConfig
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Train per fold and seed, predict test risks, write predictions, KM curves, attention and curves."""
+        cfg = self.config
+        data = check_bags(self, data, survival=True)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        use_val = cfg.fixed_epochs is None
+        folds = self._folds(data, cfg.val_fraction if use_val else 0.0)
+        device = str(resolve_device(cfg.device))
+        n_out = cfg.n_bins if cfg.loss == "nll" else 1
+        runs, predictions, curves_all, attention, bins_used = [], [], [], {}, []
+        for seed in cfg.seeds:
+            for fold in folds:
+                bins = None
+                if cfg.loss == "nll":
+                    fit_rows = fold.train if cfg.bin_rule == "train" else np.arange(len(data))
+                    bins = quantile_bins(data.time[fit_rows], data.event[fit_rows], cfg.n_bins, cfg.bin_rule)
+                    bins_used.append(list(bins.edges))
+                objective, to_risk = survival_objective(cfg.loss, data.time, data.event, bins, cfg.alpha,
+                                                        cfg.monitor)
+                seed_everything(seed)
+                model = create_aggregator(cfg.aggregator, in_dim=data.dim, n_outputs=n_out, **cfg.aggregator_options)
+                train_cfg = TrainConfig(
+                    lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
+                    max_epochs=cfg.fixed_epochs or cfg.max_epochs, patience=cfg.patience, min_epochs=cfg.min_epochs,
+                    balanced_sampling=cfg.balanced_sampling, max_tiles_train=cfg.max_tiles_train, seed=seed,
+                    device=device, num_threads=cfg.num_threads)
+                val_rows = fold.val if use_val else np.array([], dtype=np.int64)
+                fitted = fit(model, data.bags, fold.train, val_rows, objective, train_cfg)
+                first_seed = seed == cfg.seeds[0]
+                with cpu_threads(cfg.num_threads):
+                    outputs, attn = predict(model, data.bags, fold.test, device, with_attention=first_seed)
+                risk = to_risk(outputs).numpy()
+                rows = fold.test
+                runs.append({"c_index": concordance_index(data.event[rows], data.time[rows], risk),
+                             "fold": fold.name, "seed": seed, "best_epoch": fitted.best_epoch,
+                             "epochs_run": fitted.epochs_run})
+                curves_all.append({"fold": fold.name, "seed": seed, **fitted.curves})
+                for j, i in enumerate(rows):
+                    predictions.append({"id": data.ids[i], "time": float(data.time[i]), "event": int(data.event[i]),
+                                        "risk": float(risk[j]), "fold": fold.name, "seed": seed})
+                    if first_seed and attn[j] is not None:
+                        attention[data.ids[i]] = attn[j]
+        write_json_atomic(out_dir / "curves.json", {**curves_all[0], "runs": curves_all})
+        artifacts = {"curves": "curves.json"}
+        if cfg.save_attention and attention:
+            coords = {data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))}
+            artifacts.update(write_attention(out_dir / "attention.h5", data.ids, attention, coords))
+        flags = [] if use_val else [f"fixed {cfg.fixed_epochs} epochs, no validation"]
+        return self._result(data, folds, out_dir, task, encoder, runs, predictions, artifacts, flags,
+                            device=device, selected_epochs=[r["best_epoch"] for r in runs], time_bins=bins_used)
+
+
+def _config(name: str, base: type, **defaults: Any) -> type:
+    fields_ = []
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            fields_.append((key, dict, field(default_factory=lambda v=value: dict(v))))
+        else:
+            fields_.append((key, type(value) if value is not None else Any, field(default=value)))
+    return dataclasses.make_dataclass(name, fields_, bases=(base,))
+
+
+@register_protocol
+class SurvAbmilNLL(_SurvivalMIL):
+    """``surv.abmil_nll`` [I]: ABMIL + discrete-time NLL, separate validation and test folds."""
+
+    name = "surv.abmil_nll"
+
+
+@register_protocol
+class SurvAbmilCox(_SurvivalMIL):
+    """``surv.abmil_cox`` [I]: ABMIL + Cox partial likelihood on 32-bag batches."""
+
+    name = "surv.abmil_cox"
+    Config = _config("SurvAbmilCoxConfig", SurvivalMILConfig, loss="cox", batch_size=32)
+
+
+@register_protocol
+class SurvAbmilNLLFaithful(_SurvivalMIL):
+    """``surv.abmil_nll.gpfm-faithful`` [F]: early stopping on the test fold, whole-cohort bins (flagged)."""
+
+    name = "surv.abmil_nll.gpfm-faithful"
+    val_equals_test = True
+    Config = _config("SurvAbmilNLLFaithfulConfig", SurvivalMILConfig, bin_rule="cohort")
+
+
+@dataclass
+class CoxnetConfig:
+    """Pinned defaults of ``surv.coxnet``.
+
+    Attributes:
+        pooling: ``mean`` or ``max`` bag pooling.
+        alphas: candidate elastic-net penalties.
+        l1_ratio: elastic-net mixing.
+        max_iter: coordinate-descent iterations.
+        selection: ``cv`` (inner folds of the training cases) or ``val`` (the fold's validation cases).
+        inner_folds: inner folds of ``cv``.
+        n_folds: folds made when the task declares none.
+        val_fraction: validation share for ``val`` selection.
+        split_seed: seed of the folds made here.
+        seeds: kept for the result schema (the fit is deterministic).
+        km_split: ``median`` or ``tertiles`` risk groups.
+        bootstrap_resamples: resamples of the CI (0 = none).
+    """
+
+    pooling: str = "mean"
+    alphas: tuple[float, ...] = (0.01, 0.02, 0.07)
+    l1_ratio: float = 0.5
+    max_iter: int = 100_000
+    selection: str = "cv"
+    inner_folds: int = 5
+    n_folds: int = 5
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    km_split: str = "median"
+    bootstrap_resamples: int = 1000
+
+
+@register_protocol
+class SurvCoxnet(_SurvivalBase):
+    """``surv.coxnet``: elastic-net Cox on mean-pooled bag features."""
+
+    name = "surv.coxnet"
+    Config = CoxnetConfig
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Fit per fold with α selected on training data only; write predictions and KM curves."""
+        cfg = self.config
+        data = check_bags(self, data, survival=True)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        use_val = cfg.selection == "val"
+        folds = self._folds(data, cfg.val_fraction if use_val else 0.0)
+        x = data.pooled(cfg.pooling)
+        runs, predictions = [], []
+        for fold in folds:
+            train = fold.train if use_val else np.union1d(fold.train, fold.val)
+            model = fit_coxnet(x[train], data.time[train], data.event[train], alphas=cfg.alphas,
+                               l1_ratio=cfg.l1_ratio, max_iter=cfg.max_iter, selection=cfg.selection,
+                               inner_folds=cfg.inner_folds, x_val=x[fold.val], time_val=data.time[fold.val],
+                               event_val=data.event[fold.val], seed=cfg.split_seed)
+            risk = model.predict_risk(x[fold.test])
+            rows = fold.test
+            runs.append({"c_index": concordance_index(data.event[rows], data.time[rows], risk), "fold": fold.name,
+                         "seed": cfg.seeds[0], "alpha": model.alpha,
+                         "selection": {str(k): v for k, v in model.selection.items()}})
+            for j, i in enumerate(rows):
+                predictions.append({"id": data.ids[i], "time": float(data.time[i]), "event": int(data.event[i]),
+                                    "risk": float(risk[j]), "fold": fold.name, "seed": cfg.seeds[0]})
+        return self._result(data, folds, out_dir, task, encoder, runs, predictions, {}, [],
+                            selected_alphas=[r["alpha"] for r in runs])
