@@ -169,3 +169,51 @@ def test_vqa_records_loader_on_real_pathvqa_and_wsi_vqa(tmp_path: Path) -> None:
     )
     assert len(data.records) == 735 and sum(r.closed for r in data.records) == 390
     assert len(data.bags) == 86 and all(b.shape == (3, 8) for b in data.bags.values())
+
+
+@pytest.mark.realdata
+def test_vqa_protocol_on_real_wsi_vqa_questions_answers_within_choices(tmp_path: Path) -> None:
+    """Real WSI-VQA questions (placeholder slide features: the dataset ships none), patient-level split.
+
+    With uninformative features the model can only learn question priors; what is checked is the handling
+    of real multiple-choice and open questions: every closed prediction is one of its question's choices.
+    """
+    wsi = shared_path("text", "wsi_vqa", "WsiVQA_test.json")
+    patients = sorted({r["Id"] for r in json.loads(wsi.read_text())})
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "f.npz",
+        ids=np.array(patients),
+        features=rng.normal(size=(len(patients), 16)).astype(np.float32),
+    )
+    ctx = TaskContext(encoder="x", base_dir=tmp_path, cache_dir=tmp_path / "cache")
+    data = load_vqa_records(
+        {
+            "format": "wsi_vqa",
+            "records_file": str(wsi),
+            "features_file": "f.npz",
+            "split_fractions": {"train": 0.7, "val": 0.1, "test": 0.2},
+        },
+        ctx,
+    )
+    for split in ("train", "val", "test"):  # patient-disjoint splits
+        others = {r.group for r in data.records if r.split != split}
+        assert not {r.group for r in data.records if r.split == split} & others
+    result = create_protocol("vqa.fusion", **{**FAST, "epochs": 3}).run(
+        data, tmp_path / "out", task="wsi-vqa", encoder="x"
+    )
+    print(json.dumps({"wsi_vqa_placeholder_features": result.metrics}))
+    choices = {(r.image_id, r.question): r.choices for r in data.records if r.split == "test"}
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    closed = [r for r in rows if r["closed"] == "1"]
+    assert closed and len(rows) == result.provenance["n_test"]
+    answer_vocab_size = result.provenance["n_answers"]
+    for r in closed:
+        allowed = {normalize_answer(c) for c in choices[(r["id"], r["question"])]}
+        assert r["prediction"] in allowed or not allowed & _train_answers(data)
+    assert answer_vocab_size > 100  # open answers (sizes, dates, labels) make a large vocabulary
+
+
+def _train_answers(data: VqaTaskData) -> set[str]:
+    return {normalize_answer(r.answer) for r in data.records if r.split == "train"}
