@@ -18,18 +18,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gpfm.atomic import write_json_atomic, write_text_atomic
 from gpfm.eval import report_plots as plots
 from gpfm.eval.aggregate import Aggregate, Leaderboard, aggregate
+from gpfm.eval.report_artifacts import artifact_sections, load_json
 from gpfm.eval.results import ResultRow, ResultsTable
 
 log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
 LEADERBOARD_JSON = "leaderboard.json"
-MAX_SAMPLES = 5
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 2rem 3rem;color:#1d232b;
@@ -166,134 +164,6 @@ def _references(refs: dict[str, Any]) -> str:
     return f'<section id="references"><h2>Published reference numbers</h2>{notes}{table}</section>'
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        log.warning("report: cannot read %s: %s", path, err)
-        return None
-
-
-def _attention_summary(path: Path) -> dict[str, float] | None:
-    """Slides, mean tiles, mean normalised attention entropy and mean top-10% attention mass."""
-    try:
-        import h5py
-
-        entropies, top_mass, sizes = [], [], []
-        with h5py.File(path, "r") as fh:
-            for name in fh:
-                a = np.asarray(fh[name][()], dtype=float).ravel()
-                if a.size == 0:
-                    continue
-                p = (
-                    a / a.sum()
-                    if (a >= 0).all() and a.sum() > 0
-                    else np.exp(a - a.max()) / np.exp(a - a.max()).sum()
-                )
-                sizes.append(a.size)
-                nz = p[p > 0]
-                entropies.append(float(-(nz * np.log(nz)).sum() / np.log(a.size)) if a.size > 1 else 0.0)
-                k = max(1, int(np.ceil(0.1 * a.size)))
-                top_mass.append(float(np.sort(p)[::-1][:k].sum()))
-        if not sizes:
-            return None
-        return {
-            "slides": len(sizes),
-            "mean_tiles": float(np.mean(sizes)),
-            "entropy": float(np.mean(entropies)),
-            "top10_mass": float(np.mean(top_mass)),
-        }
-    except Exception as err:  # a broken artifact must not break the whole report
-        log.warning("report: cannot summarise attention %s: %s", path, err)
-        return None
-
-
-def _artifact_sections(run_dir: Path, results: dict[str, Any]) -> str:
-    """Figures and tables drawn from the artifacts of one task × protocol, one panel per encoder."""
-    by_kind: dict[str, dict[str, Path]] = defaultdict(dict)
-    for enc, (row, res) in results.items():
-        base = (run_dir / row.result_path).parent
-        for kind, rel in (res.get("artifacts") or {}).items():
-            if (base / rel).is_file():
-                by_kind[kind][enc] = base / rel
-    parts = []
-    drawers = (
-        ("roc_curves", "ROC curves", plots.roc_figure),
-        ("confusion_matrix", "Confusion matrices", plots.confusion_figure),
-        ("km_curves", "Kaplan–Meier curves of predicted risk groups", plots.km_figure),
-        ("curves", "Training curves", plots.curves_figure),
-    )
-    for kind, title, draw in drawers:
-        loaded = {enc: d for enc, p in by_kind.get(kind, {}).items() if (d := _load_json(p)) is not None}
-        if loaded:
-            try:
-                parts.append(f'<h4>{title}</h4><img class="plot" alt="{_e(kind)}" src="{draw(loaded)}">')
-            except Exception as err:
-                parts.append(f'<p class="failed">could not draw {_e(kind)}: {_e(err)}</p>')
-    if by_kind.get("attention"):
-        rows = []
-        for enc, p in by_kind["attention"].items():
-            s = _attention_summary(p)
-            if s:
-                rows.append(
-                    f"<tr><td>{_e(enc)}</td><td class=num>{s['slides']}</td>"
-                    f"<td class=num>{s['mean_tiles']:.0f}</td><td class=num>{s['entropy']:.3f}</td>"
-                    f"<td class=num>{s['top10_mass']:.3f}</td></tr>"
-                )
-        if rows:
-            parts.append(
-                "<h4>MIL attention</h4><table><tr><th>encoder</th><th>slides</th><th>mean tiles</th>"
-                "<th>normalised entropy (1 = uniform)</th><th>mass on top 10% tiles</th></tr>"
-                + "".join(rows)
-                + "</table>"
-            )
-    if by_kind.get("vqa_breakdown"):
-        parts.append(_vqa_table(by_kind["vqa_breakdown"]))
-    if by_kind.get("samples"):
-        parts.append(_samples_table(by_kind["samples"]))
-    return "".join(parts)
-
-
-def _vqa_table(paths: dict[str, Path]) -> str:
-    data = {enc: d for enc, p in paths.items() if isinstance(d := _load_json(p), dict)}
-    groups = [g for g in ("closed", "open", "overall") if any(g in d for d in data.values())]
-    groups += sorted({k for d in data.values() for k in d} - set(groups))
-    rows = []
-    for enc, d in data.items():
-        for g in groups:
-            v = d.get(g)
-            if isinstance(v, dict):
-                cells = ", ".join(
-                    f"{_e(k)} = {_e(f'{x:.4f}' if isinstance(x, float) else x)}" for k, x in v.items()
-                )
-            else:
-                cells = _e(f"{v:.4f}" if isinstance(v, float) else v)
-            rows.append(f"<tr><td>{_e(enc)}</td><td>{_e(g)}</td><td>{cells}</td></tr>")
-    return (
-        "<h4>VQA accuracy</h4><table><tr><th>encoder</th><th>question type</th><th>values</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
-
-
-def _samples_table(paths: dict[str, Path]) -> str:
-    rows = []
-    for enc, p in paths.items():
-        samples = _load_json(p)
-        for s in (samples or [])[:MAX_SAMPLES]:
-            if isinstance(s, dict):
-                rows.append(
-                    f"<tr><td>{_e(enc)}</td><td>{_e(s.get('id', ''))}</td><td>{_e(s.get('reference', ''))}"
-                    f"</td><td>{_e(s.get('generated', ''))}</td></tr>"
-                )
-    return (
-        f"<h4>Generated vs reference (first {MAX_SAMPLES} per encoder)</h4>"
-        "<table><tr><th>encoder</th><th>id</th><th>reference</th><th>generated</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
-
-
 def _provenance(row: ResultRow, res: dict[str, Any]) -> str:
     prov = res.get("provenance", {})
     sha = str(prov.get("encoder_weights_sha256", ""))
@@ -321,7 +191,7 @@ def _task_section(
     body = []
     by_protocol: dict[str, dict[str, Any]] = defaultdict(dict)
     for r in rows:
-        res = _load_json(run_dir / r.result_path) if r.ok and r.result_path else None
+        res = load_json(run_dir / r.result_path) if r.ok and r.result_path else None
         if res is not None:
             by_protocol[r.protocol][r.encoder] = (r, res)
         rank = board.ranks.get(task, {}).get(r.encoder) if r.headline else None
@@ -341,7 +211,7 @@ def _task_section(
         )
     parts.append(f"<table>{head}{''.join(body)}</table>")
     for protocol, results in by_protocol.items():
-        extra = _artifact_sections(run_dir, results)
+        extra = artifact_sections(run_dir, results)
         if extra:
             parts.append(f"<h4 class=meta>{_e(protocol)}</h4>{extra}")
     return "".join(parts)

@@ -182,3 +182,27 @@ def curves_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return figure_to_data_uri(fig)
+
+
+def fewshot_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
+    """Few-shot balanced accuracy vs shots per class, one line per encoder with the episode 2.5–97.5% band.
+
+    Artifact ``fewshot``: ``{"shots": [n...], "balanced_accuracy": [{"mean", "p2.5", "p97.5", ...}, ...]}``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for enc, data in curves.items():
+        shots = data.get("shots", [])
+        summary = data.get("balanced_accuracy", [])
+        if not shots or len(summary) != len(shots):
+            continue
+        mean = [s["mean"] for s in summary]
+        ax.plot(shots, mean, marker="o", lw=1.4, label=enc)
+        if all("p2.5" in s and "p97.5" in s for s in summary):
+            ax.fill_between(shots, [s["p2.5"] for s in summary], [s["p97.5"] for s in summary], alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set(
+        xlabel="shots per class", ylabel="balanced accuracy", title="SimpleShot (mean, 2.5–97.5% of episodes)"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_to_data_uri(fig)

@@ -28,7 +28,8 @@ Rules:
   ``SUITE_DIR`` (reserved: the environment cannot change them), then the environment, then the defaults in the
   suite's ``variables`` block. A leading ``~`` is expanded too.
 * Relative paths in ``data`` are resolved by loaders against :attr:`Suite.base_dir` (``--data-root`` when
-  given, else the suite file's folder; for the suites shipped with gpfm, the working directory); :func:`resolve_data_paths` does it for the path-like keys.
+  given, else the suite file's folder; for the suites shipped with gpfm, the working directory);
+  :func:`resolve_data_paths` does it for the path-like keys.
 * ``protocol_options`` keys that name one of the task's protocols hold options for that protocol only; other
   keys apply to every protocol of the task. ``defaults.protocol_options`` is keyed by protocol name.
 """

@@ -44,7 +44,7 @@ def test_lc25000_demo_suite(
         data_root=shared_data, device="cpu", precision="fp32", weights={"resnet50-imagenet": "random"}
     )
     table = run_suite("lc25000_demo", encoders, out, **kwargs)
-    assert [r.status for r in table.rows] == ["ok"] * 8, [
+    assert [r.status for r in table.rows] == ["ok"] * 14, [
         (r.protocol, r.encoder, r.reason) for r in table.rows
     ]
     for row in table.rows:
@@ -63,7 +63,7 @@ def test_lc25000_demo_suite(
     )
     assert resnet["provenance"]["encoder_weights_sha256"] == "random"
     board = json.loads((out / "leaderboard.json").read_text())["overall"]
-    assert {e["encoder"] for e in board["entries"]} == set(encoders) and len(board["units"]) == 2
+    assert {e["encoder"] for e in board["entries"]} == set(encoders) and len(board["units"]) == 4
     print(
         "leaderboard:",
         [(e["encoder"], e["average_rank"], round(e["mean_score"], 3)) for e in board["entries"]],
