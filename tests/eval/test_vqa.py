@@ -19,7 +19,7 @@ from gpfm.eval.multimodal.data import VqaTaskData, ensure_val_split, inference_c
 from gpfm.eval.multimodal.loaders import load_vqa_records
 from gpfm.eval.multimodal.vqa_model import restrict_to_choices
 from gpfm.eval.protocol import TaskContext, create_protocol
-from gpfm.eval.protocols.vqa import normalize_answer
+from gpfm.eval.protocols.vqa import normalize_answer, question_prior_answers
 from gpfm.eval.text.readers import VqaRecord
 from tests.conftest import shared_path
 from tests.eval._multimodal_data import bags_and_labels, vqa_records
@@ -41,6 +41,28 @@ def test_normalize_answer_and_choice_restriction() -> None:
     logits = torch.tensor([[0.1, 3.0, 0.5, 2.0], [5.0, 0.0, 1.0, 0.0]])
     # Row 0 may only answer 0 or 2 -> 2 (0.5 > 0.1); row 1 is unrestricted -> 0.
     assert restrict_to_choices(logits, [[0, 2], []]).tolist() == [2, 0]
+
+
+def test_question_prior_baseline_by_hand() -> None:
+    train = [
+        VqaRecord("a", "Is it benign?", "yes", True),
+        VqaRecord("b", "is it benign ?", "no", True),
+        VqaRecord("c", "is it benign?", "no", True),
+        VqaRecord("d", "what grade?", "High", False),
+        VqaRecord("e", "which type?", "ilc", True, choices=("idc", "ilc")),
+        VqaRecord("f", "which type?", "idc", True, choices=("idc", "ilc")),
+        VqaRecord("g", "size?", "2 cm", False),
+        VqaRecord("h", "what grade?", "high", False),
+    ]
+    test = [
+        VqaRecord("t", "Is it benign?", "yes", True),  # same question (normalised): no (2) beats yes (1)
+        VqaRecord("t", "unseen open?", "x", False),  # kind prior: "high" (2) beats "2 cm" (1)
+        VqaRecord(
+            "t", "which type?", "ilc", True, choices=("ILC", "IDC")
+        ),  # tie 1-1 -> kind counts tie -> first
+        VqaRecord("t", "new choice?", "b", True, choices=("a", "b")),  # never seen: first choice
+    ]
+    assert question_prior_answers(train, test) == ["no", "high", "ilc", "a"]
 
 
 def test_inference_chunks_respect_item_and_padding_budgets() -> None:

@@ -11,7 +11,8 @@ Answers are compared after normalisation (lower-case, collapsed whitespace, trai
 match. A test answer outside the training vocabulary counts as wrong (its share is reported as
 ``open_oov_fraction``). Metrics: ``closed_accuracy`` (yes/no and multiple choice), ``open_accuracy`` (exact
 match), **``overall_accuracy`` (primary)**, plus the same for a *question-prior baseline* that ignores the
-image: the most frequent training answer of the same normalised question (else of the same closed/open kind).
+image: the most frequent training answer of the same normalised question, within its choices for a
+multiple-choice question (:func:`question_prior_answers`).
 
 95% CIs: percentile bootstrap over test questions (``bootstrap`` = 1,000 resamples, stratified by
 closed/open, seed = ``seed``). Artifacts: ``vqa_breakdown`` (JSON ``{"closed": {...}, "open": {...},
@@ -46,7 +47,7 @@ from gpfm.eval.multimodal.training import TrainConfig, describe, fit
 from gpfm.eval.multimodal.vqa_model import VqaFusionModel, VqaModelConfig, restrict_to_choices
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
 from gpfm.eval.text.readers import VqaRecord
-from gpfm.eval.text.tokenizer import WordTokenizer
+from gpfm.eval.text.tokenizer import WordTokenizer, split_words
 
 QUESTION_ENCODERS = ("transformer", "minilm")
 
@@ -82,15 +83,36 @@ class VqaConfig:
     seed: int = 0
 
 
-def _question_prior(train: list[VqaRecord]) -> tuple[dict[str, str], dict[bool, str]]:
+def _question_key(question: str) -> str:
+    """Questions that differ only in case, spacing or punctuation spacing (``benign ?``) share a key."""
+    return " ".join(split_words(question))
+
+
+def question_prior_answers(train: list[VqaRecord], test: list[VqaRecord]) -> list[str]:
+    """Image-blind baseline answers: the most frequent training answer of the same question.
+
+    Unseen questions fall back to the most frequent training answer of their kind (closed/open). A
+    multiple-choice question takes the most frequent of its own choices (by the same-question counts, then
+    the kind counts; the first choice when none was ever a training answer).
+    """
     by_question: dict[str, Counter[str]] = {}
     by_kind: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
     for r in train:
         ans = normalize_answer(r.answer)
-        by_question.setdefault(normalize_answer(r.question), Counter())[ans] += 1
+        by_question.setdefault(_question_key(r.question), Counter())[ans] += 1
         by_kind[r.closed][ans] += 1
-    top = {q: c.most_common(1)[0][0] for q, c in by_question.items()}
-    return top, {k: c.most_common(1)[0][0] for k, c in by_kind.items() if c}
+    out = []
+    for r in test:
+        same = by_question.get(_question_key(r.question), Counter())
+        kind = by_kind[r.closed]
+        if r.choices:
+            options = [normalize_answer(c) for c in r.choices]
+            out.append(max(options, key=lambda a: (same[a], kind[a], -options.index(a))))
+        elif same:
+            out.append(same.most_common(1)[0][0])
+        else:
+            out.append(kind.most_common(1)[0][0] if kind else "")
+    return out
 
 
 def _breakdown(
@@ -204,8 +226,7 @@ class VqaFusionProtocol(Protocol):
         preds = predict(test)
         truth = [normalize_answer(r.answer) for r in test]
         correct = np.array([p == t for p, t in zip(preds, truth, strict=True)])
-        prior_q, prior_kind = _question_prior(train)
-        base_preds = [prior_q.get(normalize_answer(r.question), prior_kind.get(r.closed, "")) for r in test]
+        base_preds = question_prior_answers(train, test)
         baseline = np.array([b == t for b, t in zip(base_preds, truth, strict=True)])
         breakdown = _breakdown(test, correct, baseline)
         metrics = {
