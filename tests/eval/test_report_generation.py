@@ -281,3 +281,17 @@ def test_protocol_refuses_unknown_option_and_missing_test_split() -> None:
     data = ReportTaskData({"a": np.ones((1, 3), np.float32)}, [TextRecord("a", "x.", "train")])
     with pytest.raises(ValueError, match="never select on test"):
         create_protocol("report.histgen", **FAST).run(data, Path("/tmp/unused"), task="t", encoder="e")
+
+
+def test_images_root_refuses_ambiguous_record_ids(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for sub in ("train", "test"):
+        (tmp_path / "img" / sub).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / sub / "x.png")
+    (tmp_path / "r.csv").write_text("id,text,split\nx,a caption.,train\n")
+    ctx = TaskContext(encoder="efficientnet-lite0-imagenet", base_dir=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(
+        ValueError, match=r"record id 'x' matches several images \['test/x.png', 'train/x.png'\]"
+    ):
+        load_report_records({"format": "csv", "records_file": "r.csv", "images_root": "img"}, ctx)

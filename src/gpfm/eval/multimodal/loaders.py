@@ -253,11 +253,16 @@ def _from_images(
     files = sorted(
         p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
     )
-    stems = {}
+    stems: dict[str, set[str]] = {}  # every name a record may use for a file: path, path w/o suffix, stem
     for f in files:
-        stems.setdefault(f, f)
-        stems.setdefault(f.rsplit(".", 1)[0], f)
-        stems.setdefault(Path(f).stem, f)
+        for name in (f, f.rsplit(".", 1)[0], Path(f).stem):
+            stems.setdefault(name, set()).add(f)
+    ambiguous = sorted(m for ms in wanted.values() for m in ms if len(stems.get(m, ())) > 1)
+    if ambiguous and not prefix:
+        raise ValueError(
+            f"{root}: record id {ambiguous[0]!r} matches several images {sorted(stems[ambiguous[0]])[:3]}; "
+            "use ids with the sub-folder (e.g. train/x.jpg)"
+        )
     needed: dict[str, list[str]] = {}
     for bag_id, members in wanted.items():
         hits: list[str] = []
@@ -265,7 +270,7 @@ def _from_images(
             hits += (
                 [f for f in files if Path(f).name.startswith(m) or f.startswith(m)]
                 if prefix
-                else ([stems[m]] if m in stems else [])
+                else sorted(stems.get(m, ()))
             )
         if hits:
             needed[bag_id] = hits
