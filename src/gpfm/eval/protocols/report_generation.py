@@ -97,7 +97,7 @@ def _decode(
 
 def _constant_baseline(train_texts: list[str], test_refs: list[list[str]]) -> dict[str, float]:
     counts = Counter(train_texts)
-    constant = max(counts, key=lambda t: (counts[t], -train_texts.index(t)))
+    constant = max(counts, key=counts.__getitem__)  # ties: first seen (Counter keeps insertion order)
     scores = score_texts([constant] * len(test_refs), test_refs)
     return {"baseline_BLEU_4": scores.corpus["BLEU_4"], "baseline_CIDEr": scores.corpus["CIDEr"]}
 
