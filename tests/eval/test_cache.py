@@ -212,5 +212,12 @@ def test_loader_csv_split_method_carves_val_and_rejects_leaks(tmp_path, count_em
     for g in np.unique(data.groups):
         assert len(set(data.split[data.groups == g])) == 1
     assert data.provenance["split"]["method"] == "csv" and count_embeds == [12]
+    assert data.provenance["duplicate_groups_across_splits"] == 0
+    # a byte-identical copy on the other side of an official split is counted and flagged, not fatal
+    shutil.copy2(data_dir / rows[1][0], data_dir / "a" / "copy.png")
+    with open(data_dir / "labels.csv", "a", newline="") as fh:
+        csv.writer(fh).writerow(("a/copy.png", "a", "train" if rows[1][2] == "test" else "test", "patient-x"))
+    dup = TASK_LOADERS.get("roi_images")(block, ctx)
+    assert dup.provenance["duplicate_groups_across_splits"] == 1
     with pytest.raises(ValueError, match="unknown key"):
         TASK_LOADERS.get("roi_images")({**block, "split": {"method": "csv", "valsize": 0.1}}, ctx)

@@ -12,13 +12,15 @@ A suite task's ``data:`` block for ROI images::
 
 Split methods: ``group_hash`` (stratified; byte-identical images and the CSV ``group`` column are merged into
 groups that never straddle splits), ``stratified`` (stratified; only the CSV ``group`` column counts) and
-``csv`` (the CSV ``split`` column; when it has no val rows, ``val_size`` of train is carved out by groups).
+``csv`` (the CSV ``split`` column; a CSV group on two sides is an error, byte-identical images across the
+split are counted in provenance and flagged; without val rows, ``val_size`` of train is carved out by groups).
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import logging
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +37,11 @@ from gpfm.eval.splits import (
     merge_groups,
     normalize_split_name,
     split_hash,
+    straddling_groups,
     stratified_group_split,
 )
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _PATH_COLUMNS = ("path", "file", "filename", "image")
@@ -269,6 +274,7 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
             f"roi_images split: unknown key(s) {unknown_split}; known: method, test_size, val_size, seed"
         )
     method = spec["method"]
+    duplicate_leaks = 0
     if method == "group_hash":
         groups = merge_groups(cached.sha256.tolist(), user_groups)
         split = stratified_group_split(labels, groups, spec["test_size"], spec["val_size"], spec["seed"])
@@ -278,9 +284,14 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
     elif method == "csv":
         if listing.splits is None:
             raise ValueError("split method csv needs a split column in data.csv")
-        groups = merge_groups(cached.sha256.tolist(), user_groups)
         split = np.array([listing.splits[i] for i in order])
-        check_groups_disjoint(split, groups)
+        if user_groups is not None:  # a patient on two sides is an error in the user's split ...
+            check_groups_disjoint(split, merge_groups(user_groups))
+        groups = merge_groups(cached.sha256.tolist(), user_groups)
+        # ... byte-identical images across an official split are the dataset's; count and flag them
+        duplicate_leaks = len(straddling_groups(split, groups))
+        if duplicate_leaks:
+            log.warning("%d groups of byte-identical images straddle the CSV split", duplicate_leaks)
         if not (split == "val").any() and spec["val_size"] > 0:
             split = carve_val(split, labels, groups, spec["val_size"], spec["seed"])
     else:
@@ -297,6 +308,7 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
         "dataset_hash": cached.key.dataset,
         "dataset_root": str(listing.root),
         "split": spec,
+        "duplicate_groups_across_splits": duplicate_leaks,
         "code_version": code_version(),
     }
     return RoiFeatures(cached.features, labels, names, cached.ids, split, groups, provenance)

@@ -169,18 +169,20 @@ def split_hash(ids: Sequence[str], split: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def straddling_groups(split: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Group ids that occur in more than one split."""
+    pairs = np.unique(np.stack([np.asarray(groups).astype(str), np.asarray(split).astype(str)]), axis=1)
+    group_of_pair, n_sides = np.unique(pairs[0], return_counts=True)
+    return group_of_pair[n_sides > 1]
+
+
 def check_groups_disjoint(split: np.ndarray, groups: np.ndarray) -> None:
     """Raise if any group occurs in more than one split (a guard for user-provided CSV splits)."""
-    split = np.asarray(split).astype(str)
-    groups = np.asarray(groups)
-    pairs = np.unique(np.stack([groups.astype(str), split]), axis=1)
-    group_of_pair, n_sides = np.unique(pairs[0], return_counts=True)
-    leaking = group_of_pair[n_sides > 1]
+    leaking = straddling_groups(split, groups)
     if len(leaking):
         g = str(leaking[0])
-        sides = sorted(pairs[1][pairs[0] == g].tolist())
+        sides = sorted(set(np.asarray(split).astype(str)[np.asarray(groups).astype(str) == g].tolist()))
         raise ValueError(
-            f"group {g!r} (and {len(leaking) - 1} more) appears in splits {sides}: identical images or one "
-            "patient "
-            "on both sides leak labels; fix the split column or use split method group_hash"
+            f"group {g!r} (and {len(leaking) - 1} more) appears in splits {sides}: one patient or source "
+            "image on both sides leaks labels; fix the split column or use split method group_hash"
         )

@@ -122,6 +122,11 @@ def classification_result(
             "interval": "percentile 2.5/97.5",
             "skipped": n_skipped,
         }
+    flags = list(flags or [])
+    if data.provenance.get("duplicate_groups_across_splits"):
+        flags.append(
+            f"{data.provenance['duplicate_groups_across_splits']} duplicate-image groups straddle the split"
+        )
     return ProtocolResult(
         protocol=protocol.name,
         protocol_version=protocol.version,
@@ -133,5 +138,5 @@ def classification_result(
         config=protocol.resolved_config(),
         provenance=provenance(protocol, data, **extra),
         artifacts=all_artifacts,
-        flags=list(flags or []),
+        flags=flags,
     )
