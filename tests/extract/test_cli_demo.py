@@ -100,3 +100,19 @@ def test_demo_on_a_given_slide_with_the_fallback_encoder(tmp_path, monkeypatch, 
         from pathlib import Path
 
         assert Path(path).is_file() and Path(path).stat().st_size > 0
+
+
+@pytest.mark.realdata
+def test_extract_cli_tiling_options(tmp_path, cmu, tiny_encoder):
+    from gpfm.wsi import read_coords
+
+    out = tmp_path / "job"
+    result = runner.invoke(app, ["extract", str(cmu), "--encoder", tiny_encoder, "--weights", "random", "--out",
+                                 str(out), "--recipe", "trident-112um", "--min-tissue-fraction", "0.9",
+                                 "--holes-are-tissue", "--workers", "0", "--device", "cpu", "--shard", "0/1"])
+    assert result.exit_code == 0, result.output
+    coords, attrs = read_coords(out / "20x_224px_0px_overlap" / "patches" / "CMU-1-Small-Region_patches.h5")
+    assert attrs["patch_size"] == 224 and attrs["min_tissue_fraction"] == 0.9
+    assert attrs["patch_size_level0"] == round(112 / 0.499)
+    assert '"holes_are_tissue": true' in attrs["seg_params_json"]
+    assert len(coords) > 0

@@ -21,7 +21,12 @@ def extract(
     weights: str | None = typer.Option(None, help="Weights file, or 'random' for timing runs."),
     mpp: float | None = typer.Option(None, help="µm/px override for slides without a manifest mpp."),
     recipe: str = typer.Option("gpfm-128um", help="Tiling recipe: gpfm-128um, trident-112um, clam-level0-512."),
+    target_mpp: float | None = typer.Option(None, help="Override the recipe's µm/px of the stored tile."),
+    tile_px: int | None = typer.Option(None, help="Override the recipe's tile size (px at the target µm/px)."),
+    overlap: int | None = typer.Option(None, help="Tile overlap in px at the target µm/px."),
+    min_tissue_fraction: float | None = typer.Option(None, help="Keep tiles with at least this tissue cover [0.25]."),
     seg_method: str = typer.Option("hsv", help="Tissue detection: hsv, otsu, clam-tcga."),
+    holes_are_tissue: bool = typer.Option(False, help="Keep lumina/holes as tissue (TRIDENT's default)."),
     batch_size: int | None = typer.Option(None, help="Tiles per encoder batch [default: 256 on CUDA, 32 on CPU]."),
     workers: int | None = typer.Option(None, help="Reader processes [default: 0.75 × cores]."),
     block_k: int = typer.Option(4, help="Read k×k blocks of neighbouring tiles with one region read."),
@@ -44,9 +49,15 @@ def extract(
     from gpfm.extract.slides import SlideListError
     from gpfm.models import WeightsNotFoundError
 
+    from gpfm.wsi import TilingConfig
+
+    overrides = {k: v for k, v in {"target_mpp": target_mpp, "tile_px": tile_px, "overlap": overlap,
+                                   "min_tissue_fraction": min_tissue_fraction}.items() if v is not None}
     try:
+        tiling = TilingConfig.from_recipe(recipe, **overrides)
         summary = extract_slides(
-            [str(s) for s in slides], encoder, out, weights=weights, recipe=recipe, seg_method=seg_method, mpp=mpp,
+            [str(s) for s in slides], encoder, out, weights=weights, tiling=tiling, seg_method=seg_method,
+            seg_params={"holes_are_tissue": True} if holes_are_tissue else None, mpp=mpp,
             device=device, precision=precision, batch_size=batch_size, workers=workers, block_k=block_k,
             shard=shard, steal=steal, overwrite=overwrite, retry_failed=retry_failed, skip_errors=skip_errors,
             force=force, recursive=recursive,

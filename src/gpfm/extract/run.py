@@ -1,10 +1,11 @@
 """``extract_slides``: many slides → one features file each, resumable, sharded, never losing or faking work.
 
-For each slide this process owns (LPT share first, then — with work stealing — pending slides of other shards):
+For each slide this process owns (LPT share first, then — with work stealing — pending slides of other shards;
+steps 1–3a run one slide ahead on a preparer thread, so the encoder does not wait for tissue detection):
 
 1. skip when ``features_<encoder>/<slide>.h5`` is complete for this tiling and these weights;
 2. take ``<features>.lock`` (O_EXCL; a live holder elsewhere means skip);
-3. run tissue detection + tiling unless complete coordinates exist; embed every tile;
+3. run tissue detection + tiling unless complete coordinates exist (3a); embed every tile;
 4. hand the features to the async writer, which writes the HDF5 atomically, records ``state/<slide>.json``
    and then releases the lock — while this thread already reads the next slide.
 
@@ -19,13 +20,13 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpfm.extract.layout import JobLayout, guard_tiling_config
-from gpfm.extract.locks import DEFAULT_TTL_S, remove_stale_temps, try_acquire
+from gpfm.extract.locks import DEFAULT_TTL_S, break_stale_lock, lock_path_for, remove_stale_temps, try_acquire
 from gpfm.extract.progress import Progress
 from gpfm.extract.sharding import BYTES_PER_TILE_ESTIMATE, ShardSpec, local_device_from_env, plan_order, shard_from_env
 from gpfm.extract.slide import (
@@ -170,14 +171,26 @@ def _fail(ctx: _Ctx, state: SlideState, exc: BaseException, t0: float, lock: Any
     return _finish(ctx, state, t0, lock)
 
 
-def _process(entry: SlideEntry, ctx: _Ctx) -> tuple[str, SlideState | Future[SlideState] | None]:
-    """Process one slide.
+@dataclass
+class _Prepared:
+    """A locked slide with its grid, ready to embed."""
+
+    entry: SlideEntry
+    state: SlideState
+    lock: Any
+    slide: Any
+    grid: Any
+    t0: float
+
+
+def _prepare(entry: SlideEntry, ctx: _Ctx) -> tuple[str, Any]:
+    """Decide, lock, open and tile one slide (runs one slide ahead of the encoder, on the preparer thread).
 
     Returns:
-        ``("processed", state or future)`` when this process worked on it (the future resolves once written),
-        ``("skipped", state)`` when it is already complete, ``("failed_earlier", state)`` for a slide that
-        failed before this run started (without ``retry_failed``), or ``("held", None)`` when another process
-        holds it or finished / failed it during this run.
+        ``("ready", _Prepared)``; ``("processed", state)`` when it failed here; ``("skipped", state)`` when it is
+        already complete; ``("failed_earlier", state)`` for a slide that failed before this run started (without
+        ``retry_failed``); or ``("held", None)`` when another process holds it or finished / failed it during
+        this run.
     """
     from gpfm.wsi import is_complete, open_slide
 
@@ -185,6 +198,8 @@ def _process(entry: SlideEntry, ctx: _Ctx) -> tuple[str, SlideState | Future[Sli
     weights_sha = ctx.encoder.weights_sha256
     previous = load_state(ctx.layout.state_dir, entry.slide_id)
     if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
+        # a writer killed between the atomic rename and its lock release leaves a complete file + a dead lock
+        break_stale_lock(lock_path_for(final), ctx.lock_ttl_s)
         if previous is not None and previous.status in ("done", "empty"):
             return ("held", None) if previous.updated_utc >= ctx.run_started else ("skipped", previous)
         return "skipped", _record_existing(ctx, entry, final)
@@ -216,11 +231,31 @@ def _process(entry: SlideEntry, ctx: _Ctx) -> tuple[str, SlideState | Future[Sli
         state.stage = "tile"
         grid, _ = prepare_grid(slide, ctx.layout, ctx.tiling, ctx.segmentation, ctx.tiling_sha,
                                overwrite=ctx.overwrite, thumbnail_px=ctx.thumbnail_px)
-        state.stage = "embed"
-        ctx.progress.start_slide(entry.slide_id, len(grid))
+    except BaseException as exc:  # noqa: BLE001 - one slide's failure must not stop the batch
+        if slide is not None:
+            slide.close()
+        return "processed", _fail(ctx, state, exc, t0, lock)
+    slide.close()  # the embedding stage reopens it lazily (in its reader workers)
+    return "ready", _Prepared(entry, state, lock, slide, grid, t0)
+
+
+def _abandon(prepared: _Prepared, ctx: _Ctx) -> None:
+    """Release a prepared slide that will not be embedded in this run (early stop or interruption)."""
+    prepared.state.status, prepared.state.stage = "pending", ""
+    save_state(ctx.layout.state_dir, prepared.state)
+    prepared.lock.release()
+
+
+def _embed(prepared: _Prepared, ctx: _Ctx) -> tuple[str, SlideState | Future[SlideState]]:
+    """Embed a prepared slide and queue its write; the writer thread records the state and releases the lock."""
+    entry, state, lock, grid, t0 = prepared.entry, prepared.state, prepared.lock, prepared.grid, prepared.t0
+    final = ctx.layout.features(entry.slide_id)
+    state.stage = "embed"
+    ctx.progress.start_slide(entry.slide_id, len(grid))
+    try:
         if len(grid):
-            result = embed_slide(slide, grid, ctx.encoder, batch_size=ctx.batch_size, workers=ctx.workers,
-                                 block_k=ctx.block_k, on_batch=ctx.progress.advance_tiles,
+            result = embed_slide(prepared.slide, grid, ctx.encoder, batch_size=ctx.batch_size,
+                                 workers=ctx.workers, block_k=ctx.block_k, on_batch=ctx.progress.advance_tiles,
                                  max_failed_fraction=ctx.max_failed_fraction)
         else:
             result = empty_result(ctx.encoder)
@@ -230,8 +265,7 @@ def _process(entry: SlideEntry, ctx: _Ctx) -> tuple[str, SlideState | Future[Sli
         lock.release()  # interrupted: leave no lock behind; the state stays "running" (= not done)
         raise
     finally:
-        if slide is not None:
-            slide.close()  # release the reader handle before the next slide (memory stays flat over a cohort)
+        prepared.slide.close()  # release the reader handle before the next slide (memory stays flat)
     state.n_tiles = result.n_tiles
     state.n_failed_tiles = int((result.tile_status == 2).sum())
 
@@ -366,19 +400,35 @@ def extract_slides(
     ctx = _Ctx(layout, enc, tiling_cfg, segmentation, tiling_sha, run_id, started, batch_size,
                default_workers() if workers is None else workers, block_k, overwrite, retry_failed, lock_ttl_s,
                max_failed_fraction, thumbnail_px, bar, AsyncWriter())
+    order = [by_id[sid] for sid in (*own, *stolen)]
+    # the preparer thread locks, opens and tiles slide s+1 while slide s is being embedded (no idle encoder)
+    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpfm-prepare")
+    pending: Future[tuple[str, Any]] | None = None
     try:
-        for sid in [*own, *stolen]:
-            kind, outcome = _process(by_id[sid], ctx)
-            if outcome is None:
+        for position in range(len(order)):
+            if pending is None:
+                pending = preparer.submit(_prepare, order[position], ctx)
+            kind, value = pending.result()
+            pending = preparer.submit(_prepare, order[position + 1], ctx) if position + 1 < len(order) else None
+            if kind == "ready":
+                kind, value = _embed(value, ctx)
+            if value is None:
                 held += 1
                 continue
-            outcomes.append((kind, outcome))
-            if not skip_errors and isinstance(outcome, SlideState) and outcome.status == "failed":
+            outcomes.append((kind, value))
+            if not skip_errors and isinstance(value, SlideState) and value.status == "failed":
                 break
             if time.perf_counter() - last_summary > SUMMARY_EVERY_S:
                 write_summary_csv(layout.summary_csv, load_all_states(layout.state_dir))
                 last_summary = time.perf_counter()
     finally:
+        if pending is not None:  # stopped early: hand back the slide prepared ahead
+            kind, value = pending.result()
+            if kind == "ready":
+                _abandon(value, ctx)
+            elif value is not None:
+                outcomes.append((kind, value))
+        preparer.shutdown()
         ctx.writer.close()
         bar.close()
     for kind, outcome in outcomes:
