@@ -158,9 +158,11 @@ def _fit(model: nn.Module, bags: list[Tensor], train_rows: np.ndarray, val_rows:
          config: TrainConfig) -> FitResult:
     device = config.device
     model.to(device)
-    optimiser = torch.optim.Adam(
-        (p for p in model.parameters() if p.requires_grad), lr=config.lr, weight_decay=config.weight_decay
-    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:  # the fused kernel is ~4x faster than the per-tensor loop at batch-1 bag sizes (same update rule)
+        optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # dtype/device without a fused kernel
+        optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout masks
     strata = None
