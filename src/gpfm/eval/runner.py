@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 import traceback
@@ -399,7 +400,8 @@ def _run_protocol(
     extra_seconds: float,
 ) -> ResultRow:
     """Run one protocol into a fresh folder, then swap it in place of any older result."""
-    staging = run_dir.with_name(f"{run_dir.name}.partial")
+    # a unique staging name: two runners sharing an output folder never write into each other's folder
+    staging = run_dir.with_name(f"{run_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -409,7 +411,7 @@ def _run_protocol(
             raise TypeError(f"protocol {proto.name} returned {type(result).__name__}, not a ProtocolResult")
         metric = task.primary_metric or result.primary_metric
         if metric not in result.metrics:
-            raise KeyError(
+            raise ValueError(
                 f"primary metric {metric!r} is not among the metrics {sorted(result.metrics)} "
                 f"of {proto.name}; fix primary_metric of task {task.id}"
             )
@@ -418,6 +420,9 @@ def _run_protocol(
         row = _base_row(task, proto.name, enc.name, STATUS_FAILED, _one_line(err), proto.version)
         _record_failure(run_dir, key, inputs, row, err)
         return row
+    except BaseException:  # Ctrl-C: leave no staging folder behind, keep any older result
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - t0 + extra_seconds
     result.provenance = {
         **result.provenance,
@@ -448,7 +453,7 @@ def _run_protocol(
 
 def _swap_in(staging: Path, run_dir: Path) -> None:
     """Replace ``run_dir`` by ``staging`` with renames, so a reader never sees half of either."""
-    old = run_dir.with_name(f"{run_dir.name}.old")
+    old = run_dir.with_name(f"{run_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
     shutil.rmtree(old, ignore_errors=True)
     if run_dir.exists():
         run_dir.rename(old)

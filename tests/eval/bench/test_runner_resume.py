@@ -207,3 +207,19 @@ def test_precision_is_resolved_into_the_key(
     assert (
         json.loads((out / first.rows[0].result_path).read_text())["provenance"]["precision_resolved"] == other
     )
+
+
+def test_wrong_primary_metric_fails_clearly(bench_registry: Counter, tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: s\ntasks:\n  - id: a\n    family: roi_classification\n    protocol: testonly.centroid\n"
+        "    primary_metric: top5_accuracy\n    data: {kind: testonly_blobs}\n"
+    )
+    table = run_suite(
+        suite, ["gpfm"], tmp_path / "out", device="cpu", weights={"gpfm": "random"}, report=False
+    )
+    assert table.rows[0].status == "failed"
+    assert table.rows[0].reason.startswith(
+        "ValueError: primary metric 'top5_accuracy' is not among the metrics"
+    )
+    assert not list((tmp_path / "out" / "runs" / "a" / "testonly.centroid").glob("*.partial-*"))
