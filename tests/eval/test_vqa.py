@@ -17,6 +17,7 @@ import torch
 
 from gpfm.eval.multimodal.data import VqaTaskData, ensure_val_split, inference_chunks
 from gpfm.eval.multimodal.loaders import load_vqa_records
+from gpfm.eval.multimodal.training import TrainConfig, fit
 from gpfm.eval.multimodal.vqa_model import restrict_to_choices
 from gpfm.eval.protocol import TaskContext, create_protocol
 from gpfm.eval.protocols.vqa import normalize_answer, question_prior_answers
@@ -239,3 +240,22 @@ def test_vqa_protocol_on_real_wsi_vqa_questions_answers_within_choices(tmp_path:
 
 def _train_answers(data: VqaTaskData) -> set[str]:
     return {normalize_answer(r.answer) for r in data.records if r.split == "train"}
+
+
+def test_fit_restores_best_epoch_with_lexicographic_tie_break() -> None:
+    model = torch.nn.Linear(2, 1)
+    scores = iter([(0.0, 0.1), (0.0, 0.5), (0.0, 0.2), (0.0, 0.3), (0.0, 0.4)])
+    snapshots = []
+
+    def val() -> tuple[float, float]:
+        snapshots.append(model.weight.detach().clone())
+        return next(scores)
+
+    def loss(idx: list[int]) -> torch.Tensor:
+        return (model(torch.ones(len(idx), 2)) - 3.0).pow(2).mean()
+
+    result = fit(model, 4, loss, val, TrainConfig(epochs=5, batch_size=2, patience=3, lr=0.1))
+    # Epoch 1 wins on the tie-breaker; three stale epochs then stop training; its weights are restored.
+    assert result.best_epoch == 1 and result.epochs_run == 5 and result.best_val == 0.0
+    assert torch.equal(model.weight.detach(), snapshots[1])
+    assert result.curves["val_metric"] == [0.0] * 5

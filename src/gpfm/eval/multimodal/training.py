@@ -48,7 +48,7 @@ def fit(
     model: nn.Module,
     n_train: int,
     batch_loss: Callable[[Sequence[int]], Tensor],
-    val_score: Callable[[], float],
+    val_score: Callable[[], float | tuple[float, ...]],
     cfg: TrainConfig,
 ) -> FitResult:
     """Train ``model`` in place and restore its best-validation weights.
@@ -57,7 +57,9 @@ def fit(
         model: the module to train (its parameters are optimised).
         n_train: number of training items; mini-batches are index lists into them.
         batch_loss: indices → scalar loss (the model in train mode).
-        val_score: validation score of the current weights (called in eval mode; higher is better).
+        val_score: validation score of the current weights (called in eval mode; higher is better). A
+            tuple is compared lexicographically (later entries break ties of the first, which is the one
+            recorded in the curves and as ``best_val``).
         cfg: optimisation settings.
     """
     torch.manual_seed(cfg.seed)
@@ -73,7 +75,8 @@ def fit(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     curves: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_metric": []}
-    best_val, best_epoch, best_state, stale = -math.inf, -1, copy.deepcopy(model.state_dict()), 0
+    best_key: tuple[float, ...] = (-math.inf,)
+    best_epoch, best_state, stale = -1, copy.deepcopy(model.state_dict()), 0
     start = time.perf_counter()
     epoch = -1
     for epoch in range(cfg.epochs):
@@ -94,19 +97,21 @@ def fit(
             sched.step()
             losses.append(float(loss.detach()))
         model.eval()
-        score = float(val_score())
+        raw = val_score()
+        key = tuple(float(v) for v in raw) if isinstance(raw, tuple) else (float(raw),)
+        score = key[0]
         curves["epoch"].append(epoch)
         curves["train_loss"].append(float(np.mean(losses)))
         curves["val_metric"].append(score)
-        if score > best_val:
-            best_val, best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
+        if key > best_key:
+            best_key, best_epoch, best_state, stale = key, epoch, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return FitResult(best_epoch, best_val, epoch + 1, time.perf_counter() - start, curves)
+    return FitResult(best_epoch, best_key[0], epoch + 1, time.perf_counter() - start, curves)
 
 
 def describe(result: FitResult) -> dict[str, Any]:

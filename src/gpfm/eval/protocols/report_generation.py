@@ -3,10 +3,10 @@
 Pipeline: word tokenizer built from the *training* texts (frequency cut-off ``min_freq``) → bag of tile
 features attention-pooled into ``n_memory`` memory tokens → ``n_layers``-layer transformer decoder trained
 with teacher forcing (AdamW, warmup + cosine, early stopping on **val BLEU-4** of greedy decodes, as HistGen
-monitors ``BLEU_4``) → beam-search decoding of the test split → BLEU-1…4, ROUGE-L (β = 1.2, pycocoevalcap),
-CIDEr-D on punctuation-free lower-cased words. **Primary metric: BLEU-4** (spec §8; HistGen's selection
-metric); ``mean6`` (mean of the six, CIDEr/10) is reported beside it. METEOR is not computed (needs WordNet
-or Java; see :mod:`gpfm.eval.text.scores`).
+monitors ``BLEU_4``; ties broken by val BLEU-1) → beam-search decoding of the test split → BLEU-1…4,
+ROUGE-L (β = 1.2, pycocoevalcap), CIDEr-D on punctuation-free lower-cased words. **Primary metric:
+BLEU-4** (spec §8; HistGen's selection metric); ``mean6`` (mean of the six, CIDEr/10) is reported beside
+it. METEOR is not computed (needs WordNet or Java; see :mod:`gpfm.eval.text.scores`).
 
 95% CIs: percentile bootstrap over test samples (``bootstrap`` = 1,000 resamples, seed = ``seed``) of
 BLEU-1…4 and ROUGE-L. Also reported: ``baseline_BLEU_4``/``baseline_CIDEr`` of a constant prediction (the
@@ -202,9 +202,10 @@ class ReportGenerationProtocol(Protocol):
         val_bags = [bags[r.id] for r in by_split["val"]]
         val_refs = [[metric_tokens(r.text)] for r in by_split["val"]]
 
-        def val_bleu4() -> float:
+        def val_bleu4() -> tuple[float, float]:
             gens = _decode(model, tok, val_bags, cfg, beam=1)
-            return corpus_bleu([metric_tokens(g) for g, _ in gens], val_refs)["BLEU_4"]
+            bleu = corpus_bleu([metric_tokens(g) for g, _ in gens], val_refs)
+            return bleu["BLEU_4"], bleu["BLEU_1"]  # BLEU-1 breaks ties (e.g. all-zero BLEU-4 early on)
 
         train_cfg = TrainConfig(
             cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed=cfg.seed
@@ -262,7 +263,7 @@ class ReportGenerationProtocol(Protocol):
                 "n_train": len(by_split["train"]),
                 "n_val": len(by_split["val"]),
                 "n_test": len(test),
-                "val_metric": "BLEU_4 (greedy)",
+                "val_metric": "BLEU_4 (greedy; ties by BLEU_1)",
                 "seeds": [cfg.seed],
             },
             artifacts={
