@@ -91,6 +91,9 @@ class BagDataset:
         if self.cases is None:
             self.cases = list(self.ids)
         self.bags = [b if b.dtype == torch.float32 else b.float() for b in self.bags]
+        bad = next((i for i, b in enumerate(self.bags) if not bool(torch.isfinite(b).all())), None)
+        if bad is not None:
+            raise ValueError(f"BagDataset: bag {self.ids[bad]!r} has NaN or inf features; re-extract or drop it")
 
     def __len__(self) -> int:
         return len(self.bags)
