@@ -86,7 +86,7 @@ def test_slide_h5_loader_slide_level_fixed_split(slide_task: dict) -> None:
 
 def test_slide_h5_loader_case_level_concatenates(slide_task: dict) -> None:
     spec = {"labels": "labels.csv", "features": str(slide_task["dir"] / "features_{encoder}"), "level": "case",
-            "fold_column": "fold"}
+            "fold_column": "fold", "val_fold": "next"}
     data = load_slide_task(spec, slide_task["ctx"])
     assert data.ids == [f"case{c}" for c in range(6)]
     i = data.ids.index("case1")
@@ -99,6 +99,10 @@ def test_slide_h5_loader_case_level_concatenates(slide_task: dict) -> None:
         assert {data.ids[j] for j in fold.test} == {f"case{c}" for c in range(6) if c % 3 == k}
         assert {data.ids[j] for j in fold.val} == {f"case{c}" for c in range(6) if c % 3 == (k + 1) % 3}
         assert not set(fold.val) & set(fold.test) and not set(fold.train) & set(fold.test)
+    carved = load_slide_task({**spec, "val_fold": "carve"}, slide_task["ctx"])  # the default: val from train
+    assert all(len(f.val) == 0 and len(f.train) == 4 for f in carved.folds)
+    with pytest.raises(ValueError, match="unknown key"):
+        load_slide_task({**spec, "split": "x"}, slide_task["ctx"])
 
 
 def test_slide_h5_loader_tile_cap_and_missing(slide_task: dict) -> None:

@@ -238,6 +238,19 @@ def _materialise(groups: dict[str, list[Path]], spec: dict[str, Any]) -> tuple[l
     return lazy.load_all()
 
 
+_COMMON_KEYS = {"kind", "labels", "features", "slide_column", "case_column", "level", "max_tiles", "tile_seed",
+                "missing", "split_column", "fold_columns", "fold_column", "val_fold", "description"}
+_SLIDE_KEYS = _COMMON_KEYS | {"label_column", "label_names"}
+_SURVIVAL_KEYS = _COMMON_KEYS | {"time_column", "censorship_column", "event_column", "vital_status_column",
+                                 "event_rate_range", "allow_implausible_event_rate"}
+
+
+def _check_keys(spec: dict[str, Any], known: set[str], kind: str) -> None:
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"{kind} data: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
 def _read_table(spec: dict[str, Any], ctx: TaskContext) -> tuple[pd.DataFrame, Path]:
     if "labels" not in spec or "features" not in spec:
         raise ValueError("slide task data needs 'labels' (CSV) and 'features' (folder template with {encoder})")
@@ -261,6 +274,7 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     (``label``), ``label_names`` (class order; default sorted), ``level`` (``slide``/``case``), ``max_tiles``,
     ``tile_seed``, ``missing`` (``error``/``skip``) and the split keys of :func:`gpfm.eval.mil.splits.folds_from_table`.
     """
+    _check_keys(spec, _SLIDE_KEYS, "slide_h5")
     table, path = _read_table(spec, ctx)
     level = spec.get("level", "slide")
     rows, groups, info = _collect(table, spec, ctx, level)
@@ -334,6 +348,7 @@ def load_survival_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     (``censorship``, 1 = censored) or ``event_column`` (1 = event), ``vital_status_column`` (checked against the
     events when given), ``event_rate_range`` / ``allow_implausible_event_rate``. Splits stratify on the event.
     """
+    _check_keys(spec, _SURVIVAL_KEYS, "survival_h5")
     table, path = _read_table(spec, ctx)
     level = spec.get("level", "case")
     rows, groups, info = _collect(table, spec, ctx, level)

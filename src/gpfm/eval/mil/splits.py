@@ -8,8 +8,9 @@ Table split keys (the suite's ``data:`` block), first match wins:
 
 * ``split_column``: one fixed split, values ``train`` / ``val`` (or ``validation``) / ``test``;
 * ``fold_columns``: a list of such columns, one fold each (CLAM-style k-fold files merged into the table);
-* ``fold_column``: integer fold ids 0..K−1; fold k tests on k and validates on k+1 (mod K), or carves val
-  from the training folds when ``val_fold: carve``;
+* ``fold_column``: integer fold ids 0..K−1; fold k tests on k and, by default (``val_fold: carve``), the
+  protocol carves its validation cases (``val_fraction``, stratified, case-grouped) from the other folds;
+  ``val_fold: next`` validates on fold k+1 (mod K) instead;
 * none: the protocol makes ``n_folds`` stratified, case-grouped folds with :func:`make_folds`.
 
 A fold with an empty val set gets one carved from its training rows by :func:`with_validation`.
@@ -131,7 +132,10 @@ def folds_from_table(rows: pd.DataFrame, spec: dict[str, Any],
         uniq = np.unique(ids)
         if len(uniq) < 2:
             raise ValueError(f"fold_column {col!r} has a single fold; k-fold needs at least 2")
-        carve = spec.get("val_fold", "next") == "carve"
+        mode = spec.get("val_fold", "carve")
+        if mode not in ("carve", "next"):
+            raise ValueError(f"val_fold {mode!r} is unknown; use 'carve' (default) or 'next'")
+        carve = mode == "carve"
         if not carve and len(uniq) < 3:
             raise ValueError(f"fold_column {col!r}: val_fold 'next' needs at least 3 folds; use val_fold: carve")
         idx = np.arange(len(ids))
