@@ -9,7 +9,9 @@ Definitions (``T_e`` = the ranked tasks encoder ``e`` has a number for):
   the ranks they span (``scipy.stats.rankdata(method="average")``: two encoders tied for best both get 1.5).
 * **Average rank** of ``e``: ``(1/|T_e|) Σ_{t ∈ T_e} rank_{t,e}``.
 * **Firsts**: tasks where ``e`` has the best value (ties for best count for every tied encoder).
-* **Friedman test** over the tasks every encoder ran (needs ≥ 3 encoders and ≥ 2 such tasks).
+* **Friedman test** over the tasks every encoder ran (needs ≥ 3 encoders and ≥ 2 such tasks), with the
+  Nemenyi critical difference of the average ranks on those tasks, and pairwise Wilcoxon signed-rank tests
+  with Holm correction (:mod:`gpfm.eval.significance`).
 
 A task enters the headline aggregate through its headline protocol (the first one the suite lists), so a
 task evaluated with two probe variants is not counted twice; :func:`aggregate` with ``headline_only=False``
@@ -27,6 +29,7 @@ import numpy as np
 from scipy.stats import friedmanchisquare, rankdata
 
 from gpfm.eval.results import ResultRow
+from gpfm.eval.significance import PairwiseTest, nemenyi_cd, pairwise_wilcoxon
 
 
 @dataclass
@@ -62,6 +65,10 @@ class Leaderboard:
         ranks: unit → encoder → rank (1 = best).
         metrics: unit → primary metric name.
         friedman_p: p-value of the Friedman test over the complete units, or None when not computable.
+        complete_units: units every encoder has a number for (the ones the Friedman/Nemenyi tests use).
+        complete_ranks: encoder → average rank over the complete units.
+        critical_difference: Nemenyi CD (α 0.05) of those average ranks (≥ 3 encoders, ≥ 2 complete units).
+        pairwise: Wilcoxon signed-rank tests of every encoder pair over shared units, Holm-corrected.
     """
 
     name: str
@@ -71,6 +78,10 @@ class Leaderboard:
     ranks: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)
     friedman_p: float | None = None
+    complete_units: list[str] = field(default_factory=list)
+    complete_ranks: dict[str, float] = field(default_factory=dict)
+    critical_difference: float | None = None
+    pairwise: list[PairwiseTest] = field(default_factory=list)
 
     def entry(self, encoder: str) -> EncoderSummary:
         """The summary of ``encoder``."""
@@ -159,13 +170,20 @@ def leaderboard(
         key=lambda e: (e.average_rank is None, e.average_rank or 0.0, -(e.mean_score or 0.0), e.encoder)
     )
     complete_units = [u for u in units if all(e in scores[u] for e in encoders)]
-    friedman_p = None
+    friedman_p, cd = None, None
     if len(encoders) >= 3 and len(complete_units) >= 2:
         oriented = [
             [scores[u][e] if direction[u] else -scores[u][e] for u in complete_units] for e in encoders
         ]
         if np.ptp(np.asarray(oriented)) > 0:
             friedman_p = float(friedmanchisquare(*oriented).pvalue)
+        cd = nemenyi_cd(len(encoders), len(complete_units))
+    complete_ranks = (
+        {e: float(np.mean([ranks[u][e] for u in complete_units])) for e in encoders} if complete_units else {}
+    )
+    pairwise = (
+        pairwise_wilcoxon({u: scores[u] for u in units}, direction, encoders) if len(encoders) > 1 else []
+    )
     return Leaderboard(
         name=name,
         entries=entries,
@@ -174,6 +192,10 @@ def leaderboard(
         ranks=ranks,
         metrics=metrics,
         friedman_p=friedman_p,
+        complete_units=complete_units,
+        complete_ranks=complete_ranks,
+        critical_difference=cd,
+        pairwise=pairwise,
     )
 
 

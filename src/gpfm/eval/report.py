@@ -105,8 +105,7 @@ def _overview(agg: Aggregate) -> str:
             "over different task sets are not comparable; compare average ranks with care.</p>"
         )
     parts.append(_leaderboard_table(board))
-    if board.friedman_p is not None:
-        parts.append(f"<p>Friedman test over the tasks every encoder ran: p = {board.friedman_p:.3g}.</p>")
+    parts.append(_significance(board))
     if board.units and any(e.average_rank is not None for e in board.entries):
         chart = plots.rank_chart(
             [e.encoder for e in board.entries],
@@ -118,6 +117,33 @@ def _overview(agg: Aggregate) -> str:
             grid = plots.rank_heatmap(board.units, agg.encoders, board.ranks)
             parts.append(f'<img class="plot" alt="rank per task" src="{grid}">')
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _significance(board: Leaderboard) -> str:
+    """Friedman p, the Nemenyi CD diagram and the Holm-corrected pairwise Wilcoxon table."""
+    parts = []
+    if board.friedman_p is not None:
+        parts.append(
+            f"<p>Friedman test over the {len(board.complete_units)} tasks every encoder ran: "
+            f"p = {board.friedman_p:.3g}.</p>"
+        )
+    if board.critical_difference is not None and board.complete_ranks:
+        diagram = plots.cd_diagram(board.complete_ranks, board.critical_difference, len(board.complete_units))
+        parts.append(f'<img class="plot" alt="critical difference diagram" src="{diagram}">')
+    if board.pairwise:
+        rows = "".join(
+            f"<tr><td>{_e(t.a)}</td><td>{_e(t.b)}</td><td class=num>{t.n_tasks}</td>"
+            f"<td class=num>{t.wins_a} / {t.wins_b}</td><td class=num>{t.p_value:.3g}</td>"
+            f"<td class=num>{t.p_holm:.3g}</td></tr>"
+            for t in board.pairwise
+        )
+        parts.append(
+            "<details><summary>Pairwise Wilcoxon signed-rank tests over shared tasks (Holm-corrected)"
+            "</summary>"
+            "<table><tr><th>A</th><th>B</th><th>tasks</th><th>A better / B better</th><th>p</th>"
+            f"<th>p (Holm)</th></tr>{rows}</table></details>"
+        )
     return "".join(parts)
 
 

@@ -206,3 +206,38 @@ def fewshot_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return figure_to_data_uri(fig)
+
+
+def cd_diagram(average_ranks: Mapping[str, float], cd: float, n_tasks: int) -> str:
+    """Critical-difference diagram of average ranks (1 = best, left) with the Nemenyi CD as a scale bar.
+
+    A thick bar joins every maximal group of encoders whose average ranks differ by less than CD.
+    """
+    items = sorted(average_ranks.items(), key=lambda kv: kv[1])
+    k = len(items)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * k))
+    lo, hi = 1, max(k, 2)
+    ax.set_xlim(lo - 0.3, hi + 0.3)
+    ax.set_ylim(-(k + 1.5), 1.6)
+    ax.hlines(0, lo, hi, color="black", lw=1)
+    for r in range(lo, hi + 1):
+        ax.vlines(r, 0, 0.15, color="black", lw=1)
+        ax.text(r, 0.3, str(r), ha="center", fontsize=8)
+    ax.hlines(1.2, lo, lo + cd, color="#c0504d", lw=2)
+    ax.text(lo + cd / 2, 1.32, f"CD = {cd:.2f} (Nemenyi, α 0.05, {n_tasks} tasks)", ha="center", fontsize=8)
+    for i, (enc, rank) in enumerate(items):
+        y = -(i + 1) * 0.8
+        ax.vlines(rank, y, 0, color="grey", lw=0.8)
+        ax.plot([rank], [0], "o", color="#3b6ea8", ms=4)
+        ax.text(rank + 0.05, y, f"{enc} ({rank:.2f})", va="center", fontsize=8)
+    groups, last_end = [], -1
+    for i in range(k):
+        j = max(j for j in range(i, k) if items[j][1] - items[i][1] < cd)
+        if j > i and j > last_end:
+            groups.append((items[i][1], items[j][1]))
+            last_end = j
+    for g, (start, end) in enumerate(groups):
+        ax.hlines(-0.25 - 0.18 * g, start - 0.03, end + 0.03, color="black", lw=3)
+    ax.axis("off")
+    fig.tight_layout()
+    return figure_to_data_uri(fig)

@@ -140,3 +140,49 @@ def test_random_tables_match_naive_computation() -> None:
         ]
         assert board.entry(enc).average_rank == pytest.approx(np.mean(naive))
         assert board.entry(enc).mean_score == pytest.approx(values[:, e].mean())
+
+
+def test_holm_and_nemenyi_by_hand() -> None:
+    from gpfm.eval.significance import holm, nemenyi_cd
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4x, 3x, 2x, 1x, then running maximum
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    # q_0.05 of Demšar (2006), Table 5: k = 2..5 -> 1.960, 2.343, 2.569, 2.728
+    for k, q in ((2, 1.960), (3, 2.343), (4, 2.569), (5, 2.728)):
+        assert nemenyi_cd(k, 10) == pytest.approx(q * np.sqrt(k * (k + 1) / 60), abs=2e-3)
+
+
+def test_pairwise_wilcoxon_by_hand() -> None:
+    from gpfm.eval.significance import pairwise_wilcoxon
+
+    scores = {f"t{i}": {"A": 0.9 + 0.01 * i, "B": 0.8} for i in range(6)}
+    scores["loss"] = {"A": 0.1, "B": 0.3}  # lower is better: A better here too
+    direction = {t: t != "loss" for t in scores}
+    (test,) = pairwise_wilcoxon(scores, direction, ["A", "B"])
+    assert (test.n_tasks, test.wins_a, test.wins_b) == (7, 7, 0)
+    assert test.p_value == pytest.approx(2 / 2**7)  # exact: all 7 signed ranks positive, two-sided
+    tied = pairwise_wilcoxon({"t": {"A": 1.0, "B": 1.0}}, {"t": True}, ["A", "B"])[0]
+    assert tied.p_value == 1.0 and tied.wins_a == tied.wins_b == 0
+
+
+def test_leaderboard_significance_fields(rows: list[ResultRow]) -> None:
+    from gpfm.eval.significance import nemenyi_cd
+
+    board = aggregate(rows).overall
+    assert board.complete_units == ["t1", "t2", "t3"]
+    assert board.complete_ranks == pytest.approx({"A": 2.0, "B": 5.5 / 3, "C": 6.5 / 3})
+    assert board.critical_difference == pytest.approx(nemenyi_cd(3, 3))
+    pairs = {(t.a, t.b): t for t in board.pairwise}
+    assert set(pairs) == {("A", "B"), ("A", "C"), ("B", "C")}
+    assert pairs[("A", "C")].n_tasks == 3 and pairs[("A", "B")].n_tasks == 4  # shared tasks only
+    assert (pairs[("A", "B")].wins_a, pairs[("A", "B")].wins_b) == (1, 2)  # t1 A; t2 (error) and t5 B
+
+
+def test_report_with_three_encoders_draws_cd_diagram(rows: list[ResultRow], tmp_path) -> None:
+    from gpfm.eval.report import build_report_html
+    from gpfm.eval.results import ResultsTable
+
+    text = build_report_html(ResultsTable(rows=rows, meta={"suite": "hand"}), tmp_path)
+    assert 'alt="critical difference diagram"' in text and "Pairwise Wilcoxon" in text
+    assert "p = " in text  # Friedman
