@@ -1,7 +1,7 @@
 """The shipped LC25000 demo suite, end to end on real patches with two real encoders (a small subset).
 
 EfficientNet-Lite0 with its real ImageNet weights and ResNet50 with explicit random weights
-(``--weights resnet50-imagenet=random``) embed 20 patches per class; the demo's splits keep byte-identical
+(``--weights resnet50-imagenet=random``) embed 15 patches per class; the demo's splits keep byte-identical
 images on one side (sha256 groups). LC25000 near-duplicates make the numbers optimistic: the test checks the
 pipeline, the provenance and the resume, and only that ImageNet features are far above chance.
 """
@@ -17,7 +17,7 @@ import pytest
 from gpfm.eval.runner import run_suite
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
-PER_CLASS = 20
+PER_CLASS = 15
 
 
 @pytest.fixture
