@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -414,6 +415,10 @@ def _run_protocol(
             raise ValueError(
                 f"primary metric {metric!r} is not among the metrics {sorted(result.metrics)} "
                 f"of {proto.name}; fix primary_metric of task {task.id}"
+            )
+        if not math.isfinite(float(result.metrics[metric])):
+            raise ValueError(
+                f"primary metric {metric!r} is {result.metrics[metric]} (undefined on this test set)"
             )
     except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)

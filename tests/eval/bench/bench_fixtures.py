@@ -61,6 +61,7 @@ def _survival(block: dict[str, Any], ctx: TaskContext) -> dict[str, np.ndarray]:
 class CentroidConfig:
     shrink: float = 0.0
     fail: bool = False
+    nan: bool = False
 
 
 def _classification_result(
@@ -125,7 +126,10 @@ class CentroidProtocol(Protocol):
         dist = ((data["test_x"][:, None, :] - cents[None]) ** 2).sum(-1) * (1 - self.config.shrink)
         logits = -dist - (-dist).max(1, keepdims=True)
         proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        return _classification_result(self, data, proba, out_dir, task, encoder)
+        result = _classification_result(self, data, proba, out_dir, task, encoder)
+        if self.config.nan:
+            result.metrics["balanced_accuracy"] = float("nan")
+        return result
 
 
 @dataclass

@@ -63,7 +63,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str
 
 
 def render(page: Path, workdir: Path) -> BrowserCheck:
-    """Load ``page`` in headless Chromium twice: DOM dump with console logging, then a 1400×3000 screenshot."""
+    """Load ``page`` in headless Chromium twice: a DOM dump with console logging, then a screenshot."""
     url = page.resolve().as_uri()
     dom = _chromium(
         ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", url],

@@ -214,6 +214,8 @@ def test_wrong_primary_metric_fails_clearly(bench_registry: Counter, tmp_path: P
     suite.write_text(
         "name: s\ntasks:\n  - id: a\n    family: roi_classification\n    protocol: testonly.centroid\n"
         "    primary_metric: top5_accuracy\n    data: {kind: testonly_blobs}\n"
+        "  - id: b\n    family: roi_classification\n    protocol: testonly.centroid\n"
+        "    protocol_options: {nan: true}\n    data: {kind: testonly_blobs}\n"
     )
     table = run_suite(
         suite, ["gpfm"], tmp_path / "out", device="cpu", weights={"gpfm": "random"}, report=False
@@ -223,3 +225,7 @@ def test_wrong_primary_metric_fails_clearly(bench_registry: Counter, tmp_path: P
         "ValueError: primary metric 'top5_accuracy' is not among the metrics"
     )
     assert not list((tmp_path / "out" / "runs" / "a" / "testonly.centroid").glob("*.partial-*"))
+    assert (
+        table.rows[1].reason
+        == "ValueError: primary metric 'balanced_accuracy' is nan (undefined on this test set)"
+    )

@@ -1,4 +1,4 @@
-"""The suites shipped with gpfm parse without any data, match the spec's task list, and name real components."""
+"""The suites shipped with gpfm parse without any data, match the spec task list, name real components."""
 
 from __future__ import annotations
 
