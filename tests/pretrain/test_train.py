@@ -36,7 +36,8 @@ def expert():
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, lc25000_dir, expert):
     run = tmp_path_factory.mktemp("straight")
-    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=6"), experts=expert)
+    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=6", "train.teacher_checkpoint_every=6"),
+                   experts=expert)
     return run, result
 
 
@@ -63,6 +64,11 @@ def test_losses_decrease_on_real_tiles(straight_run):
     assert rec["loss/ibot_loss"] == pytest.approx(rec["term/ibot"] / 2, rel=1e-5)
     assert rec["loss/koleo_loss"] == pytest.approx(0.1 * rec["term/koleo"] / 2, rel=1e-5)
     assert (run / "curves.png").stat().st_size > 10_000 and (run / "manifest.json").is_file()
+    # the periodic EMA-teacher export (spec §7) loads strictly as an encoder
+    from gpfm.pretrain.export import load_exported_encoder
+
+    enc = load_exported_encoder(run / "teacher" / "iter_00000006")
+    assert enc.embed(torch.zeros(1, 3, 64, 64)).shape == (1, 64)
 
 
 @pytest.mark.slow

@@ -126,7 +126,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read the pretraining checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: cannot read the pretraining checkpoint ({type(exc).__name__}: {first}); "
+                         "pass a checkpoint_<iteration>.pt written by gpfm pretrain") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a gpfm pretraining checkpoint (format {FORMAT!r} expected)")
     return state

@@ -96,13 +96,14 @@ def gather_objects(obj: object) -> list[object]:
     return out
 
 
-def wrap_student(student: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
+def wrap_student(student: nn.Module, info: DistInfo, parallel: str, find_unused: bool = False) -> nn.Module:
     """Wrap the student for data parallelism.
 
     Args:
         student: the :class:`~gpfm.pretrain.student.StudentModel`.
         info: process placement.
         parallel: ``ddp`` (CPU or CUDA) or ``fsdp2`` (CUDA only: ``fully_shard`` per block, then the root).
+        find_unused: let DDP tolerate parameters without a gradient in a step.
 
     Returns:
         The module whose forward runs the student (``student`` itself when not distributed).
@@ -120,8 +121,10 @@ def wrap_student(student: nn.Module, info: DistInfo, parallel: str) -> nn.Module
         fully_shard(student, mp_policy=policy)
         return student
     ids = [info.device.index] if info.device.type == "cuda" else None
-    # every parameter is used each step (the mask token through torch.where, the heads on CLS/masked tokens)
-    return nn.parallel.DistributedDataParallel(student, device_ids=ids, broadcast_buffers=False)
+    # with the faithful heads every parameter is used each step (the mask token through torch.where, the
+    # heads on CLS/masked tokens), so DDP needs no unused-parameter search
+    return nn.parallel.DistributedDataParallel(student, device_ids=ids, broadcast_buffers=False,
+                                               find_unused_parameters=find_unused)
 
 
 def shard_teacher_like_student(teacher: nn.Module, parallel: str, info: DistInfo) -> None:

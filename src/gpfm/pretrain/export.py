@@ -62,11 +62,21 @@ def export_from_state(teacher_backbone: dict[str, torch.Tensor], dino_head: dict
     return out
 
 
-def export_teacher(meta, out_dir: str | Path, iteration: int | None = None) -> Path:
-    """Export the EMA teacher of a live :class:`~gpfm.pretrain.meta_arch.MetaArch`."""
+def _full(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # FSDP2 shards are DTensors: gather the full tensor (a collective every rank must join)
+    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+
+
+def export_teacher(meta, out_dir: str | Path, iteration: int | None = None, write: bool = True) -> Path:
+    """Export the EMA teacher of a live :class:`~gpfm.pretrain.meta_arch.MetaArch`.
+
+    Under FSDP2 every rank must call this (the shards are gathered); only ranks with ``write`` write files.
+    """
     teacher = meta.teacher
-    return export_from_state(teacher.backbone.state_dict(), teacher.dino_head.state_dict(),
-                             meta.student.vit_cfg, out_dir, metadata={"iteration": iteration})
+    backbone, head = _full(teacher.backbone.state_dict()), _full(teacher.dino_head.state_dict())
+    if not write:
+        return Path(out_dir)
+    return export_from_state(backbone, head, meta.student.vit_cfg, out_dir, metadata={"iteration": iteration})
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:

@@ -25,7 +25,13 @@ import torch
 from gpfm.atomic import write_json_atomic, write_text_atomic
 from gpfm.pretrain.checkpoint import latest_checkpoint, load_checkpoint, restore_state, save_checkpoint
 from gpfm.pretrain.config import PretrainConfig, dump_yaml, total_steps
-from gpfm.pretrain.dist import DistInfo, all_reduce_min_flag, init_distributed, wrap_student
+from gpfm.pretrain.dist import (
+    DistInfo,
+    all_reduce_min_flag,
+    init_distributed,
+    shard_teacher_like_student,
+    wrap_student,
+)
 from gpfm.pretrain.meta_arch import MetaArch
 from gpfm.pretrain.metrics_log import MetricsLogger, PhaseTimer, plot_metrics
 from gpfm.pretrain.optim import apply_hyperparameters, build_optimizer, build_param_groups, clip_gradients
@@ -185,7 +191,10 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
     _seed_everything(cfg.train.seed, info.rank)
     if cfg.student.init != "scratch":
         _init_student(meta, cfg.student.init)
-    meta.set_student_wrapper(wrap_student(meta.student, info, cfg.train.parallel))
+    # separate_mlp heads have a CLS and a patch adapter; one may be unused when a term's weight is 0
+    meta.set_student_wrapper(wrap_student(meta.student, info, cfg.train.parallel,
+                                          find_unused=cfg.heads.distill_head == "separate_mlp"))
+    shard_teacher_like_student(meta.teacher, cfg.train.parallel, info)
     optimizer = build_optimizer(build_param_groups(meta.student.named_parameters(),
                                                    meta.student.vit_cfg.depth, cfg.optim), cfg.optim)
     schedules = build_schedules(cfg, info.world_size)
@@ -249,10 +258,10 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
                                             extra={"world_size": info.world_size}, keep_last=cfg.train.keep_last,
                                             is_main=info.is_main)
             tce = cfg.train.teacher_checkpoint_every
-            if tce and done % tce == 0 and info.is_main:
+            if tce and done % tce == 0:  # every rank joins (FSDP2 gathers shards); rank 0 writes
                 from gpfm.pretrain.export import export_teacher
 
-                export_teacher(meta, run_dir / "teacher" / f"iter_{done:08d}", iteration=done)
+                export_teacher(meta, run_dir / "teacher" / f"iter_{done:08d}", iteration=done, write=info.is_main)
     finally:
         logger.close()
     if info.is_main and logger.path.is_file():
