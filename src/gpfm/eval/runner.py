@@ -17,21 +17,16 @@ re-running.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import secrets
 import shutil
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpfm.atomic import write_json_atomic, write_text_atomic
+from gpfm.atomic import write_json_atomic
 from gpfm.eval.protocol import ProtocolResult, TaskContext
 from gpfm.eval.results import (
     STATUS_FAILED,
@@ -40,6 +35,16 @@ from gpfm.eval.results import (
     ResultRow,
     ResultsTable,
     metric_higher_is_better,
+)
+from gpfm.eval.run_store import (
+    data_fingerprint,
+    load_finished,
+    new_staging_dir,
+    one_line,
+    record_failure,
+    stable_hash,
+    swap_in,
+    weights_identity,
 )
 from gpfm.eval.suite import Suite, TaskSpec, load_suite, missing_data_paths, resolve_data_paths
 
@@ -65,50 +70,6 @@ def parse_weights_overrides(items: Sequence[str] | None) -> dict[str, str]:
             raise ValueError(f"--weights {item!r}: expected ENCODER=PATH or ENCODER=random")
         out[name.strip()] = value.strip()
     return out
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _data_fingerprint(block: Mapping[str, Any], encoder: str) -> dict[str, Any]:
-    """What identifies the data on disk, for the run key.
-
-    Size and mtime of every file the block names; for a folder, a hash of the names, sizes and mtimes of its
-    direct entries (so re-extracted features or added images run again).
-    """
-    prints: dict[str, Any] = {}
-    for key, value in block.items():
-        if not isinstance(value, str) or key == "kind":
-            continue
-        path = Path(value.replace("{encoder}", encoder))
-        try:
-            if path.is_file():
-                st = path.stat()
-                prints[key] = [st.st_size, st.st_mtime_ns]
-            elif path.is_dir():
-                digest = hashlib.sha256()
-                for entry in sorted(os.scandir(path), key=lambda e: e.name):
-                    st = entry.stat()
-                    digest.update(f"{entry.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-                prints[key] = digest.hexdigest()
-        except OSError:
-            continue
-    return prints
-
-
-def _weights_identity(encoder: str, weights: str | None) -> str:
-    """SHA-256 of the weights the encoder would load (``random`` for explicit random init)."""
-    from gpfm.models import get_encoder_spec, resolve_weights
-    from gpfm.models.checkpoints import file_sha256
-
-    resolved = resolve_weights(get_encoder_spec(encoder), weights)
-    return "random" if resolved.path is None else file_sha256(resolved.path)
 
 
 def _code_version() -> str:
@@ -137,9 +98,9 @@ class _EncoderState:
             self.precision = resolve_precision(
                 precision, resolve_device(device), half_parity_ok="bf16" in spec.half_precision_ok
             )
-            self.weights_sha256 = _weights_identity(name, weights)
+            self.weights_sha256 = weights_identity(name, weights)
         except Exception as err:  # unknown encoder, bad precision or missing weights: all its tasks fail
-            self.error = _one_line(err)
+            self.error = one_line(err)
 
 
 def run_suite(
@@ -319,7 +280,7 @@ def _run_task_encoder(
         try:
             proto = create_protocol(pname, **task.protocol_options.get(pname, {}))
         except Exception as err:
-            rows[pname] = _base_row(task, pname, enc.name, STATUS_FAILED, _one_line(err))
+            rows[pname] = _base_row(task, pname, enc.name, STATUS_FAILED, one_line(err))
             continue
         inputs = {
             "task": task.id,
@@ -330,11 +291,11 @@ def _run_task_encoder(
             "device": ctx.device,
             "precision": enc.precision,
             "data": block,
-            "data_files": _data_fingerprint(block, enc.name),
+            "data_files": data_fingerprint(block, enc.name),
         }
-        key = _hash(inputs)
+        key = stable_hash(inputs)
         run_dir = out / RUNS_DIR / task.id / pname / enc.name
-        reused = None if rerun else _load_finished(run_dir, key)
+        reused = None if rerun else load_finished(run_dir, key)
         if reused is not None:
             rows[pname] = _row_from_result(task, reused[0], run_dir, out, key, reused=True, seconds=reused[1])
         else:
@@ -359,9 +320,9 @@ def _run_task_encoder(
                     "data not found: " if load_status == STATUS_SKIPPED else f"loading {task.data.kind}: "
                 )
                 row = _base_row(
-                    task, pname, enc.name, load_status, prefix + _one_line(load_error), proto.version
+                    task, pname, enc.name, load_status, prefix + one_line(load_error), proto.version
                 )
-                _record_failure(run_dir, key, inputs, row, load_error)
+                record_failure(run_dir, key, inputs, row, load_error)
             else:
                 row = _run_protocol(task, proto, data, run_dir, out, key, inputs, enc, ctx, load_seconds)
                 load_seconds = 0.0  # charge the loader to the first protocol only
@@ -377,17 +338,6 @@ def _run_task_encoder(
     return [rows[p] for p in task.protocols]
 
 
-def _load_finished(run_dir: Path, key: str) -> tuple[ProtocolResult, float] | None:
-    """The stored result and its original wall time, if it finished with the same run key."""
-    try:
-        meta = json.loads((run_dir / "run.json").read_text())
-        if meta.get("status") != STATUS_OK or meta.get("run_key") != key:
-            return None
-        return ProtocolResult.load(run_dir / "result.json"), float(meta.get("seconds", 0.0))
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-
-
 def _run_protocol(
     task: TaskSpec,
     proto: Any,
@@ -401,10 +351,7 @@ def _run_protocol(
     extra_seconds: float,
 ) -> ResultRow:
     """Run one protocol into a fresh folder, then swap it in place of any older result."""
-    # a unique staging name: two runners sharing an output folder never write into each other's folder
-    staging = run_dir.with_name(f"{run_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = new_staging_dir(run_dir)
     t0 = time.perf_counter()
     try:
         result = proto.run(data, staging, task=task.id, encoder=enc.name)
@@ -422,8 +369,8 @@ def _run_protocol(
             )
     except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)
-        row = _base_row(task, proto.name, enc.name, STATUS_FAILED, _one_line(err), proto.version)
-        _record_failure(run_dir, key, inputs, row, err)
+        row = _base_row(task, proto.name, enc.name, STATUS_FAILED, one_line(err), proto.version)
+        record_failure(run_dir, key, inputs, row, err)
         return row
     except BaseException:  # Ctrl-C: leave no staging folder behind, keep any older result
         shutil.rmtree(staging, ignore_errors=True)
@@ -452,29 +399,8 @@ def _run_protocol(
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
-    _swap_in(staging, run_dir)
+    swap_in(staging, run_dir)
     return _row_from_result(task, result, run_dir, out, key, reused=False, seconds=seconds)
-
-
-def _swap_in(staging: Path, run_dir: Path) -> None:
-    """Replace ``run_dir`` by ``staging`` with renames, so a reader never sees half of either."""
-    old = run_dir.with_name(f"{run_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-    shutil.rmtree(old, ignore_errors=True)
-    if run_dir.exists():
-        run_dir.rename(old)
-    staging.rename(run_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _record_failure(
-    run_dir: Path, key: str, inputs: dict[str, Any], row: ResultRow, err: BaseException
-) -> None:
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "error.txt", "".join(traceback.format_exception(err)))
-    write_json_atomic(
-        run_dir / "run.json", {"run_key": key, "inputs": inputs, "status": row.status, "reason": row.reason}
-    )
 
 
 def _row_from_result(
