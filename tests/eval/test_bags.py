@@ -35,9 +35,18 @@ def slide_task(tmp_path: Path) -> dict:
     for c in range(6):
         for s in range(1 + c % 2):
             slide = f"case{c}-slide{s}.svs"
-            truth[slide] = _write_h5(tmp_path / "features_toy" / f"case{c}-slide{s}.h5", 5 + 3 * c + s, 10 * c + s)
-            rows.append({"case_id": f"case{c}", "slide_id": slide, "label": "tumour" if c % 3 else "normal",
-                         "split": ["train", "train", "train", "val", "test", "test"][c], "fold": c % 3})
+            truth[slide] = _write_h5(
+                tmp_path / "features_toy" / f"case{c}-slide{s}.h5", 5 + 3 * c + s, 10 * c + s
+            )
+            rows.append(
+                {
+                    "case_id": f"case{c}",
+                    "slide_id": slide,
+                    "label": "tumour" if c % 3 else "normal",
+                    "split": ["train", "train", "train", "val", "test", "test"][c],
+                    "fold": c % 3,
+                }
+            )
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     ctx = TaskContext(encoder="toy", base_dir=tmp_path, cache_dir=tmp_path / "cache")
     return {"ctx": ctx, "truth": truth, "rows": rows, "dir": tmp_path}
@@ -85,8 +94,13 @@ def test_slide_h5_loader_slide_level_fixed_split(slide_task: dict) -> None:
 
 
 def test_slide_h5_loader_case_level_concatenates(slide_task: dict) -> None:
-    spec = {"labels": "labels.csv", "features": str(slide_task["dir"] / "features_{encoder}"), "level": "case",
-            "fold_column": "fold", "val_fold": "next"}
+    spec = {
+        "labels": "labels.csv",
+        "features": str(slide_task["dir"] / "features_{encoder}"),
+        "level": "case",
+        "fold_column": "fold",
+        "val_fold": "next",
+    }
     data = load_slide_task(spec, slide_task["ctx"])
     assert data.ids == [f"case{c}" for c in range(6)]
     i = data.ids.index("case1")
@@ -121,11 +135,13 @@ def test_slide_h5_loader_refuses_leaks_and_bad_labels(slide_task: dict) -> None:
     table.loc[table.slide_id == "case1-slide1.svs", "split"] = "test"  # case1 on both sides
     table.to_csv(slide_task["dir"] / "leak.csv", index=False)
     with pytest.raises(ValueError, match="case1"):
-        load_slide_task({"labels": "leak.csv", "features": "features_toy", "split_column": "split"},
-                        slide_task["ctx"])
+        load_slide_task(
+            {"labels": "leak.csv", "features": "features_toy", "split_column": "split"}, slide_task["ctx"]
+        )
     with pytest.raises(ValueError, match="not in label_names"):
-        load_slide_task({"labels": "labels.csv", "features": "features_toy", "label_names": ["normal"]},
-                        slide_task["ctx"])
+        load_slide_task(
+            {"labels": "labels.csv", "features": "features_toy", "label_names": ["normal"]}, slide_task["ctx"]
+        )
     with pytest.raises(FileNotFoundError, match="features folder"):
         load_slide_task({"labels": "labels.csv", "features": "nowhere_{encoder}"}, slide_task["ctx"])
 
@@ -143,7 +159,8 @@ def test_make_folds_are_case_grouped_stratified_and_disjoint() -> None:
         assert abs(len(fold.test) / 200 - 0.2) < 0.05 and abs(len(fold.val) / 200 - 0.1) < 0.05
         assert set(np.bincount(labels[fold.test], minlength=3)) != {0}
     assert split_hash(folds, [str(i) for i in range(200)]) == split_hash(
-        make_folds(labels, cases, 5, 0.125, seed=0), [str(i) for i in range(200)])
+        make_folds(labels, cases, 5, 0.125, seed=0), [str(i) for i in range(200)]
+    )
     with pytest.raises(ValueError, match="both val and test"):
         FoldSplit("x", np.array([0]), np.array([1]), np.array([1])).check()
     _ = rng
@@ -159,7 +176,7 @@ def test_h5bags_is_lazy(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 def test_survival_h5_loader_on_real_tcga_table(shared_data, tmp_path: Path) -> None:
-    """Real BLCA clinical rows, per-slide HDF5 bags of covariates; labels verified (event = 1 − censorship)."""
+    """Real BLCA clinical rows, per-slide HDF5 bags; labels verified (event = 1 − censorship)."""
     table = pd.read_csv(shared_data / "tables" / "survpath_tcga" / "tcga_blca.csv")
     for i, row in table.iterrows():
         feats = np.full((1 + i % 3, D), row["age"] / 100, dtype=np.float32)
@@ -167,7 +184,10 @@ def test_survival_h5_loader_on_real_tcga_table(shared_data, tmp_path: Path) -> N
             fh.create_dataset("features", data=feats)
             fh.create_dataset("coords", data=np.zeros((len(feats), 2), dtype=np.int64))
     ctx = TaskContext(encoder="toy", base_dir=tmp_path, cache_dir=tmp_path)
-    spec = {"labels": str(shared_data / "tables" / "survpath_tcga" / "tcga_blca.csv"), "features": str(tmp_path)}
+    spec = {
+        "labels": str(shared_data / "tables" / "survpath_tcga" / "tcga_blca.csv"),
+        "features": str(tmp_path),
+    }
     data = load_survival_task(spec, ctx)
     cases = table.drop_duplicates("case_id")
     assert len(data) == cases.shape[0] == 359
@@ -177,21 +197,31 @@ def test_survival_h5_loader_on_real_tcga_table(shared_data, tmp_path: Path) -> N
     n_slides = table.groupby("case_id").size()
     multi = n_slides[n_slides > 1].index[0]
     assert data.bags[data.ids.index(multi)].shape[0] == sum(
-        1 + i % 3 for i in table.index[table.case_id == multi])
+        1 + i % 3 for i in table.index[table.case_id == multi]
+    )
     assert 0.2 < data.meta["event_rate"] < 0.7
     flipped = table.assign(censorship=1 - table["censorship"])  # the GPFM issue-#9 flip: ~55% → ~45% here,
-    flipped.to_csv(tmp_path / "flipped.csv", index=False)       # so use a tight plausible range to catch it
+    flipped.to_csv(tmp_path / "flipped.csv", index=False)  # so use a tight plausible range to catch it
     with pytest.raises(ValueError, match="flipped"):
-        load_survival_task({**spec, "labels": str(tmp_path / "flipped.csv"), "event_rate_range": [0.0, 0.45],
-                            }, ctx)
+        load_survival_task(
+            {
+                **spec,
+                "labels": str(tmp_path / "flipped.csv"),
+                "event_rate_range": [0.0, 0.45],
+            },
+            ctx,
+        )
     dead = np.where(table["censorship"] == 0, "Dead", "Alive")
     table.assign(vital_status=dead).to_csv(tmp_path / "vs.csv", index=False)
-    ok = load_survival_task({**spec, "labels": str(tmp_path / "vs.csv"), "vital_status_column": "vital_status"}, ctx)
+    ok = load_survival_task(
+        {**spec, "labels": str(tmp_path / "vs.csv"), "vital_status_column": "vital_status"}, ctx
+    )
     assert len(ok) == 359
     table.assign(vital_status=dead[::-1]).to_csv(tmp_path / "vs_bad.csv", index=False)
     with pytest.raises(ValueError, match="vital_status"):
-        load_survival_task({**spec, "labels": str(tmp_path / "vs_bad.csv"), "vital_status_column": "vital_status"},
-                           ctx)
+        load_survival_task(
+            {**spec, "labels": str(tmp_path / "vs_bad.csv"), "vital_status_column": "vital_status"}, ctx
+        )
 
 
 @pytest.mark.realdata

@@ -34,7 +34,8 @@ def test_cindex_tied_tolerance_matches_sksurv() -> None:
     risk = np.repeat(rng.normal(size=50), 4) + rng.normal(scale=1e-9, size=200)  # within 1e-8 of each other
     assert concordance(event, time, risk).as_tuple() == concordance_index_censored(event, time, risk)
     assert concordance(event, time, risk, tied_tol=0.0).as_tuple() == concordance_index_censored(
-        event, time, risk, tied_tol=0.0)
+        event, time, risk, tied_tol=0.0
+    )
 
 
 def test_cindex_hand_example() -> None:
@@ -61,7 +62,9 @@ def test_cindex_rejects_bad_input() -> None:
 @pytest.mark.realdata
 @pytest.mark.parametrize("cohort", ["brca", "blca", "stad"])
 def test_cindex_on_real_tcga_age_equals_sksurv(shared_data, cohort: str) -> None:
-    df = pd.read_csv(shared_data / "tables" / "survpath_tcga" / f"tcga_{cohort}.csv").drop_duplicates("case_id")
+    df = pd.read_csv(shared_data / "tables" / "survpath_tcga" / f"tcga_{cohort}.csv").drop_duplicates(
+        "case_id"
+    )
     df = df.dropna(subset=["age"])
     event = (1 - df["censorship"].to_numpy()).astype(bool)
     time = df["survival_months"].to_numpy()

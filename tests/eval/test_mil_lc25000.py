@@ -1,4 +1,4 @@
-"""MIL on bags of REAL LC25000 tile features (EfficientNet-Lite0): a bag is positive iff it holds a tumour tile.
+"""MIL on bags of REAL LC25000 tile features (EfficientNet-Lite0): positive iff a bag holds a tumour tile.
 
 Bags hold 10–30 benign (``lung_n``) tiles; positive bags get 1–3 tumour tiles (``lung_aca``/``lung_scc``) at
 random positions. Train and test bags draw from disjoint halves of the tiles, split by sha256 (LC25000's
@@ -78,11 +78,15 @@ def _top1_tumour_rate(result: ProtocolResult, out: Path, data: BagDataset, tumou
 
 def test_abmil_gpfm_learns_the_mil_rule_and_attends_to_tumour(lc25000_features, tmp_path: Path) -> None:
     data, tumour_pos = _bags(lc25000_features)
-    result = create_protocol("wsi.abmil.gpfm", **FAST).run(data, tmp_path, task="lc25000-mil", encoder="effnet")
+    result = create_protocol("wsi.abmil.gpfm", **FAST).run(
+        data, tmp_path, task="lc25000-mil", encoder="effnet"
+    )
     auroc = result.metrics["macro_auroc"]
     top1, chance = _top1_tumour_rate(result, tmp_path, data, tumour_pos)
-    print(f"wsi.abmil.gpfm: test AUROC {auroc:.3f}, bal.acc {result.metrics['balanced_accuracy']:.3f}; "
-          f"top-attended tile is tumour in {top1:.2f} of positive bags (chance {chance:.3f})")
+    print(
+        f"wsi.abmil.gpfm: test AUROC {auroc:.3f}, bal.acc {result.metrics['balanced_accuracy']:.3f}; "
+        f"top-attended tile is tumour in {top1:.2f} of positive bags (chance {chance:.3f})"
+    )
     assert auroc >= 0.9
     assert result.ci95["macro_auroc"][0] > 0.75
     assert top1 >= 0.7 and top1 >= 4 * chance
@@ -91,17 +95,29 @@ def test_abmil_gpfm_learns_the_mil_rule_and_attends_to_tumour(lc25000_features, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,options,min_auroc", [
-    ("wsi.abmil.gated", {}, 0.9),
-    ("wsi.meanpool", {}, 0.8),
-    ("wsi.maxpool", {}, 0.8),
-    ("wsi.transmil", {"aggregator_options": {"dim": 128, "heads": 4, "landmarks": 64, "dropout": 0.1}}, 0.8),
-])
-def test_other_aggregators_beat_chance(lc25000_features, tmp_path: Path, name: str, options: dict,
-                                       min_auroc: float) -> None:
+@pytest.mark.parametrize(
+    "name,options,min_auroc",
+    [
+        ("wsi.abmil.gated", {}, 0.9),
+        ("wsi.meanpool", {}, 0.8),
+        ("wsi.maxpool", {}, 0.8),
+        (
+            "wsi.transmil",
+            {"aggregator_options": {"dim": 128, "heads": 4, "landmarks": 64, "dropout": 0.1}},
+            0.8,
+        ),
+    ],
+)
+def test_other_aggregators_beat_chance(
+    lc25000_features, tmp_path: Path, name: str, options: dict, min_auroc: float
+) -> None:
     data, tumour_pos = _bags(lc25000_features)
-    result = create_protocol(name, **FAST, **options).run(data, tmp_path, task="lc25000-mil", encoder="effnet")
+    result = create_protocol(name, **FAST, **options).run(
+        data, tmp_path, task="lc25000-mil", encoder="effnet"
+    )
     top1, chance = _top1_tumour_rate(result, tmp_path, data, tumour_pos)
-    print(f"{name}: test AUROC {result.metrics['macro_auroc']:.3f}; top-1 instance tumour {top1:.2f} "
-          f"(chance {chance:.3f})")
+    print(
+        f"{name}: test AUROC {result.metrics['macro_auroc']:.3f}; top-1 instance tumour {top1:.2f} "
+        f"(chance {chance:.3f})"
+    )
     assert result.metrics["macro_auroc"] >= min_auroc

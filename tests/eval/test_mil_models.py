@@ -71,7 +71,7 @@ def test_pinv_iteration_converges_to_the_pseudo_inverse() -> None:
 
 
 def test_nystrom_is_exact_attention_when_landmarks_equal_the_tokens() -> None:
-    """Tokens repeated in whole segments make the segment-mean landmarks exact: Nyström = softmax attention."""
+    """Tokens repeated in whole segments make the landmarks exact: Nyström = softmax attention."""
     torch.manual_seed(0)
     attn = NystromAttention(dim=16, heads=2, dim_head=8, landmarks=8, pinv_iterations=30).double().eval()
     distinct = torch.randn(1, 8, 16, dtype=torch.float64)
@@ -107,7 +107,7 @@ def _ce_objective(labels: np.ndarray, scores: list[float] | None = None) -> Obje
 def test_early_stopping_patience_min_epochs_and_best_restore() -> None:
     bags, labels = _toy()
     rows = np.arange(40)
-    # monitor improves until epoch 2, then stalls: stop when patience (3) is exhausted *and* epoch > min_epochs (6)
+    # improves until epoch 2, then stalls: stop once patience (3) is used up *and* epoch > min_epochs (6)
     scores = [0.5, 0.4, 0.3] + [0.35] * 20
     seed_everything(0)
     model = create_aggregator("abmil", in_dim=4, n_outputs=2, hidden=8, attn_dim=4)
@@ -139,7 +139,7 @@ def test_fit_is_seeded_and_learns() -> None:
         res = fit(model, bags, rows[:30], rows[30:], _ce_objective(labels), cfg)
         results.append((res.curves["train_loss"], [p.detach().clone() for p in model.parameters()]))
     assert results[0][0] == results[1][0]
-    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
     assert results[0][0][-1] < results[0][0][0]
 
 

@@ -25,7 +25,9 @@ def test_quantile_bins_match_pandas_qcut_and_rules() -> None:
     np.testing.assert_allclose(train.edges[1:-1], qcut_edges[1:-1])
     assert train.edges[0] == 0.0 and math.isinf(train.edges[-1])
     cohort = quantile_bins(time, event, 4, "cohort")
-    assert cohort.edges[0] == pytest.approx(time.min() - 1e-6) and cohort.edges[-1] == pytest.approx(time.max() + 1e-6)
+    assert cohort.edges[0] == pytest.approx(time.min() - 1e-6) and cohort.edges[-1] == pytest.approx(
+        time.max() + 1e-6
+    )
     bins = train.assign(time)
     expected = np.digitize(time, train.edges[1:-1], right=False)  # left-closed bins
     np.testing.assert_array_equal(bins, expected)
@@ -37,9 +39,11 @@ def test_quantile_bins_match_pandas_qcut_and_rules() -> None:
         quantile_bins(time, event, 4, "test")
 
 
-def _nll_loop(logits: torch.Tensor, bins: torch.Tensor, cens: torch.Tensor, alpha: float, eps: float) -> float:
+def _nll_loop(
+    logits: torch.Tensor, bins: torch.Tensor, cens: torch.Tensor, alpha: float, eps: float
+) -> float:
     total = 0.0
-    for f, y, c in zip(logits.tolist(), bins.tolist(), cens.tolist()):
+    for f, y, c in zip(logits.tolist(), bins.tolist(), cens.tolist(), strict=True):
         h = [1 / (1 + math.exp(-v)) for v in f]
         s = [1.0]
         for hj in h:
@@ -72,9 +76,10 @@ def test_nll_clamps_and_risk() -> None:
 
 def _cox_hand(risk: list[float], time: list[float], event: list[int]) -> float:
     terms = []
-    for i, (ri, ti, ei) in enumerate(zip(risk, time, event)):
+    for ri, ti, ei in zip(risk, time, event, strict=True):
         if ei:
-            at_risk = [math.exp(rj) for rj, tj in zip(risk, time) if tj >= ti]  # Breslow: ties stay at risk
+            # Breslow: cases tied with t_i stay in its risk set
+            at_risk = [math.exp(rj) for rj, tj in zip(risk, time, strict=True) if tj >= ti]
             terms.append(ri - math.log(sum(at_risk)))
     return -sum(terms) / len(terms)
 
@@ -110,7 +115,7 @@ def test_kaplan_meier_and_logrank_equal_sksurv(seed: int) -> None:
     np.testing.assert_allclose(t_ours, t_ref)
     np.testing.assert_allclose(s_ours, s_ref, rtol=1e-12)
     groups = rng.integers(0, 2 + seed % 2, n)
-    y = np.array(list(zip(event, time)), dtype=[("event", bool), ("time", float)])
+    y = np.array(list(zip(event, time, strict=True)), dtype=[("event", bool), ("time", float)])
     chi2, p = compare_survival(y, groups)
     ours = logrank_test(time, event, groups)
     assert ours == pytest.approx((chi2, p), rel=1e-8)

@@ -1,4 +1,4 @@
-"""Survival protocols on the REAL TCGA tables (age + sex + subtype one-hot as covariates, one instance per case).
+"""Survival protocols on the REAL TCGA tables (age, sex, subtype one-hot as covariates; one instance a case).
 
 The covariates stand in for slide features (the slides are not shipped): each case is a bag of one instance,
 so ABMIL reduces to an MLP on the covariates, and CoxNet sees the same vector. Labels are verified:
@@ -20,8 +20,15 @@ from gpfm.eval.bags import BagDataset
 from gpfm.eval.mil.splits import FoldSplit
 from gpfm.eval.protocol import create_protocol
 
-FAST = {"max_epochs": 15, "min_epochs": 4, "patience": 5, "n_folds": 3, "num_threads": 1, "device": "cpu",
-        "bootstrap_resamples": 200}
+FAST = {
+    "max_epochs": 15,
+    "min_epochs": 4,
+    "patience": 5,
+    "n_folds": 3,
+    "num_threads": 1,
+    "device": "cpu",
+    "bootstrap_resamples": 200,
+}
 
 
 def _covariate_bags(shared_data: Path, cohort: str) -> BagDataset:
@@ -33,15 +40,20 @@ def _covariate_bags(shared_data: Path, cohort: str) -> BagDataset:
     subtype = pd.get_dummies(cases["oncotree_code"]).to_numpy(dtype=np.float32)
     x = np.column_stack([age, cases["is_female"], subtype]).astype(np.float32)
     event = 1 - cases["censorship"].to_numpy()
-    return BagDataset([torch.from_numpy(r[None]) for r in x], None, cases["case_id"].tolist(),
-                      time=cases["survival_months"].to_numpy(), event=event)
+    return BagDataset(
+        [torch.from_numpy(r[None]) for r in x],
+        None,
+        cases["case_id"].tolist(),
+        time=cases["survival_months"].to_numpy(),
+        event=event,
+    )
 
 
 def _check_predictions_and_km(result, out: Path, data: BagDataset) -> None:
     preds = pd.read_csv(out / result.artifacts["predictions"])
     assert sorted(preds["id"]) == sorted(data.ids)  # every case tested exactly once over the folds
-    by_id = dict(zip(data.ids, range(len(data))))
-    for run, (fold, part) in zip(result.runs, preds.groupby("fold", sort=False)):
+    by_id = dict(zip(data.ids, range(len(data)), strict=True))
+    for run, (fold, part) in zip(result.runs, preds.groupby("fold", sort=False), strict=True):
         assert run["fold"] == fold
         rows = [by_id[i] for i in part["id"]]
         np.testing.assert_array_equal(part["event"], data.event[rows])  # event = 1 − censorship, as loaded
@@ -56,10 +68,14 @@ def _check_predictions_and_km(result, out: Path, data: BagDataset) -> None:
 def test_coxnet_on_real_tcga_brca(shared_data, tmp_path: Path) -> None:
     data = _covariate_bags(shared_data, "brca")
     result = create_protocol("surv.coxnet", n_folds=5, bootstrap_resamples=200).run(
-        data, tmp_path, task="tcga-brca-os", encoder="clinical")
-    print(f"surv.coxnet BRCA (871 cases): c-index {result.metrics['c_index']:.3f} ± {result.metrics_sd['c_index']:.3f},"
-          f" CI {result.ci95['c_index']}, log-rank p {result.metrics['logrank_p']:.2g}, alphas "
-          f"{result.provenance['selected_alphas']}")
+        data, tmp_path, task="tcga-brca-os", encoder="clinical"
+    )
+    print(
+        f"surv.coxnet BRCA (871 cases): c-index {result.metrics['c_index']:.3f} ± "
+        f"{result.metrics_sd['c_index']:.3f},"
+        f" CI {result.ci95['c_index']}, log-rank p {result.metrics['logrank_p']:.2g}, alphas "
+        f"{result.provenance['selected_alphas']}"
+    )
     assert result.metrics["c_index"] > 0.55
     assert result.ci95["c_index"][0] < result.metrics["c_index"] < result.ci95["c_index"][1]
     _check_predictions_and_km(result, tmp_path, data)
@@ -70,10 +86,14 @@ def test_coxnet_on_real_tcga_brca(shared_data, tmp_path: Path) -> None:
 def test_abmil_survival_on_real_tcga_blca_beats_chance(shared_data, tmp_path: Path, name: str) -> None:
     data = _covariate_bags(shared_data, "blca")
     extra = {"batch_size": 16} if name == "surv.abmil_cox" else {}
-    result = create_protocol(name, **FAST, **extra).run(data, tmp_path, task="tcga-blca-os", encoder="clinical")
-    print(f"{name} BLCA (359 cases, 3 folds): c-index {result.metrics['c_index']:.3f} ± "
-          f"{result.metrics_sd['c_index']:.3f}, per fold {[round(r['c_index'], 3) for r in result.runs]}, "
-          f"selected epochs {result.provenance['selected_epochs']}")
+    result = create_protocol(name, **FAST, **extra).run(
+        data, tmp_path, task="tcga-blca-os", encoder="clinical"
+    )
+    print(
+        f"{name} BLCA (359 cases, 3 folds): c-index {result.metrics['c_index']:.3f} ± "
+        f"{result.metrics_sd['c_index']:.3f}, per fold {[round(r['c_index'], 3) for r in result.runs]}, "
+        f"selected epochs {result.provenance['selected_epochs']}"
+    )
     assert result.metrics["c_index"] > 0.55
     assert result.flags == []
     for split in result.provenance["splits"]:  # separate validation and test folds
@@ -88,7 +108,9 @@ def test_abmil_survival_on_real_tcga_blca_beats_chance(shared_data, tmp_path: Pa
 def test_faithful_variant_is_flagged_and_selects_on_test(shared_data, tmp_path: Path) -> None:
     data = _covariate_bags(shared_data, "blca")
     fast = {**FAST, "max_epochs": 6, "min_epochs": 2, "patience": 2}
-    result = create_protocol("surv.abmil_nll.gpfm-faithful", **fast).run(data, tmp_path, task="t", encoder="e")
+    result = create_protocol("surv.abmil_nll.gpfm-faithful", **fast).run(
+        data, tmp_path, task="t", encoder="e"
+    )
     assert result.flags[0] == "val==test (faithful)"
     assert all(s["val"] == s["test"] for s in result.provenance["splits"])
     assert all(np.isfinite(e).all() for e in result.provenance["time_bins"])  # [F] whole-cohort outer edges
@@ -105,7 +127,8 @@ def test_protocols_refuse_val_equal_test_and_wrong_data(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="both val and test"):
         create_protocol("surv.abmil_nll", **FAST).run(data, tmp_path, task="t", encoder="e")
     with pytest.raises(ValueError, match="survival_h5"):
-        create_protocol("surv.coxnet").run(BagDataset(bags, np.zeros(12, int), [f"c{i}" for i in range(12)]),
-                                           tmp_path, task="t", encoder="e")
+        create_protocol("surv.coxnet").run(
+            BagDataset(bags, np.zeros(12, int), [f"c{i}" for i in range(12)]), tmp_path, task="t", encoder="e"
+        )
     with pytest.raises(ValueError, match="unknown option"):
         create_protocol("surv.abmil_nll", learning_rate=1.0)

@@ -1,4 +1,4 @@
-"""Slide (or case) bags of tile features for MIL and survival, and the ``slide_h5`` / ``survival_h5`` loaders.
+r"""Slide (or case) bags of tile features for MIL and survival; the ``slide_h5`` / ``survival_h5`` loaders.
 
 **In-memory bags.** Training reads bags as pre-loaded CPU tensors, never HDF5 per step:
 
@@ -8,7 +8,7 @@
 ``BagDataset(bags, labels, ids, coords=None, ...)``: ``bags[i]`` is a float32 (N_i, D) tensor, ``labels[i]`` a
 class index (classification), ``time``/``event`` the survival target (1 = event observed), ``coords[i]``
 (N_i, 2) level-0 x, y row-aligned with ``bags[i]`` (for heatmaps), ``cases[i]`` the case of the bag (splits
-keep a case on one side), ``folds`` optional pre-defined :class:`FoldSplit`\\ s.
+keep a case on one side), ``folds`` optional pre-defined :class:`FoldSplit` objects.
 
 **HDF5 bags** come from the whole-slide pipeline (TRIDENT layout): ``<dir>/<slide_id>.h5`` with datasets
 ``features`` (N, D) float32 and ``coords`` (N, 2). :class:`H5Bags` opens them lazily, one file per access;
@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gpfm.eval.protocol import TaskContext, register_task_loader
 from gpfm.eval.mil.splits import FoldSplit, folds_from_table
+from gpfm.eval.protocol import TaskContext, register_task_loader
 
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".vms", ".bif", ".czi", ".h5")
 
@@ -78,7 +78,9 @@ class BagDataset:
             raise ValueError("BagDataset: bag ids must be unique")
         dims = {int(b.shape[1]) for b in self.bags if b.dim() == 2}
         if len(dims) > 1 or any(b.dim() != 2 or b.shape[0] == 0 for b in self.bags):
-            raise ValueError(f"BagDataset: every bag must be a non-empty (N, D) tensor of one D; found D in {dims}")
+            raise ValueError(
+                f"BagDataset: every bag must be a non-empty (N, D) tensor of one D; found D in {dims}"
+            )
         for name in ("labels", "time", "event"):
             arr = getattr(self, name)
             if arr is not None:
@@ -93,7 +95,9 @@ class BagDataset:
         self.bags = [b if b.dtype == torch.float32 else b.float() for b in self.bags]
         bad = next((i for i, b in enumerate(self.bags) if not bool(torch.isfinite(b).all())), None)
         if bad is not None:
-            raise ValueError(f"BagDataset: bag {self.ids[bad]!r} has NaN or inf features; re-extract or drop it")
+            raise ValueError(
+                f"BagDataset: bag {self.ids[bad]!r} has NaN or inf features; re-extract or drop it"
+            )
 
     def __len__(self) -> int:
         return len(self.bags)
@@ -120,7 +124,9 @@ def _stable_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**32)
 
 
-def read_bag(path: str | Path, max_tiles: int | None = None, seed: int = 0) -> tuple[Tensor, np.ndarray | None]:
+def read_bag(
+    path: str | Path, max_tiles: int | None = None, seed: int = 0
+) -> tuple[Tensor, np.ndarray | None]:
     """Read one slide's ``features`` (and ``coords`` when present) from a TRIDENT-layout HDF5 file.
 
     Args:
@@ -134,7 +140,9 @@ def read_bag(path: str | Path, max_tiles: int | None = None, seed: int = 0) -> t
     path = Path(path)
     with h5py.File(path, "r", locking=False) as fh:
         if "features" not in fh:
-            raise ValueError(f"{path}: no 'features' dataset (found {sorted(fh)}); expected the TRIDENT layout")
+            raise ValueError(
+                f"{path}: no 'features' dataset (found {sorted(fh)}); expected the TRIDENT layout"
+            )
         feats = fh["features"]
         if feats.ndim == 3 and feats.shape[0] == 1:  # CLAM-era files store (1, N, D)
             feats = feats[0]
@@ -202,22 +210,28 @@ def _resolve(path: str, ctx: TaskContext) -> Path:
     return p if p.is_absolute() else ctx.base_dir / p
 
 
-def _collect(table: pd.DataFrame, spec: dict[str, Any], ctx: TaskContext, level: str) -> tuple[
-        pd.DataFrame, dict[str, list[Path]], dict[str, Any]]:
+def _collect(
+    table: pd.DataFrame, spec: dict[str, Any], ctx: TaskContext, level: str
+) -> tuple[pd.DataFrame, dict[str, list[Path]], dict[str, Any]]:
     """Locate each slide's HDF5 and group the rows into bags; returns the one-row-per-bag table too."""
     slide_col = spec.get("slide_column", "slide_id")
     case_col = spec.get("case_column", "case_id" if "case_id" in table else None)
     for col in (slide_col, case_col):
         if col is not None and col not in table:
-            raise ValueError(f"{spec['labels']}: no column {col!r} (columns: {', '.join(map(str, table.columns))})")
+            raise ValueError(
+                f"{spec['labels']}: no column {col!r} (columns: {', '.join(map(str, table.columns))})"
+            )
     features_dir = _resolve(spec["features"], ctx)
     if not features_dir.is_dir():
-        raise FileNotFoundError(f"features folder {features_dir} does not exist (data.features = {spec['features']!r})")
+        raise FileNotFoundError(
+            f"features folder {features_dir} does not exist (data.features = {spec['features']!r})"
+        )
     paths = [find_h5(features_dir, str(s)) for s in table[slide_col]]
-    missing = [str(s) for s, p in zip(table[slide_col], paths) if p is None]
+    missing = [str(s) for s, p in zip(table[slide_col], paths, strict=True) if p is None]
     if missing and spec.get("missing", "error") != "skip":
         raise FileNotFoundError(
-            f"{len(missing)} slide(s) of {spec['labels']} have no features in {features_dir} (e.g. {missing[0]}.h5);"
+            f"{len(missing)} slide(s) of {spec['labels']} have no features in {features_dir} "
+            f"(e.g. {missing[0]}.h5);"
             " extract them or set data.missing: skip"
         )
     table = table.assign(_h5=paths).loc[[p is not None for p in paths]]
@@ -225,11 +239,16 @@ def _collect(table: pd.DataFrame, spec: dict[str, Any], ctx: TaskContext, level:
     if level not in ("slide", "case") or key is None:
         raise ValueError(f"data.level must be 'slide' or 'case' (case needs a case column); got {level!r}")
     groups: dict[str, list[Path]] = {}
-    for bag_id, path in zip(table[key].astype(str), table["_h5"]):
+    for bag_id, path in zip(table[key].astype(str), table["_h5"], strict=True):
         groups.setdefault(bag_id, []).append(path)
     first = table.drop_duplicates(key).set_index(table.drop_duplicates(key)[key].astype(str))
-    info = {"features_dir": str(features_dir), "level": level, "n_missing": len(missing), "bag_key": key,
-            "case_column": case_col}
+    info = {
+        "features_dir": str(features_dir),
+        "level": level,
+        "n_missing": len(missing),
+        "bag_key": key,
+        "case_column": case_col,
+    }
     return first.loc[list(groups)], groups, info
 
 
@@ -238,22 +257,46 @@ def _materialise(groups: dict[str, list[Path]], spec: dict[str, Any]) -> tuple[l
     return lazy.load_all()
 
 
-_COMMON_KEYS = {"kind", "labels", "features", "slide_column", "case_column", "level", "max_tiles", "tile_seed",
-                "missing", "split_column", "fold_columns", "fold_column", "val_fold", "description"}
+_COMMON_KEYS = {
+    "kind",
+    "labels",
+    "features",
+    "slide_column",
+    "case_column",
+    "level",
+    "max_tiles",
+    "tile_seed",
+    "missing",
+    "split_column",
+    "fold_columns",
+    "fold_column",
+    "val_fold",
+    "description",
+}
 _SLIDE_KEYS = _COMMON_KEYS | {"label_column", "label_names"}
-_SURVIVAL_KEYS = _COMMON_KEYS | {"time_column", "censorship_column", "event_column", "vital_status_column",
-                                 "event_rate_range", "allow_implausible_event_rate"}
+_SURVIVAL_KEYS = _COMMON_KEYS | {
+    "time_column",
+    "censorship_column",
+    "event_column",
+    "vital_status_column",
+    "event_rate_range",
+    "allow_implausible_event_rate",
+}
 
 
 def _check_keys(spec: dict[str, Any], known: set[str], kind: str) -> None:
     unknown = sorted(set(spec) - known)
     if unknown:
-        raise ValueError(f"{kind} data: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{kind} data: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
 
 
 def _read_table(spec: dict[str, Any], ctx: TaskContext) -> tuple[pd.DataFrame, Path]:
     if "labels" not in spec or "features" not in spec:
-        raise ValueError("slide task data needs 'labels' (CSV) and 'features' (folder template with {encoder})")
+        raise ValueError(
+            "slide task data needs 'labels' (CSV) and 'features' (folder template with {encoder})"
+        )
     path = _resolve(spec["labels"], ctx)
     if not path.is_file():
         raise FileNotFoundError(f"label table {path} does not exist (data.labels = {spec['labels']!r})")
@@ -261,18 +304,25 @@ def _read_table(spec: dict[str, Any], ctx: TaskContext) -> tuple[pd.DataFrame, P
 
 
 def _meta(path: Path, info: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    return {**info, "labels_csv": str(path), "labels_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "max_tiles": spec.get("max_tiles"), "tile_seed": int(spec.get("tile_seed", 0))}
+    return {
+        **info,
+        "labels_csv": str(path),
+        "labels_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "max_tiles": spec.get("max_tiles"),
+        "tile_seed": int(spec.get("tile_seed", 0)),
+    }
 
 
 @register_task_loader("slide_h5")
 def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     """Slide- or case-level classification bags from a label CSV and per-slide HDF5 features.
 
-    Keys of ``spec`` (the suite's ``data:`` block): ``labels`` (CSV/TSV path), ``features`` (folder, may contain
-    ``{encoder}``), ``slide_column`` (``slide_id``), ``case_column`` (``case_id`` when present), ``label_column``
+    Keys of ``spec`` (the suite's ``data:`` block): ``labels`` (CSV/TSV path), ``features`` (folder, may
+    contain ``{encoder}``), ``slide_column`` (``slide_id``), ``case_column`` (``case_id`` when present),
+    ``label_column``
     (``label``), ``label_names`` (class order; default sorted), ``level`` (``slide``/``case``), ``max_tiles``,
-    ``tile_seed``, ``missing`` (``error``/``skip``) and the split keys of :func:`gpfm.eval.mil.splits.folds_from_table`.
+    ``tile_seed``, ``missing`` (``error``/``skip``) and the split keys of
+    :func:`gpfm.eval.mil.splits.folds_from_table`.
     """
     _check_keys(spec, _SLIDE_KEYS, "slide_h5")
     table, path = _read_table(spec, ctx)
@@ -284,7 +334,9 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     if level == "case":
         per_case = table.groupby(info["bag_key"])[label_col].nunique()
         if (per_case > 1).any():
-            raise ValueError(f"{path}: case {per_case[per_case > 1].index[0]} has slides with different labels")
+            raise ValueError(
+                f"{path}: case {per_case[per_case > 1].index[0]} has slides with different labels"
+            )
     values = rows[label_col].astype(str)
     names = [str(n) for n in spec.get("label_names") or sorted(values.unique())]
     unknown = sorted(set(values) - set(names))
@@ -292,9 +344,17 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
         raise ValueError(f"{path}: labels {unknown} are not in label_names {names}")
     bags, coords = _materialise(groups, spec)
     cases = rows[info["case_column"]].astype(str).tolist() if info["case_column"] else None
-    return BagDataset(bags, np.array([names.index(v) for v in values]), list(groups), coords, names, cases,
-                      folds=folds_from_table(rows, spec, cases), members=[[p.stem for p in g] for g in
-                      groups.values()], meta=_meta(path, info, spec))
+    return BagDataset(
+        bags,
+        np.array([names.index(v) for v in values]),
+        list(groups),
+        coords,
+        names,
+        cases,
+        folds=folds_from_table(rows, spec, cases),
+        members=[[p.stem for p in g] for g in groups.values()],
+        meta=_meta(path, info, spec),
+    )
 
 
 def _survival_targets(table: pd.DataFrame, spec: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -310,20 +370,25 @@ def _survival_targets(table: pd.DataFrame, spec: dict[str, Any], path: Path) -> 
             raise ValueError(f"{path}: no censorship column {cens_col!r} (1 = censored); or set event_column")
         event = 1 - table[cens_col].to_numpy()
     if not np.isin(event, (0, 1)).all():
-        raise ValueError(f"{path}: event/censorship values must be 0/1; found {sorted(set(event.tolist()))[:5]}")
+        raise ValueError(
+            f"{path}: event/censorship values must be 0/1; found {sorted(set(event.tolist()))[:5]}"
+        )
     time = table[time_col].to_numpy(dtype=np.float64)
     if not np.isfinite(time).all() or (time < 0).any():
         raise ValueError(f"{path}: survival times must be finite and >= 0")
     return time, event.astype(np.int64)
 
 
-def check_event_rate(event: np.ndarray, spec: dict[str, Any], source: str,
-                     vital_status: Sequence[str] | None = None) -> float:
+def check_event_rate(
+    event: np.ndarray, spec: dict[str, Any], source: str, vital_status: Sequence[str] | None = None
+) -> float:
     """Refuse implausible event rates (a flipped censorship column, GPFM issue #9) unless overridden.
 
-    The accepted range is ``spec["event_rate_range"]`` (default [0.02, 0.85]: TCGA overall-survival cohorts lie
+    The accepted range is ``spec["event_rate_range"]`` (default [0.02, 0.85]: TCGA overall-survival cohorts
+    lie
     between ~0.1 (BRCA) and ~0.8 (GBM), so a flipped BRCA, 0.88, is refused); ``allow_implausible_event_rate:
-    true`` skips the check. When a ``vital_status`` column is given, events must be exactly the ``Dead`` cases.
+    true`` skips the check. When a ``vital_status`` column is given, events must be exactly the ``Dead``
+    cases.
     """
     rate = float(np.mean(event))
     lo, hi = spec.get("event_rate_range", (0.02, 0.85))
@@ -345,7 +410,8 @@ def load_survival_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     """Case-level (default) survival bags from a clinical CSV and per-slide HDF5 features.
 
     Keys as :func:`load_slide_task` plus ``time_column`` (``survival_months``), ``censorship_column``
-    (``censorship``, 1 = censored) or ``event_column`` (1 = event), ``vital_status_column`` (checked against the
+    (``censorship``, 1 = censored) or ``event_column`` (1 = event), ``vital_status_column`` (checked against
+    the
     events when given), ``event_rate_range`` / ``allow_implausible_event_rate``. Splits stratify on the event.
     """
     _check_keys(spec, _SURVIVAL_KEYS, "survival_h5")
@@ -364,6 +430,16 @@ def load_survival_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     bags, coords = _materialise(groups, spec)
     cases = rows[info["case_column"]].astype(str).tolist() if info["case_column"] else None
     meta = {**_meta(path, info, spec), "event_rate": rate}
-    return BagDataset(bags, None, list(groups), coords, None, cases, time=time, event=event,
-                      folds=folds_from_table(rows, spec, cases),
-                      members=[[p.stem for p in g] for g in groups.values()], meta=meta)
+    return BagDataset(
+        bags,
+        None,
+        list(groups),
+        coords,
+        None,
+        cases,
+        time=time,
+        event=event,
+        folds=folds_from_table(rows, spec, cases),
+        members=[[p.stem for p in g] for g in groups.values()],
+        meta=meta,
+    )

@@ -102,8 +102,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def predict(model: nn.Module, bags: list[Tensor], rows: np.ndarray, device: str = "cpu",
-            with_attention: bool = False) -> tuple[Tensor, list[np.ndarray | None]]:
+def predict(
+    model: nn.Module, bags: list[Tensor], rows: np.ndarray, device: str = "cpu", with_attention: bool = False
+) -> tuple[Tensor, list[np.ndarray | None]]:
     """Model outputs (n, K) for ``bags[rows]`` in eval mode, and optionally each bag's attention."""
     model.eval()
     outs, attns = [], []
@@ -138,12 +139,19 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def fit(model: nn.Module, bags: list[Tensor], train_rows: np.ndarray, val_rows: np.ndarray, objective: Objective,
-        config: TrainConfig) -> FitResult:
-    """Train ``model`` on ``bags[train_rows]``, early-stopping on ``bags[val_rows]`` (see the module docstring).
+def fit(
+    model: nn.Module,
+    bags: list[Tensor],
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    objective: Objective,
+    config: TrainConfig,
+) -> FitResult:
+    """Train ``model`` on ``bags[train_rows]``, early-stopping on ``bags[val_rows]`` (module docstring).
 
     Args:
-        model: aggregator returning :class:`~gpfm.eval.mil.MILOutput`; trained in place, best weights restored.
+        model: aggregator returning :class:`~gpfm.eval.mil.MILOutput`; trained in place, best weights
+            restored.
         bags: every bag of the dataset (CPU tensors).
         train_rows: dataset rows to train on.
         val_rows: dataset rows for early stopping (may be empty).
@@ -154,8 +162,14 @@ def fit(model: nn.Module, bags: list[Tensor], train_rows: np.ndarray, val_rows: 
         return _fit(model, bags, train_rows, val_rows, objective, config)
 
 
-def _fit(model: nn.Module, bags: list[Tensor], train_rows: np.ndarray, val_rows: np.ndarray, objective: Objective,
-         config: TrainConfig) -> FitResult:
+def _fit(
+    model: nn.Module,
+    bags: list[Tensor],
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    objective: Objective,
+    config: TrainConfig,
+) -> FitResult:
     device = config.device
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-"""Harrell's concordance index with exactly the semantics of ``sksurv.metrics.concordance_index_censored``.
+r"""Harrell's concordance index with exactly the semantics of ``sksurv.metrics.concordance_index_censored``.
 
 Definition (benchmark-protocols.md §4; scikit-survival 0.2x, ``tied_tol=1e-8``). With event indicator
 ``e`` (1 = event observed, i.e. ``1 - censorship``), time ``t`` and predicted risk ``r``:
@@ -8,7 +8,7 @@ Definition (benchmark-protocols.md §4; scikit-survival 0.2x, ``tied_tol=1e-8``)
 * it is **concordant** when ``r_i > r_j`` (the earlier event has the higher risk) and the risks are not tied;
 * it is **tied in risk** when ``|r_i - r_j| <= tied_tol``; a tied pair counts 0.5;
 
-.. math:: C = \\frac{\\#\\text{concordant} + 0.5\\,\\#\\text{tied risk}}{\\#\\text{comparable}}
+.. math:: C = \frac{\#\text{concordant} + 0.5\,\#\text{tied risk}}{\#\text{comparable}}
 
 The pair count is computed vectorised in row blocks (O(n²) work, O(block · n) memory), which is exact and
 fast for cohorts up to ~10⁵ cases.
@@ -45,13 +45,16 @@ class Concordance:
         return (self.cindex, self.concordant, self.discordant, self.tied_risk, self.tied_time)
 
 
-def _validate(event: ArrayLike, time: ArrayLike, risk: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _validate(
+    event: ArrayLike, time: ArrayLike, risk: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     e = np.asarray(event)
     t = np.asarray(time, dtype=np.float64)
     r = np.asarray(risk, dtype=np.float64)
     if e.ndim != 1 or t.shape != e.shape or r.shape != e.shape:
         raise ValueError(
-            f"c-index: event, time and risk must be 1-D arrays of one length; got {e.shape}, {t.shape}, {r.shape}"
+            "c-index: event, time and risk must be 1-D arrays of one length; "
+            f"got {e.shape}, {t.shape}, {r.shape}"
         )
     if e.dtype != bool:
         if not np.isin(e, (0, 1)).all():
@@ -64,8 +67,9 @@ def _validate(event: ArrayLike, time: ArrayLike, risk: ArrayLike) -> tuple[np.nd
     return e, t, r
 
 
-def concordance(event: ArrayLike, time: ArrayLike, risk: ArrayLike, *, tied_tol: float = 1e-8,
-                block: int = 2048) -> Concordance:
+def concordance(
+    event: ArrayLike, time: ArrayLike, risk: ArrayLike, *, tied_tol: float = 1e-8, block: int = 2048
+) -> Concordance:
     """Harrell's concordance of ``risk`` with observed survival (higher risk = earlier event).
 
     Args:

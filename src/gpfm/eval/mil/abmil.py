@@ -33,14 +33,24 @@ class ABMIL(nn.Module):
         attn_dropout: dropout inside the attention branches.
     """
 
-    def __init__(self, in_dim: int, n_outputs: int, hidden: int = 512, attn_dim: int = 128, dropout: float = 0.25,
-                 gated: bool = False, attn_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        hidden: int = 512,
+        attn_dim: int = 128,
+        dropout: float = 0.25,
+        gated: bool = False,
+        attn_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.gated = gated
         self.trunk = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attn_v = nn.Sequential(nn.Linear(hidden, attn_dim), nn.Tanh(), nn.Dropout(attn_dropout))
         self.attn_u = (
-            nn.Sequential(nn.Linear(hidden, attn_dim), nn.Sigmoid(), nn.Dropout(attn_dropout)) if gated else None
+            nn.Sequential(nn.Linear(hidden, attn_dim), nn.Sigmoid(), nn.Dropout(attn_dropout))
+            if gated
+            else None
         )
         self.attn_w = nn.Linear(attn_dim, 1)
         self.head = nn.Linear(hidden, n_outputs)

@@ -1,7 +1,8 @@
 """Mean- and max-pooling MIL baselines: a shared instance trunk, one pooling, a linear head.
 
 ``h_i = Dropout(ReLU(W_1 x_i))`` (D → ``hidden``, the ABMIL trunk, so the aggregation is the only difference),
-``z = mean_i h_i`` or ``z = max_i h_i`` (per channel), logits ``W_2 z``. With ``hidden=0`` the trunk is skipped
+``z = mean_i h_i`` or ``z = max_i h_i`` (per channel), logits ``W_2 z``. With ``hidden=0`` the trunk is
+skipped
 and the head is linear on pooled raw features.
 
 Instance saliency (the ``attention`` output, for heatmaps): for mean pooling the share of each instance in
@@ -28,14 +29,17 @@ class PoolMIL(nn.Module):
         dropout: dropout after the trunk ReLU.
     """
 
-    def __init__(self, in_dim: int, n_outputs: int, mode: str = "mean", hidden: int = 512,
-                 dropout: float = 0.25) -> None:
+    def __init__(
+        self, in_dim: int, n_outputs: int, mode: str = "mean", hidden: int = 512, dropout: float = 0.25
+    ) -> None:
         super().__init__()
         if mode not in ("mean", "max"):
             raise ValueError(f"pooling mode {mode!r} is unknown; use 'mean' or 'max'")
         self.mode = mode
         self.trunk = (
-            nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout)) if hidden else nn.Identity()
+            nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+            if hidden
+            else nn.Identity()
         )
         self.head = nn.Linear(hidden or in_dim, n_outputs)
 

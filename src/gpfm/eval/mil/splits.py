@@ -46,7 +46,9 @@ class FoldSplit:
     def check(self, cases: list[str] | None = None, *, allow_val_equals_test: bool = False) -> None:
         """Raise when partitions overlap (in rows or cases) or train/test is empty."""
         if len(self.train) == 0 or len(self.test) == 0:
-            raise ValueError(f"split {self.name}: train ({len(self.train)}) and test ({len(self.test)}) must be non-empty")
+            raise ValueError(
+                f"split {self.name}: train ({len(self.train)}) and test ({len(self.test)}) must be non-empty"
+            )
         pairs = [("train", self.train, "test", self.test), ("train", self.train, "val", self.val)]
         if not allow_val_equals_test:
             pairs.append(("val", self.val, "test", self.test))
@@ -56,13 +58,15 @@ class FoldSplit:
             shared = keys_a & keys_b
             if shared:
                 raise ValueError(
-                    f"split {self.name}: {len(shared)} case(s) are in both {a} and {b} (e.g. {sorted(shared)[0]}); "
+                    f"split {self.name}: {len(shared)} case(s) are in both {a} and {b} "
+                    f"(e.g. {sorted(shared)[0]}); "
                     "splits must be disjoint and case-level"
                 )
 
 
-def make_folds(strata: np.ndarray, groups: list[str], n_folds: int = 5, val_fraction: float = 0.125,
-               seed: int = 0) -> list[FoldSplit]:
+def make_folds(
+    strata: np.ndarray, groups: list[str], n_folds: int = 5, val_fraction: float = 0.125, seed: int = 0
+) -> list[FoldSplit]:
     """Stratified, case-grouped k-fold splits, each with a validation set carved from its training part.
 
     Args:
@@ -81,8 +85,9 @@ def make_folds(strata: np.ndarray, groups: list[str], n_folds: int = 5, val_frac
     return folds
 
 
-def with_validation(fold: FoldSplit, strata: np.ndarray, groups: list[str], val_fraction: float = 0.125,
-                    seed: int = 0) -> FoldSplit:
+def with_validation(
+    fold: FoldSplit, strata: np.ndarray, groups: list[str], val_fraction: float = 0.125, seed: int = 0
+) -> FoldSplit:
     """Carve a stratified, case-grouped validation set out of ``fold.train`` when ``fold.val`` is empty."""
     if len(fold.val) or val_fraction <= 0:
         return fold
@@ -90,7 +95,9 @@ def with_validation(fold: FoldSplit, strata: np.ndarray, groups: list[str], val_
     n_splits = max(2, round(1 / val_fraction))
     sub_groups = [groups[i] for i in train]
     if len(set(sub_groups)) < n_splits:
-        raise ValueError(f"split {fold.name}: too few training cases ({len(set(sub_groups))}) to carve validation")
+        raise ValueError(
+            f"split {fold.name}: too few training cases ({len(set(sub_groups))}) to carve validation"
+        )
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     keep, val = next(sgkf.split(np.zeros(len(train)), np.asarray(strata)[train], sub_groups))
     return FoldSplit(fold.name, np.sort(train[keep]), np.sort(train[val]), fold.test)
@@ -102,11 +109,14 @@ def _partition(values: pd.Series, name: str) -> FoldSplit:
     if unknown:
         raise ValueError(f"split column {values.name!r}: values {unknown} are not train/val/test")
     idx = np.arange(len(v))
-    return FoldSplit(name, idx[(v == "train").to_numpy()], idx[(v == "val").to_numpy()], idx[(v == "test").to_numpy()])
+    return FoldSplit(
+        name, idx[(v == "train").to_numpy()], idx[(v == "val").to_numpy()], idx[(v == "test").to_numpy()]
+    )
 
 
-def folds_from_table(rows: pd.DataFrame, spec: dict[str, Any],
-                     cases: list[str] | None = None) -> list[FoldSplit] | None:
+def folds_from_table(
+    rows: pd.DataFrame, spec: dict[str, Any], cases: list[str] | None = None
+) -> list[FoldSplit] | None:
     """Splits declared in a one-row-per-bag table (see the module docstring), or None when none are declared.
 
     Args:
@@ -137,7 +147,9 @@ def folds_from_table(rows: pd.DataFrame, spec: dict[str, Any],
             raise ValueError(f"val_fold {mode!r} is unknown; use 'carve' (default) or 'next'")
         carve = mode == "carve"
         if not carve and len(uniq) < 3:
-            raise ValueError(f"fold_column {col!r}: val_fold 'next' needs at least 3 folds; use val_fold: carve")
+            raise ValueError(
+                f"fold_column {col!r}: val_fold 'next' needs at least 3 folds; use val_fold: carve"
+            )
         idx = np.arange(len(ids))
         folds = []
         for k, f in enumerate(uniq):

@@ -44,16 +44,25 @@ def _pinv(a: Tensor, iterations: int) -> Tensor:
 class NystromAttention(nn.Module):
     """Multi-head Nyström self-attention over a (B, n, dim) sequence (see the module docstring)."""
 
-    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, landmarks: int = 256,
-                 pinv_iterations: int = 6, residual_kernel: int = 33, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        dim_head: int = 64,
+        landmarks: int = 256,
+        pinv_iterations: int = 6,
+        residual_kernel: int = 33,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.heads, self.dim_head, self.landmarks = heads, dim_head, landmarks
         self.pinv_iterations = pinv_iterations
         self.scale = dim_head**-0.5
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
-        self.res_conv = nn.Conv2d(heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0),
-                                  groups=heads, bias=False)
+        self.res_conv = nn.Conv2d(
+            heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0), groups=heads, bias=False
+        )
         self.last_cls_attention: Tensor | None = None
 
     def forward(self, x: Tensor, cls_index: int | None = None) -> Tensor:
@@ -81,7 +90,6 @@ class NystromAttention(nn.Module):
                 self.last_cls_attention = (row @ attn3).squeeze(-2)[..., pad:]  # (B, heads, n)
         out = out.transpose(1, 2).reshape(b, -1, self.heads * self.dim_head)
         return self.to_out(out)[:, -n:]
-
 
     def _exact(self, x: Tensor, cls_index: int | None) -> Tensor:
         """Softmax attention, which Nyström with one landmark per token reduces to (cheaper for n ≤ m)."""
@@ -122,8 +130,15 @@ class TransMIL(nn.Module):
         dropout: attention output dropout.
     """
 
-    def __init__(self, in_dim: int, n_outputs: int, dim: int = 512, heads: int = 8, landmarks: int = 256,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        dim: int = 512,
+        heads: int = 8,
+        landmarks: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.fc_in = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)

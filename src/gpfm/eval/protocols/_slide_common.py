@@ -20,16 +20,27 @@ def check_bags(protocol: Protocol, data: Any, *, survival: bool) -> BagDataset:
     """Type and target checks with one clear error line."""
     kind = "survival_h5" if survival else "slide_h5"
     if not isinstance(data, BagDataset):
-        raise TypeError(f"protocol {protocol.name} takes a BagDataset (task kind {kind}); got {type(data).__name__}")
+        raise TypeError(
+            f"protocol {protocol.name} takes a BagDataset (task kind {kind}); got {type(data).__name__}"
+        )
     if survival and (data.time is None or data.event is None):
-        raise ValueError(f"protocol {protocol.name} needs survival time and event (use task kind survival_h5)")
+        raise ValueError(
+            f"protocol {protocol.name} needs survival time and event (use task kind survival_h5)"
+        )
     if not survival and data.labels is None:
         raise ValueError(f"protocol {protocol.name} needs class labels (use task kind slide_h5)")
     return data
 
 
-def resolve_folds(data: BagDataset, strata: np.ndarray, *, n_folds: int, val_fraction: float, split_seed: int,
-                  val_equals_test: bool = False) -> list[FoldSplit]:
+def resolve_folds(
+    data: BagDataset,
+    strata: np.ndarray,
+    *,
+    n_folds: int,
+    val_fraction: float,
+    split_seed: int,
+    val_equals_test: bool = False,
+) -> list[FoldSplit]:
     """The task's folds (or stratified case-grouped ones), each with validation; val == test only if asked."""
     folds = data.folds or make_folds(strata, data.cases, n_folds, val_fraction, split_seed)
     out = []
@@ -43,9 +54,10 @@ def resolve_folds(data: BagDataset, strata: np.ndarray, *, n_folds: int, val_fra
     return out
 
 
-def write_attention(path: Path, ids: list[str], scores: dict[str, np.ndarray],
-                    coords: dict[str, np.ndarray | None]) -> dict[str, str]:
-    """The ``attention`` artifact (one float32 dataset per bag id) and ``attention_coords`` (row-aligned coords).
+def write_attention(
+    path: Path, ids: list[str], scores: dict[str, np.ndarray], coords: dict[str, np.ndarray | None]
+) -> dict[str, str]:
+    """Write ``attention`` (one float32 dataset per bag id) and ``attention_coords`` (row-aligned coords).
 
     Returns the artifact kinds written → file names.
     """
@@ -65,7 +77,9 @@ def write_attention(path: Path, ids: list[str], scores: dict[str, np.ndarray],
     return written
 
 
-def slide_provenance(protocol: Protocol, data: BagDataset, folds: list[FoldSplit], **extra: Any) -> dict[str, Any]:
+def slide_provenance(
+    protocol: Protocol, data: BagDataset, folds: list[FoldSplit], **extra: Any
+) -> dict[str, Any]:
     """Protocol id, split hash and counts, bag sizes, data meta, code and library versions."""
     from gpfm.eval.data import code_version
 
@@ -74,10 +88,16 @@ def slide_provenance(protocol: Protocol, data: BagDataset, folds: list[FoldSplit
         "protocol_id": f"{protocol.name}@{protocol.version}",
         "code_version": code_version(),
         "split_hash": split_hash(folds, data.ids),
-        "splits": [{"name": f.name, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds],
+        "splits": [
+            {"name": f.name, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds
+        ],
         "n_bags": len(data),
         "feature_dim": data.dim,
-        "tiles_per_bag": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
+        "tiles_per_bag": {
+            "min": int(sizes.min()),
+            "median": float(np.median(sizes)),
+            "max": int(sizes.max()),
+        },
         "data": data.meta,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -1,6 +1,6 @@
 """Survival protocols: ABMIL with the discrete-time NLL or the Cox loss, and CoxNet on pooled features.
 
-Pinned defaults (benchmark-protocols.md §4); the primary metric is Harrell's c-index (scikit-survival semantics):
+Pinned defaults (benchmark-protocols.md §4); the primary metric is Harrell's c-index (scikit-survival's):
 
 * ``surv.abmil_nll`` [I] (default): ABMIL (§3.1 trunk/attention) with 4 hazard outputs, NLL α = 0, quantile
   bins of the uncensored **training** times with outer edges 0 and +∞; Adam 2e-4, wd 1e-4, batch 1, ≤ 100
@@ -81,7 +81,8 @@ class SurvivalMILConfig:
 
     aggregator: str = "abmil"
     aggregator_options: dict[str, Any] = field(
-        default_factory=lambda: {"hidden": 512, "attn_dim": 128, "dropout": 0.25})
+        default_factory=lambda: {"hidden": 512, "attn_dim": 128, "dropout": 0.25}
+    )
     loss: str = "nll"
     n_bins: int = 4
     bin_rule: str = "train"
@@ -107,8 +108,9 @@ class SurvivalMILConfig:
     save_attention: bool = True
 
 
-def survival_objective(kind: str, time: np.ndarray, event: np.ndarray, bins: TimeBins | None, alpha: float,
-                       monitor: str) -> tuple[Objective, Any]:
+def survival_objective(
+    kind: str, time: np.ndarray, event: np.ndarray, bins: TimeBins | None, alpha: float, monitor: str
+) -> tuple[Objective, Any]:
     """Loss, validation score and a logits → risk map for the NLL or Cox model."""
     if monitor not in ("cindex", "loss"):
         raise ValueError(f"monitor {monitor!r} is unknown; use 'cindex' or 'loss'")
@@ -124,6 +126,7 @@ def survival_objective(kind: str, time: np.ndarray, event: np.ndarray, bins: Tim
         def to_risk(outputs: torch.Tensor) -> torch.Tensor:
             return risk_from_logits(outputs)
     elif kind == "cox":
+
         def loss(outputs: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
             return cox_ph_loss(outputs[:, 0], t_all[rows].to(outputs.device), e_all[rows].to(outputs.device))
 
@@ -154,12 +157,28 @@ class _SurvivalBase(Protocol):
     val_equals_test = False
 
     def _folds(self, data: BagDataset, val_fraction: float) -> list[FoldSplit]:
-        return resolve_folds(data, data.event, n_folds=self.config.n_folds, val_fraction=val_fraction,
-                             split_seed=self.config.split_seed, val_equals_test=self.val_equals_test)
+        return resolve_folds(
+            data,
+            data.event,
+            n_folds=self.config.n_folds,
+            val_fraction=val_fraction,
+            split_seed=self.config.split_seed,
+            val_equals_test=self.val_equals_test,
+        )
 
-    def _result(self, data: BagDataset, folds: list[FoldSplit], out_dir: Path, task: str, encoder: str,
-                runs: list[dict[str, Any]], predictions: list[dict[str, Any]], artifacts: dict[str, str],
-                flags: list[str], **extra: Any) -> ProtocolResult:
+    def _result(
+        self,
+        data: BagDataset,
+        folds: list[FoldSplit],
+        out_dir: Path,
+        task: str,
+        encoder: str,
+        runs: list[dict[str, Any]],
+        predictions: list[dict[str, Any]],
+        artifacts: dict[str, str],
+        flags: list[str],
+        **extra: Any,
+    ) -> ProtocolResult:
         cfg = self.config
         first = [p for p in predictions if p["seed"] == cfg.seeds[0]]
         fold_names = np.array([p["fold"] for p in first])
@@ -175,11 +194,19 @@ class _SurvivalBase(Protocol):
         with atomic_path(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["id", "time", "event", "risk", "risk_group", "fold", "seed"])
-            group_of = {(p["id"], p["fold"]): g for p, g in zip(first, groups)}
+            group_of = {(p["id"], p["fold"]): g for p, g in zip(first, groups, strict=True)}
             for p in predictions:
-                writer.writerow([p["id"], p["time"], p["event"], f"{p['risk']:.6g}",
-                                 group_of.get((p["id"], p["fold"]), "") if p["seed"] == cfg.seeds[0] else "",
-                                 p["fold"], p["seed"]])
+                writer.writerow(
+                    [
+                        p["id"],
+                        p["time"],
+                        p["event"],
+                        f"{p['risk']:.6g}",
+                        group_of.get((p["id"], p["fold"]), "") if p["seed"] == cfg.seeds[0] else "",
+                        p["fold"],
+                        p["seed"],
+                    ]
+                )
         artifacts = {"predictions": "predictions.csv", "km_curves": "km_curves.json", **artifacts}
         metric_runs = [{"c_index": r["c_index"]} for r in runs]
         metrics, metrics_sd = summarize_run_dicts(metric_runs)
@@ -200,16 +227,31 @@ class _SurvivalBase(Protocol):
 
             ci = bootstrap_statistic(fold_mean_cindex, len(first), cfg.bootstrap_resamples, strata=fold_ids)
             ci95["c_index"] = ci.as_tuple()
-            extra["bootstrap"] = {"resamples": cfg.bootstrap_resamples, "seed": 0, "strata": "fold",
-                                  "statistic": "mean of per-fold c-index", "skipped": ci.n_skipped}
+            extra["bootstrap"] = {
+                "resamples": cfg.bootstrap_resamples,
+                "seed": 0,
+                "strata": "fold",
+                "statistic": "mean of per-fold c-index",
+                "skipped": ci.n_skipped,
+            }
         if self.val_equals_test:
             flags = ["val==test (faithful)", *flags]
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, metrics_sd=metrics_sd if len(runs) > 1 else {},
-            ci95=ci95, runs=runs, config=self.resolved_config(), artifacts=artifacts, flags=flags,
-            provenance=slide_provenance(self, data, folds, seeds=list(cfg.seeds),
-                                        event_rate=float(np.mean(data.event)), **extra),
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            metrics_sd=metrics_sd if len(runs) > 1 else {},
+            ci95=ci95,
+            runs=runs,
+            config=self.resolved_config(),
+            artifacts=artifacts,
+            flags=flags,
+            provenance=slide_provenance(
+                self, data, folds, seeds=list(cfg.seeds), event_rate=float(np.mean(data.event)), **extra
+            ),
         )
 
 
@@ -236,15 +278,26 @@ class _SurvivalMIL(_SurvivalBase):
                     fit_rows = fold.train if cfg.bin_rule == "train" else np.arange(len(data))
                     bins = quantile_bins(data.time[fit_rows], data.event[fit_rows], cfg.n_bins, cfg.bin_rule)
                     bins_used.append(list(bins.edges))
-                objective, to_risk = survival_objective(cfg.loss, data.time, data.event, bins, cfg.alpha,
-                                                        cfg.monitor)
+                objective, to_risk = survival_objective(
+                    cfg.loss, data.time, data.event, bins, cfg.alpha, cfg.monitor
+                )
                 seed_everything(seed)
-                model = create_aggregator(cfg.aggregator, in_dim=data.dim, n_outputs=n_out, **cfg.aggregator_options)
+                model = create_aggregator(
+                    cfg.aggregator, in_dim=data.dim, n_outputs=n_out, **cfg.aggregator_options
+                )
                 train_cfg = TrainConfig(
-                    lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-                    max_epochs=cfg.fixed_epochs or cfg.max_epochs, patience=cfg.patience, min_epochs=cfg.min_epochs,
-                    balanced_sampling=cfg.balanced_sampling, max_tiles_train=cfg.max_tiles_train, seed=seed,
-                    device=device, num_threads=cfg.num_threads)
+                    lr=cfg.lr,
+                    weight_decay=cfg.weight_decay,
+                    batch_size=cfg.batch_size,
+                    max_epochs=cfg.fixed_epochs or cfg.max_epochs,
+                    patience=cfg.patience,
+                    min_epochs=cfg.min_epochs,
+                    balanced_sampling=cfg.balanced_sampling,
+                    max_tiles_train=cfg.max_tiles_train,
+                    seed=seed,
+                    device=device,
+                    num_threads=cfg.num_threads,
+                )
                 val_rows = fold.val if use_val else np.array([], dtype=np.int64)
                 fitted = fit(model, data.bags, fold.train, val_rows, objective, train_cfg)
                 first_seed = seed == cfg.seeds[0]
@@ -252,23 +305,51 @@ class _SurvivalMIL(_SurvivalBase):
                     outputs, attn = predict(model, data.bags, fold.test, device, with_attention=first_seed)
                 risk = to_risk(outputs).numpy()
                 rows = fold.test
-                runs.append({"c_index": concordance_index(data.event[rows], data.time[rows], risk),
-                             "fold": fold.name, "seed": seed, "best_epoch": fitted.best_epoch,
-                             "epochs_run": fitted.epochs_run})
+                runs.append(
+                    {
+                        "c_index": concordance_index(data.event[rows], data.time[rows], risk),
+                        "fold": fold.name,
+                        "seed": seed,
+                        "best_epoch": fitted.best_epoch,
+                        "epochs_run": fitted.epochs_run,
+                    }
+                )
                 curves_all.append({"fold": fold.name, "seed": seed, **fitted.curves})
                 for j, i in enumerate(rows):
-                    predictions.append({"id": data.ids[i], "time": float(data.time[i]), "event": int(data.event[i]),
-                                        "risk": float(risk[j]), "fold": fold.name, "seed": seed})
+                    predictions.append(
+                        {
+                            "id": data.ids[i],
+                            "time": float(data.time[i]),
+                            "event": int(data.event[i]),
+                            "risk": float(risk[j]),
+                            "fold": fold.name,
+                            "seed": seed,
+                        }
+                    )
                     if first_seed and attn[j] is not None:
                         attention[data.ids[i]] = attn[j]
         write_json_atomic(out_dir / "curves.json", {**curves_all[0], "runs": curves_all})
         artifacts = {"curves": "curves.json"}
         if cfg.save_attention and attention:
-            coords = {data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))}
+            coords = {
+                data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))
+            }
             artifacts.update(write_attention(out_dir / "attention.h5", data.ids, attention, coords))
         flags = [] if use_val else [f"fixed {cfg.fixed_epochs} epochs, no validation"]
-        return self._result(data, folds, out_dir, task, encoder, runs, predictions, artifacts, flags,
-                            device=device, selected_epochs=[r["best_epoch"] for r in runs], time_bins=bins_used)
+        return self._result(
+            data,
+            folds,
+            out_dir,
+            task,
+            encoder,
+            runs,
+            predictions,
+            artifacts,
+            flags,
+            device=device,
+            selected_epochs=[r["best_epoch"] for r in runs],
+            time_bins=bins_used,
+        )
 
 
 def _config(name: str, base: type, **defaults: Any) -> type:
@@ -357,17 +438,51 @@ class SurvCoxnet(_SurvivalBase):
         runs, predictions = [], []
         for fold in folds:
             train = fold.train if use_val else np.union1d(fold.train, fold.val)
-            model = fit_coxnet(x[train], data.time[train], data.event[train], alphas=cfg.alphas,
-                               l1_ratio=cfg.l1_ratio, max_iter=cfg.max_iter, selection=cfg.selection,
-                               inner_folds=cfg.inner_folds, x_val=x[fold.val], time_val=data.time[fold.val],
-                               event_val=data.event[fold.val], seed=cfg.split_seed)
+            model = fit_coxnet(
+                x[train],
+                data.time[train],
+                data.event[train],
+                alphas=cfg.alphas,
+                l1_ratio=cfg.l1_ratio,
+                max_iter=cfg.max_iter,
+                selection=cfg.selection,
+                inner_folds=cfg.inner_folds,
+                x_val=x[fold.val],
+                time_val=data.time[fold.val],
+                event_val=data.event[fold.val],
+                seed=cfg.split_seed,
+            )
             risk = model.predict_risk(x[fold.test])
             rows = fold.test
-            runs.append({"c_index": concordance_index(data.event[rows], data.time[rows], risk), "fold": fold.name,
-                         "seed": cfg.seeds[0], "alpha": model.alpha,
-                         "selection": {str(k): v for k, v in model.selection.items()}})
+            runs.append(
+                {
+                    "c_index": concordance_index(data.event[rows], data.time[rows], risk),
+                    "fold": fold.name,
+                    "seed": cfg.seeds[0],
+                    "alpha": model.alpha,
+                    "selection": {str(k): v for k, v in model.selection.items()},
+                }
+            )
             for j, i in enumerate(rows):
-                predictions.append({"id": data.ids[i], "time": float(data.time[i]), "event": int(data.event[i]),
-                                    "risk": float(risk[j]), "fold": fold.name, "seed": cfg.seeds[0]})
-        return self._result(data, folds, out_dir, task, encoder, runs, predictions, {}, [],
-                            selected_alphas=[r["alpha"] for r in runs])
+                predictions.append(
+                    {
+                        "id": data.ids[i],
+                        "time": float(data.time[i]),
+                        "event": int(data.event[i]),
+                        "risk": float(risk[j]),
+                        "fold": fold.name,
+                        "seed": cfg.seeds[0],
+                    }
+                )
+        return self._result(
+            data,
+            folds,
+            out_dir,
+            task,
+            encoder,
+            runs,
+            predictions,
+            {},
+            [],
+            selected_alphas=[r["alpha"] for r in runs],
+        )

@@ -30,7 +30,12 @@ import torch.nn.functional as F
 
 from gpfm.atomic import atomic_path, write_json_atomic
 from gpfm.eval.bags import BagDataset
-from gpfm.eval.metrics import bootstrap_classification, classification_metrics, confusion_matrix_artifact, roc_curves
+from gpfm.eval.metrics import (
+    bootstrap_classification,
+    classification_metrics,
+    confusion_matrix_artifact,
+    roc_curves,
+)
 from gpfm.eval.metrics.bootstrap import summarize_run_dicts
 from gpfm.eval.mil import create_aggregator
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
@@ -66,7 +71,8 @@ class MILConfig:
 
     aggregator: str = "abmil"
     aggregator_options: dict[str, Any] = field(
-        default_factory=lambda: {"hidden": 512, "attn_dim": 128, "dropout": 0.25})
+        default_factory=lambda: {"hidden": 512, "attn_dim": 128, "dropout": 0.25}
+    )
     lr: float = 2e-4
     weight_decay: float = 1e-4
     max_epochs: int = 100
@@ -112,8 +118,16 @@ def _write_predictions(path: Path, rows: list[dict[str, Any]], names: list[str])
         writer = csv.writer(fh)
         writer.writerow(["id", "label", "prediction", *[f"p_{n}" for n in names], "fold", "seed"])
         for r in rows:
-            writer.writerow([r["id"], names[r["label"]], names[int(np.argmax(r["proba"]))],
-                             *[f"{p:.6g}" for p in r["proba"]], r["fold"], r["seed"]])
+            writer.writerow(
+                [
+                    r["id"],
+                    names[r["label"]],
+                    names[int(np.argmax(r["proba"]))],
+                    *[f"{p:.6g}" for p in r["proba"]],
+                    r["fold"],
+                    r["seed"],
+                ]
+            )
 
 
 class _MILProtocol(Protocol):
@@ -131,20 +145,30 @@ class _MILProtocol(Protocol):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         names = data.label_names or [str(i) for i in range(data.n_classes)]
-        folds = resolve_folds(data, data.labels, n_folds=cfg.n_folds, val_fraction=cfg.val_fraction,
-                              split_seed=cfg.split_seed)
+        folds = resolve_folds(
+            data, data.labels, n_folds=cfg.n_folds, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed
+        )
         device = str(resolve_device(cfg.device))
         objective = classification_objective(data.labels, cfg.monitor)
         runs, predictions, curves_all, attention = [], [], [], {}
         for seed in cfg.seeds:
             for fold in folds:
                 seed_everything(seed)
-                model = create_aggregator(cfg.aggregator, in_dim=data.dim, n_outputs=len(names),
-                                          **cfg.aggregator_options)
-                train_cfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
-                                        patience=cfg.patience, min_epochs=cfg.min_epochs,
-                                        balanced_sampling=cfg.balanced_sampling, max_tiles_train=cfg.max_tiles_train,
-                                        seed=seed, device=device, num_threads=cfg.num_threads)
+                model = create_aggregator(
+                    cfg.aggregator, in_dim=data.dim, n_outputs=len(names), **cfg.aggregator_options
+                )
+                train_cfg = TrainConfig(
+                    lr=cfg.lr,
+                    weight_decay=cfg.weight_decay,
+                    max_epochs=cfg.max_epochs,
+                    patience=cfg.patience,
+                    min_epochs=cfg.min_epochs,
+                    balanced_sampling=cfg.balanced_sampling,
+                    max_tiles_train=cfg.max_tiles_train,
+                    seed=seed,
+                    device=device,
+                    num_threads=cfg.num_threads,
+                )
                 fitted = fit(model, data.bags, fold.train, fold.val, objective, train_cfg)
                 first_seed = seed == cfg.seeds[0]
                 with cpu_threads(cfg.num_threads):
@@ -152,51 +176,104 @@ class _MILProtocol(Protocol):
                 proba = torch.softmax(logits, 1).numpy()
                 y = data.labels[fold.test]
                 run = classification_metrics(y, proba, names)
-                runs.append({**run, "fold": fold.name, "seed": seed, "best_epoch": fitted.best_epoch,
-                             "epochs_run": fitted.epochs_run})
+                runs.append(
+                    {
+                        **run,
+                        "fold": fold.name,
+                        "seed": seed,
+                        "best_epoch": fitted.best_epoch,
+                        "epochs_run": fitted.epochs_run,
+                    }
+                )
                 curves_all.append({"fold": fold.name, "seed": seed, **fitted.curves})
                 for j, i in enumerate(fold.test):
-                    predictions.append({"id": data.ids[i], "label": int(y[j]), "proba": proba[j],
-                                        "fold": fold.name, "seed": seed, "row": int(i)})
+                    predictions.append(
+                        {
+                            "id": data.ids[i],
+                            "label": int(y[j]),
+                            "proba": proba[j],
+                            "fold": fold.name,
+                            "seed": seed,
+                            "row": int(i),
+                        }
+                    )
                     if first_seed and attn[j] is not None:
                         attention[data.ids[i]] = attn[j]
         metric_runs = [{k: v for k, v in r.items() if k in run} for r in runs]
         metrics, metrics_sd = summarize_run_dicts(metric_runs)
         if len(runs) == 1:
             metrics_sd = {}
-        artifacts, ci95, flags, extra = self._artifacts(out_dir, data, names, predictions, curves_all, attention)
+        artifacts, ci95, flags, extra = self._artifacts(
+            out_dir, data, names, predictions, curves_all, attention
+        )
         return ProtocolResult(
-            protocol=self.name, protocol_version=self.version, task=task, encoder=encoder,
-            primary_metric=self.primary_metric, metrics=metrics, metrics_sd=metrics_sd, ci95=ci95, runs=runs,
-            config=self.resolved_config(), artifacts=artifacts, flags=flags,
-            provenance=slide_provenance(self, data, folds, seeds=list(cfg.seeds), device=device,
-                                        selected_epochs=[r["best_epoch"] for r in runs], **extra),
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            metrics_sd=metrics_sd,
+            ci95=ci95,
+            runs=runs,
+            config=self.resolved_config(),
+            artifacts=artifacts,
+            flags=flags,
+            provenance=slide_provenance(
+                self,
+                data,
+                folds,
+                seeds=list(cfg.seeds),
+                device=device,
+                selected_epochs=[r["best_epoch"] for r in runs],
+                **extra,
+            ),
         )
 
-    def _artifacts(self, out_dir: Path, data: BagDataset, names: list[str], predictions: list[dict[str, Any]],
-                   curves_all: list[dict[str, Any]], attention: dict[str, np.ndarray]) -> tuple[
-                       dict[str, str], dict[str, tuple[float, float]], list[str], dict[str, Any]]:
+    def _artifacts(
+        self,
+        out_dir: Path,
+        data: BagDataset,
+        names: list[str],
+        predictions: list[dict[str, Any]],
+        curves_all: list[dict[str, Any]],
+        attention: dict[str, np.ndarray],
+    ) -> tuple[dict[str, str], dict[str, tuple[float, float]], list[str], dict[str, Any]]:
         cfg = self.config
         _write_predictions(out_dir / "predictions.csv", predictions, names)
         first = [p for p in predictions if p["seed"] == cfg.seeds[0]]
         y = np.array([p["label"] for p in first])
         proba = np.stack([p["proba"] for p in first])
         write_json_atomic(out_dir / "roc_curves.json", roc_curves(y, proba, names))
-        write_json_atomic(out_dir / "confusion_matrix.json", confusion_matrix_artifact(y, proba.argmax(1), names))
-        write_json_atomic(out_dir / "curves.json", {**{k: v for k, v in curves_all[0].items()}, "runs": curves_all})
-        artifacts = {"predictions": "predictions.csv", "roc_curves": "roc_curves.json",
-                     "confusion_matrix": "confusion_matrix.json", "curves": "curves.json"}
+        write_json_atomic(
+            out_dir / "confusion_matrix.json", confusion_matrix_artifact(y, proba.argmax(1), names)
+        )
+        write_json_atomic(
+            out_dir / "curves.json", {**{k: v for k, v in curves_all[0].items()}, "runs": curves_all}
+        )
+        artifacts = {
+            "predictions": "predictions.csv",
+            "roc_curves": "roc_curves.json",
+            "confusion_matrix": "confusion_matrix.json",
+            "curves": "curves.json",
+        }
         if cfg.save_attention and attention:
-            coords = {data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))}
+            coords = {
+                data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))
+            }
             artifacts.update(write_attention(out_dir / "attention.h5", data.ids, attention, coords))
         ci95, flags, extra = {}, [], {}
         unique_items = len({p["row"] for p in first}) == len(first)
         if cfg.bootstrap_resamples and unique_items:
             cis = bootstrap_classification(y, proba, n_resamples=cfg.bootstrap_resamples)
             ci95 = {k: ci.as_tuple() for k, ci in cis.items()}
-            extra["bootstrap"] = {"resamples": cfg.bootstrap_resamples, "seed": 0, "stratified": True,
-                                  "over": "pooled out-of-fold test predictions, first seed",
-                                  "skipped": {k: ci.n_skipped for k, ci in cis.items()}}
+            extra["bootstrap"] = {
+                "resamples": cfg.bootstrap_resamples,
+                "seed": 0,
+                "stratified": True,
+                "over": "pooled out-of-fold test predictions, first seed",
+                "skipped": {k: ci.n_skipped for k, ci in cis.items()},
+            }
         elif cfg.bootstrap_resamples:
             flags.append("no CI: test sets of the folds overlap")
         return artifacts, ci95, flags, extra
@@ -205,8 +282,10 @@ class _MILProtocol(Protocol):
 def _mil_protocol(name: str, aggregator: str, options: dict[str, Any], doc: str) -> type[Protocol]:
     config = dataclasses.make_dataclass(
         f"{aggregator.title()}Config",
-        [("aggregator", str, field(default=aggregator)),
-         ("aggregator_options", dict, field(default_factory=lambda: dict(options)))],
+        [
+            ("aggregator", str, field(default=aggregator)),
+            ("aggregator_options", dict, field(default_factory=lambda: dict(options))),
+        ],
         bases=(MILConfig,),
     )
     cls = type(name, (_MILProtocol,), {"name": name, "Config": config, "__doc__": doc})
@@ -214,11 +293,24 @@ def _mil_protocol(name: str, aggregator: str, options: dict[str, Any], doc: str)
 
 
 _ABMIL_OPTIONS = {"hidden": 512, "attn_dim": 128, "dropout": 0.25}
-WsiAbmilGpfm = _mil_protocol("wsi.abmil.gpfm", "abmil", _ABMIL_OPTIONS, "GPFM's ABMIL protocol [F] (module docstring).")
-WsiAbmilGated = _mil_protocol("wsi.abmil.gated", "abmil_gated", _ABMIL_OPTIONS, "Gated ABMIL, GPFM optimiser.")
-WsiTransMIL = _mil_protocol("wsi.transmil", "transmil", {"dim": 512, "heads": 8, "landmarks": 256, "dropout": 0.1},
-                            "TransMIL (paper defaults), GPFM optimiser.")
-WsiMeanPool = _mil_protocol("wsi.meanpool", "meanpool", {"hidden": 512, "dropout": 0.25},
-                            "Mean pooling + linear head, GPFM optimiser.")
-WsiMaxPool = _mil_protocol("wsi.maxpool", "maxpool", {"hidden": 512, "dropout": 0.25},
-                           "Max pooling + linear head, GPFM optimiser.")
+WsiAbmilGpfm = _mil_protocol(
+    "wsi.abmil.gpfm", "abmil", _ABMIL_OPTIONS, "GPFM's ABMIL protocol [F] (module docstring)."
+)
+WsiAbmilGated = _mil_protocol(
+    "wsi.abmil.gated", "abmil_gated", _ABMIL_OPTIONS, "Gated ABMIL, GPFM optimiser."
+)
+WsiTransMIL = _mil_protocol(
+    "wsi.transmil",
+    "transmil",
+    {"dim": 512, "heads": 8, "landmarks": 256, "dropout": 0.1},
+    "TransMIL (paper defaults), GPFM optimiser.",
+)
+WsiMeanPool = _mil_protocol(
+    "wsi.meanpool",
+    "meanpool",
+    {"hidden": 512, "dropout": 0.25},
+    "Mean pooling + linear head, GPFM optimiser.",
+)
+WsiMaxPool = _mil_protocol(
+    "wsi.maxpool", "maxpool", {"hidden": 512, "dropout": 0.25}, "Max pooling + linear head, GPFM optimiser."
+)

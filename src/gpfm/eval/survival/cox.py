@@ -1,9 +1,9 @@
-"""Cox partial-likelihood loss with Breslow's handling of tied event times.
+r"""Cox partial-likelihood loss with Breslow's handling of tied event times.
 
 For risk scores ``r`` (log hazard ratios), times ``t`` and event indicators ``e`` over a batch of n cases:
 
 .. math::
-    L = -\\frac{1}{\\sum_i e_i} \\sum_{i: e_i = 1} \\Big[ r_i - \\log \\sum_{j: t_j \\ge t_i} \\exp(r_j) \\Big]
+    L = -\frac{1}{\sum_i e_i} \sum_{i: e_i = 1} \Big[ r_i - \log \sum_{j: t_j \ge t_i} \exp(r_j) \Big]
 
 Breslow's approximation keeps every case tied at ``t_i`` in the risk set of each event at ``t_i`` (the
 ``t_j ≥ t_i`` above). The loss needs several cases per batch (a batch with no event contributes 0).

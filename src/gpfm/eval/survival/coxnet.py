@@ -1,6 +1,7 @@
 """Elastic-net Cox regression on pooled slide/case features (``surv.coxnet``), alpha chosen without test data.
 
-Model: scikit-survival ``CoxnetSurvivalAnalysis`` with one α per fit, ``l1_ratio`` 0.5, ``max_iter`` 100,000, on
+Model: scikit-survival ``CoxnetSurvivalAnalysis`` with one α per fit, ``l1_ratio`` 0.5, ``max_iter`` 100,000,
+on
 features standardised with the training rows' mean and sd (Patho-Bench ``coxnet.yaml`` grid
 α ∈ {0.01, 0.02, 0.07}). α is selected by the mean Harrell c-index over ``inner_folds`` (5) event-stratified
 folds of the training rows (``selection="cv"``, spec §4 [I]), or on a given validation set (``"val"``); the
@@ -20,8 +21,10 @@ from gpfm.eval.metrics.survival import concordance_index
 
 
 def _structured(time: np.ndarray, event: np.ndarray) -> np.ndarray:
-    return np.array(list(zip(np.asarray(event).astype(bool), np.asarray(time, dtype=np.float64))),
-                    dtype=[("event", bool), ("time", np.float64)])
+    return np.array(
+        list(zip(np.asarray(event).astype(bool), np.asarray(time, dtype=np.float64), strict=True)),
+        dtype=[("event", bool), ("time", np.float64)],
+    )
 
 
 @dataclass
@@ -49,7 +52,9 @@ class CoxnetModel:
         return np.asarray(self.estimator.predict((np.asarray(x, dtype=np.float64) - self.mean) / self.scale))
 
 
-def _fit_one(x: np.ndarray, time: np.ndarray, event: np.ndarray, alpha: float, l1_ratio: float, max_iter: int):
+def _fit_one(
+    x: np.ndarray, time: np.ndarray, event: np.ndarray, alpha: float, l1_ratio: float, max_iter: int
+):
     from sksurv.linear_model import CoxnetSurvivalAnalysis
 
     model = CoxnetSurvivalAnalysis(alphas=[alpha], l1_ratio=l1_ratio, max_iter=max_iter)
@@ -66,10 +71,21 @@ def _score(model, x: np.ndarray, time: np.ndarray, event: np.ndarray) -> float:
         return float("nan")
 
 
-def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, alphas: Sequence[float] = (0.01, 0.02, 0.07),
-               l1_ratio: float = 0.5, max_iter: int = 100_000, selection: str = "cv", inner_folds: int = 5,
-               x_val: np.ndarray | None = None, time_val: np.ndarray | None = None,
-               event_val: np.ndarray | None = None, seed: int = 0) -> CoxnetModel:
+def fit_coxnet(
+    x: np.ndarray,
+    time: np.ndarray,
+    event: np.ndarray,
+    *,
+    alphas: Sequence[float] = (0.01, 0.02, 0.07),
+    l1_ratio: float = 0.5,
+    max_iter: int = 100_000,
+    selection: str = "cv",
+    inner_folds: int = 5,
+    x_val: np.ndarray | None = None,
+    time_val: np.ndarray | None = None,
+    event_val: np.ndarray | None = None,
+    seed: int = 0,
+) -> CoxnetModel:
     """Select α (see the module docstring) and fit on all of ``x``.
 
     Args:
@@ -96,8 +112,15 @@ def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, alphas: Se
         try:
             if selection == "cv":
                 parts = StratifiedKFold(inner_folds, shuffle=True, random_state=seed).split(z, event)
-                vals = [_score(_fit_one(z[tr], time[tr], event[tr], alpha, l1_ratio, max_iter), z[te], time[te],
-                               event[te]) for tr, te in parts]
+                vals = [
+                    _score(
+                        _fit_one(z[tr], time[tr], event[tr], alpha, l1_ratio, max_iter),
+                        z[te],
+                        time[te],
+                        event[te],
+                    )
+                    for tr, te in parts
+                ]
                 scores[alpha] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("-inf")
             elif selection == "val":
                 if x_val is None or time_val is None or event_val is None:
@@ -111,5 +134,9 @@ def fit_coxnet(x: np.ndarray, time: np.ndarray, event: np.ndarray, *, alphas: Se
             scores[alpha] = float("-inf")
     best = max(alphas, key=lambda a: (scores[a], a))  # ties → the stronger penalty
     if not np.isfinite(scores[best]):
-        raise RuntimeError(f"coxnet: no alpha in {list(alphas)} could be fitted and scored; try larger alphas")
-    return CoxnetModel(best, l1_ratio, mean, scale, _fit_one(z, time, event, best, l1_ratio, max_iter), scores)
+        raise RuntimeError(
+            f"coxnet: no alpha in {list(alphas)} could be fitted and scored; try larger alphas"
+        )
+    return CoxnetModel(
+        best, l1_ratio, mean, scale, _fit_one(z, time, event, best, l1_ratio, max_iter), scores
+    )

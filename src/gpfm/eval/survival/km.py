@@ -72,8 +72,9 @@ def risk_groups(risk: ArrayLike, split: str = "median") -> np.ndarray:
     raise ValueError(f"risk split {split!r} is unknown; use 'median' or 'tertiles'")
 
 
-def km_curves(risk: ArrayLike, time: ArrayLike, event: ArrayLike, split: str = "median",
-              groups: ArrayLike | None = None) -> dict[str, Any]:
+def km_curves(
+    risk: ArrayLike, time: ArrayLike, event: ArrayLike, split: str = "median", groups: ArrayLike | None = None
+) -> dict[str, Any]:
     """The ``km_curves`` artifact: one Kaplan–Meier curve per predicted risk group plus the log-rank p.
 
     Args:

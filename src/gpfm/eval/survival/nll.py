@@ -1,4 +1,4 @@
-"""Discrete-time survival: quantile time bins and the negative log-likelihood of Zadeh & Schmid (2020).
+r"""Discrete-time survival: quantile time bins and the negative log-likelihood of Zadeh & Schmid (2020).
 
 **Bins** (benchmark-protocols.md §4). ``n_bins`` (default 4) quantile bins of the survival time of the
 **uncensored** cases, one row per case. Every case, censored or not, gets the left-closed bin
@@ -13,7 +13,7 @@
 ``S_{-1} = 1``; for a case in bin ``y`` with censorship ``c`` (1 = censored):
 
 .. math::
-    L_{unc} = -(1-c)\\,[\\log S_{y-1} + \\log h_y],\\quad L_{cen} = -c\\,\\log S_y,\\quad
+    L_{unc} = -(1-c)\,[\log S_{y-1} + \log h_y],\quad L_{cen} = -c\,\log S_y,\quad
     L = (1-α)(L_{unc} + L_{cen}) + α L_{unc}
 
 with probabilities clamped at ``eps`` = 1e-7 before the log, averaged over the batch. GPFM trains with
