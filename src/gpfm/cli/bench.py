@@ -107,7 +107,51 @@ def bench_report(
     typer.echo(str(path))
 
 
+def bench_check(
+    suite: str = typer.Argument(..., help="Suite YAML, or a shipped suite name (gpfm_public, lc25000_demo)."),
+    encoders: str | None = typer.Option(
+        None, "--encoders", "-e", help="Also check per-encoder feature folders."
+    ),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder for relative data paths."),
+) -> None:
+    """Check a suite without running it: names and options valid, which datasets are in place.
+
+    Exits with 1 when the suite names an unknown protocol/loader or an option a protocol rejects; missing
+    data is reported but is not an error (those tasks are skipped by `gpfm bench`).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from gpfm.eval.suite import SuiteError
+    from gpfm.eval.suite_check import check_suite
+
+    try:
+        checks = check_suite(suite, _split(encoders) or None, data_root)
+    except SuiteError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"{suite}: {sum(c.ready for c in checks)}/{len(checks)} task(s) ready")
+    for col in ("task", "family", "protocols", "data", "status"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        missing = sorted({p for paths in c.missing.values() for p in paths})
+        status = (
+            "; ".join(c.errors)
+            if c.errors
+            else (
+                f"missing: {missing[0]}" + (f" (+{len(missing) - 1})" if len(missing) > 1 else "")
+                if missing
+                else "ready"
+            )
+        )
+        table.add_row(c.task, c.family, ", ".join(c.protocols), c.data_kind, status)
+    Console(width=200).print(table)
+    if any(c.errors for c in checks):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the commands on the main app."""
     app.command("bench")(bench)
     app.command("bench-report")(bench_report)
+    app.command("bench-check")(bench_check)

@@ -67,3 +67,30 @@ def test_named_protocols_and_loaders_are_registered(name: str, tmp_path: Path) -
         for protocol in task.protocols:
             proto = create_protocol(protocol, **task.protocol_options.get(protocol, {}))  # options accepted
             assert proto.family == task.family, (task.id, protocol)
+
+
+def test_bench_check_reports_missing_and_ready(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gpfm.cli import app
+    from gpfm.eval.suite_check import check_suite
+
+    bach = tmp_path / "roi" / "BACH"
+    bach.mkdir(parents=True)
+    (bach / "labels.csv").write_text("path,label,split\n")
+    checks = {c.task: c for c in check_suite("gpfm_public", ["gpfm", "uni"], data_root=tmp_path)}
+    assert not any(c.errors for c in checks.values())
+    assert checks["bach"].ready and not checks["pcam"].ready
+    assert checks["camelyon"].missing["uni"] == [
+        str(tmp_path / "wsi" / "CAMELYON16.csv"),
+        str(tmp_path / "features" / "CAMELYON16" / "uni"),
+    ]
+    result = CliRunner().invoke(app, ["bench-check", "gpfm_public", "--data-root", str(tmp_path)])
+    assert result.exit_code == 0 and "1/39 task(s) ready" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: b\ntasks:\n  - id: t\n    family: roi_classification\n    protocol: roi.knn.cl2n\n"
+        "    protocol_options: {k: 5, kk: 1}\n    data: {kind: roi_images, root: x}\n"
+    )
+    result = CliRunner().invoke(app, ["bench-check", str(bad)])
+    assert result.exit_code == 1 and "unknown option(s) kk" in result.output
