@@ -8,6 +8,7 @@ test is about learning the MIL rule and where the attention goes).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -92,6 +93,9 @@ def test_abmil_gpfm_learns_the_mil_rule_and_attends_to_tumour(lc25000_features, 
     assert top1 >= 0.7 and top1 >= 4 * chance
     for kind in ("predictions", "roc_curves", "confusion_matrix", "curves", "attention", "attention_coords"):
         assert (tmp_path / result.artifacts[kind]).is_file()
+    curves = json.loads((tmp_path / result.artifacts["curves"]).read_text())
+    assert curves["best_epoch"] == result.runs[0]["best_epoch"] and curves["monitor"] == "error"
+    assert len(curves["train_loss"]) == result.runs[0]["epochs_run"]
 
 
 @pytest.mark.slow

@@ -185,7 +185,15 @@ class _MILProtocol(Protocol):
                         "epochs_run": fitted.epochs_run,
                     }
                 )
-                curves_all.append({"fold": fold.name, "seed": seed, **fitted.curves})
+                curves_all.append(
+                    {
+                        "fold": fold.name,
+                        "seed": seed,
+                        "best_epoch": fitted.best_epoch,
+                        "monitor": cfg.monitor,
+                        **fitted.curves,
+                    }
+                )
                 for j, i in enumerate(fold.test):
                     predictions.append(
                         {
