@@ -141,6 +141,8 @@ def run_suite(
     tasks = suite.select(list(only_tasks) if only_tasks else None)
     if not encoders:
         raise ValueError("no encoders given; pass e.g. --encoders gpfm,uni")
+    if len(set(encoders)) != len(encoders):
+        raise ValueError(f"encoder names repeat in {list(encoders)}; give each encoder once")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = dict(weights or {})

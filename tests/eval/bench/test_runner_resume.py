@@ -166,6 +166,8 @@ def test_only_tasks_and_weights_parsing(bench_registry: Counter, unit_suite: Pat
     }
     with pytest.raises(ValueError, match="expected ENCODER=PATH"):
         parse_weights_overrides(["gpfm"])
+    with pytest.raises(ValueError, match="encoder names repeat"):
+        run_suite(unit_suite, ["gpfm", "gpfm"], tmp_path / "x", report=False)
     with pytest.raises(ValueError, match="not in --encoders"):
         run_suite(unit_suite, ["gpfm"], tmp_path / "x", weights={"uni": "random"}, report=False)
 
