@@ -153,3 +153,39 @@ def test_balanced_sampling_draws_classes_equally() -> None:
     assert abs(share - 0.5) < 0.03  # vs 0.1 without balancing
     plain = _epoch_order(100, None, gen)
     assert sorted(plain.tolist()) == list(range(100))
+
+
+def test_mil_protocol_folds_times_seeds(tmp_path) -> None:
+    import csv
+
+    import h5py
+
+    from gpfm.eval.bags import BagDataset
+    from gpfm.eval.protocol import create_protocol
+
+    g = torch.Generator().manual_seed(0)
+    labels = np.arange(60) % 3
+    bags = [torch.randn(int(5 + i % 7), 6, generator=g) + 2.0 * float(y) for i, y in enumerate(labels)]
+    cases = [f"case{i // 2}" for i in range(60)]  # two slides per case: folds must keep them together
+    data = BagDataset(bags, labels, [f"s{i}" for i in range(60)], label_names=["a", "b", "c"], cases=cases)
+    proto = create_protocol(
+        "wsi.meanpool", seeds=(3, 4), n_folds=3, max_epochs=4, min_epochs=0, patience=9, num_threads=1
+    )
+    result = proto.run(data, tmp_path, task="toy", encoder="e")
+    assert len(result.runs) == 6 and {r["seed"] for r in result.runs} == {3, 4}
+    assert result.metrics["macro_auroc"] == pytest.approx(np.mean([r["macro_auroc"] for r in result.runs]))
+    assert result.metrics_sd["macro_auroc"] == pytest.approx(
+        np.std([r["macro_auroc"] for r in result.runs], ddof=1)
+    )
+    assert "macro_auroc" in result.ci95 and result.provenance["split_hash"]
+    with open(tmp_path / result.artifacts["predictions"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 120 and sorted({r["id"] for r in rows}) == sorted(data.ids)
+    for seed in ("3", "4"):
+        per_case_folds = {}
+        for r in rows:
+            if r["seed"] == seed:
+                per_case_folds.setdefault(cases[int(r["id"][1:])], set()).add(r["fold"])
+        assert all(len(f) == 1 for f in per_case_folds.values())  # a case is tested in one fold only
+    with h5py.File(tmp_path / result.artifacts["attention"], "r") as fh:
+        assert len(fh) == 60  # every test bag of the first seed

@@ -132,3 +132,37 @@ def test_protocols_refuse_val_equal_test_and_wrong_data(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="unknown option"):
         create_protocol("surv.abmil_nll", learning_rate=1.0)
+
+
+def _synthetic_survival(n: int = 120, seed: int = 0) -> BagDataset:
+    rng = np.random.default_rng(seed)
+    risk = rng.normal(size=n)
+    time = rng.exponential(np.exp(-risk) * 20) + 0.1
+    event = (rng.random(n) < 0.7).astype(int)
+    bags = [
+        torch.from_numpy(np.column_stack([np.full(3, r), rng.normal(size=(3, 2))]).astype(np.float32))
+        for r in risk
+    ]
+    return BagDataset(bags, None, [f"c{i}" for i in range(n)], time=time, event=event)
+
+
+def test_fixed_epochs_and_coxnet_val_selection(tmp_path: Path) -> None:
+    data = _synthetic_survival()
+    fixed = create_protocol("surv.abmil_nll", **{**FAST, "fixed_epochs": 3, "seeds": (1, 2)}).run(
+        data, tmp_path / "fixed", task="t", encoder="e"
+    )
+    assert _flag_has(fixed.flags, "fixed 3 epochs")
+    assert all(s["val"] == 0 for s in fixed.provenance["splits"])  # no selection set at all
+    assert all(r["epochs_run"] == 3 for r in fixed.runs) and len(fixed.runs) == 6  # 3 folds × 2 seeds
+    assert fixed.metrics_sd["c_index"] >= 0 and fixed.metrics["c_index"] > 0.6
+    coxnet = create_protocol("surv.coxnet", selection="val", n_folds=3, bootstrap_resamples=0).run(
+        data, tmp_path / "coxnet", task="t", encoder="e"
+    )
+    assert all(s["val"] > 0 for s in coxnet.provenance["splits"])
+    assert coxnet.metrics["c_index"] > 0.65 and coxnet.ci95 == {}
+    assert all(set(r["selection"]) == {"0.01", "0.02", "0.07"} for r in coxnet.runs)
+
+
+def _flag_has(flags: list[str], text: str) -> bool:
+    """Whether any flag contains ``text``."""
+    return any(text in f for f in flags)
