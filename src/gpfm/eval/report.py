@@ -227,7 +227,7 @@ def _task_section(
             if r.ok
             else f'<span class="{_e(r.status)}">{_e(r.status)}: {_e(r.reason)}</span>'
         )
-        arrow = "↑" if r.higher_is_better else "↓"
+        arrow = ("↑" if r.higher_is_better else "↓") if r.primary_metric else "–"
         body.append(
             f"<tr><td><code>{_e(r.protocol_id)}</code>{' (headline)' if r.headline else ''}</td>"
             f"<td>{_e(r.encoder)}</td><td>{_e(r.primary_metric or '')} {arrow}</td>"
