@@ -94,7 +94,7 @@ def test_demo_on_a_given_slide_with_the_fallback_encoder(tmp_path, monkeypatch, 
     assert result.exit_code == 0, result.output
     assert FALLBACK_NOTICE in result.output
     for name in ("features", "thumbnail", "tissue GeoJSON (QuPath)", "tile grid", "feature map (PCA)"):
-        line = next(l for l in result.output.splitlines() if l.strip().startswith(name))
+        line = next(ln for ln in result.output.splitlines() if ln.strip().startswith(name))
         path = line.split()[-1]
         assert (tmp_path / "demo").as_posix() in path
         from pathlib import Path

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import HERE, h5_payload, link_slides, subprocess_env
 from run_extract import run as run_here
+
 from gpfm.extract.locks import LockInfo
 from gpfm.wsi import is_complete
 

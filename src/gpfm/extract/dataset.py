@@ -102,7 +102,7 @@ def tile_loader(
     workers: int,
     block_k: int = 4,
     pin_memory: bool = False,
-    prefetch_batches: int = 4,
+    prefetch_batches: int = 2,
 ) -> DataLoader:
     """A DataLoader of uint8 tile batches covering every tile of ``grid`` exactly once.
 

@@ -70,7 +70,10 @@ def run_demo(
         out_dir: job directory.
         weights: GPFM weights file; None = search the usual places, falling back to EfficientNet-Lite0.
         mpp: µm/px for a slide without mpp metadata.
-        device, precision, batch_size, workers: as in :func:`gpfm.extract.extract_slides`.
+        device: as in :func:`gpfm.extract.extract_slides`.
+        precision: as in :func:`gpfm.extract.extract_slides`.
+        batch_size: as in :func:`gpfm.extract.extract_slides`.
+        workers: as in :func:`gpfm.extract.extract_slides`.
         overwrite: redo an existing result.
         echo: where to print progress lines.
 

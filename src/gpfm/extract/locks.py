@@ -1,7 +1,8 @@
 """Per-slide lock files: exclusive create, heartbeat, stale detection and race-safe stale removal.
 
-A lock is ``<final>.lock`` created with ``O_CREAT | O_EXCL`` — the one file-system operation that exactly one of
-many processes (on one host or on NFS v3+) wins — holding JSON ``{pid, host, run_id, started_utc}``. The holder
+A lock is ``<final>.lock`` holding JSON ``{pid, host, run_id, started_utc}``, created exclusively: the JSON is
+written to a unique draft (``O_CREAT | O_EXCL``) and published with ``link(2)``, which — like ``O_EXCL`` —
+exactly one of many processes (on one host or on NFS v3+) wins, and which never exposes a half-written lock. The holder
 refreshes the lock's mtime every ``heartbeat_s`` seconds. A lock is *stale* when its holder ran on this host and
 its pid is dead, or when its heartbeat is older than ``ttl_s``. A stale lock is removed under a short breaker
 mutex (``<lock>.break``, also exclusive-create) by renaming it to a unique ``.stale-*`` name, checking that the
@@ -205,6 +206,45 @@ def try_acquire(
     """
     path = lock_path_for(final)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path, ttl_s)  # drafts of lock files whose writers died before publishing them
+    payload = json.dumps({
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "run_id": run_id,
+        "started_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }).encode()
+    # The lock is written in full under a unique draft name (O_CREAT|O_EXCL), then published with link(2),
+    # which is atomic and fails if the lock exists (exclusive create, NFS-safe). A lock is therefore never
+    # visible half-written: a process killed between create and write cannot leave an anonymous lock behind.
+    draft = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, payload)
+        os.fsync(fd)
+        inode = os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    try:
+        for _ in range(3):
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                if break_stale_lock(path, ttl_s):
+                    continue
+                return None
+            except OSError as exc:  # pragma: no cover - file systems without hard links
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                return _acquire_without_link(path, payload, heartbeat_s, ttl_s)
+            return SlideLock(path, inode, heartbeat_s)
+        return None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            draft.unlink()
+
+
+def _acquire_without_link(path: Path, payload: bytes, heartbeat_s: float, ttl_s: float) -> SlideLock | None:
+    """Plain ``O_CREAT|O_EXCL`` create for file systems without hard links (content written right after)."""
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -212,18 +252,8 @@ def try_acquire(
             if break_stale_lock(path, ttl_s):
                 continue
             return None
-        except OSError as exc:  # pragma: no cover - e.g. read-only output folder
-            if exc.errno == errno.EEXIST:
-                return None
-            raise
-        payload = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "run_id": run_id,
-            "started_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
         try:
-            os.write(fd, json.dumps(payload).encode())
+            os.write(fd, payload)
             os.fsync(fd)
             inode = os.fstat(fd).st_ino
         finally:

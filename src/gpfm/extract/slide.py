@@ -19,7 +19,15 @@ from gpfm.extract.dataset import tile_loader
 from gpfm.extract.embed import EmbedResult, embed_batches
 from gpfm.extract.layout import JobLayout
 from gpfm.models.encoder import Encoder
-from gpfm.wsi import SlideReadError, TileGrid, TilingConfig, is_complete, load_tile_grid, tile_slide, write_coords
+from gpfm.wsi import (
+    SlideReadError,
+    TileGrid,
+    TilingConfig,
+    is_complete,
+    load_tile_grid,
+    tile_slide,
+    write_coords,
+)
 
 log = logging.getLogger(__name__)
 

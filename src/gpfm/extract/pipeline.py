@@ -1,0 +1,228 @@
+"""The per-slide steps of a job: decide, lock, open + tile (``prepare``), embed, and record.
+
+``prepare`` runs one slide ahead of the encoder on a preparer thread; ``embed`` runs on the main thread and
+hands the features to the async writer, which writes the HDF5 file atomically, records the slide's state and
+only then releases the slide's lock. Any failure is recorded with its class and a one-line reason naming the
+slide file, and the lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpfm.extract.layout import JobLayout
+from gpfm.extract.locks import break_stale_lock, lock_path_for, remove_stale_temps, try_acquire
+from gpfm.extract.progress import Progress
+from gpfm.extract.sharding import BYTES_PER_TILE_ESTIMATE
+from gpfm.extract.slide import (
+    SegmentationSettings,
+    embed_slide,
+    empty_result,
+    prepare_grid,
+    write_slide_features,
+)
+from gpfm.extract.slides import SlideEntry
+from gpfm.extract.state import SlideState, load_state, one_line, save_state
+from gpfm.extract.writer import AsyncWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    """Everything the per-slide steps of one run share."""
+
+    layout: JobLayout
+    encoder: Any
+    tiling: Any
+    segmentation: SegmentationSettings
+    tiling_sha: str
+    run_id: str
+    run_started: str
+    batch_size: int
+    workers: int
+    block_k: int
+    overwrite: bool
+    retry_failed: bool
+    lock_ttl_s: float
+    max_failed_fraction: float
+    thumbnail_px: int
+    progress: Progress
+    writer: AsyncWriter
+
+
+def cost_of(entry: SlideEntry, layout: JobLayout, fov_um: float) -> float:
+    """Estimated tiles: coordinates when present, else tissue area / FOV², else file size."""
+    from gpfm.wsi import open_h5
+
+    patches = layout.patches(entry.slide_id)
+    if patches.is_file():
+        try:
+            with open_h5(patches) as h5:
+                return float(h5["coords"].shape[0])
+        except Exception:  # noqa: BLE001 - unreadable: fall through to the next estimate
+            pass
+    geo = layout.contours_geojson(entry.slide_id)
+    if geo.is_file():
+        import json
+
+        try:
+            feats = json.loads(geo.read_text()).get("features", [])
+            area = sum(float(f.get("properties", {}).get("area_um2", 0.0)) for f in feats)
+            return area / (fov_um * fov_um)
+        except (ValueError, TypeError, AttributeError):
+            pass
+    try:
+        return entry.path.stat().st_size / BYTES_PER_TILE_ESTIMATE
+    except OSError:
+        return 0.0
+
+
+def finish_slide(ctx: JobContext, state: SlideState, t0: float, lock: Any) -> SlideState:
+    """Stamp timing, save the state, release the lock, and report the slide."""
+    state.seconds = time.perf_counter() - t0
+    state.tiles_per_s = state.n_tiles / state.seconds if state.seconds > 0 else 0.0
+    state.run_id = ctx.run_id
+    save_state(ctx.layout.state_dir, state)
+    if lock is not None:
+        lock.release()
+    ctx.progress.end_slide(state.slide_id, state.status, state.n_tiles, state.seconds)
+    return state
+
+
+def fail_slide(ctx: JobContext, state: SlideState, exc: BaseException, t0: float, lock: Any) -> SlideState:
+    """Record a failure (class + one-line reason naming the slide file) and release the lock."""
+    state.status = "failed"
+    state.error_class = type(exc).__name__
+    state.error = one_line(exc)
+    name = Path(state.slide_path).name
+    if name not in state.error:  # a decoder message alone ("Not a JPEG file") does not say which slide
+        state.error = f"{name}: {state.error}"
+    log.error("%s: failed at stage %s: %s: %s", state.slide_id, state.stage, state.error_class, state.error)
+    return finish_slide(ctx, state, t0, lock)
+
+
+@dataclass
+class Prepared:
+    """A locked slide with its grid, ready to embed."""
+
+    entry: SlideEntry
+    state: SlideState
+    lock: Any
+    slide: Any
+    grid: Any
+    t0: float
+
+
+def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
+    """Decide, lock, open and tile one slide (runs one slide ahead of the encoder, on the preparer thread).
+
+    Returns:
+        ``("ready", Prepared)``; ``("processed", state)`` when it failed here; ``("skipped", state)`` when it is
+        already complete; ``("failed_earlier", state)`` for a slide that failed before this run started (without
+        ``retry_failed``); or ``("held", None)`` when another process holds it or finished / failed it during
+        this run.
+    """
+    from gpfm.wsi import is_complete, open_slide
+
+    final = ctx.layout.features(entry.slide_id)
+    weights_sha = ctx.encoder.weights_sha256
+    previous = load_state(ctx.layout.state_dir, entry.slide_id)
+    if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
+        # a writer killed between the atomic rename and its lock release leaves a complete file + a dead lock
+        break_stale_lock(lock_path_for(final), ctx.lock_ttl_s)
+        if previous is not None and previous.status in ("done", "empty"):
+            return ("held", None) if previous.updated_utc >= ctx.run_started else ("skipped", previous)
+        return "skipped", record_existing(ctx, entry, final)
+    if previous is not None and previous.status == "failed" and not ctx.overwrite:
+        if previous.updated_utc >= ctx.run_started:
+            return "held", None  # failed during this run in another process: one attempt per run
+        # a missing mpp that this run now supplies is a fixed input, not a retry the user must ask for
+        mpp_now_given = previous.error_class == "MissingMppError" and entry.mpp is not None
+        if not ctx.retry_failed and not mpp_now_given:
+            return "failed_earlier", previous
+    lock = try_acquire(final, ctx.run_id, ttl_s=ctx.lock_ttl_s)
+    if lock is None:
+        return "held", None
+    t0 = time.perf_counter()
+    previous = load_state(ctx.layout.state_dir, entry.slide_id)  # another process may have just finished it
+    if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
+        lock.release()
+        return "held", None
+    for output in (final, ctx.layout.patches(entry.slide_id)):  # leftovers of a killed writer of this slide
+        remove_stale_temps(output, ctx.lock_ttl_s)
+    state = SlideState(entry.slide_id, str(entry.path), status="running", stage="open",
+                       attempts=(previous.attempts if previous else 0) + 1, encoder=ctx.encoder.name,
+                       tiling_config_sha256=ctx.tiling_sha, weights_sha256=weights_sha, run_id=ctx.run_id)
+    slide = None
+    try:
+        save_state(ctx.layout.state_dir, state)
+        slide = open_slide(entry.path, mpp=entry.mpp, mpp_source=entry.mpp_source, slide_id=entry.slide_id)
+        state.mpp, state.mpp_source = slide.mpp, slide.mpp_source
+        state.stage = "tile"
+        grid, _ = prepare_grid(slide, ctx.layout, ctx.tiling, ctx.segmentation, ctx.tiling_sha,
+                               overwrite=ctx.overwrite, thumbnail_px=ctx.thumbnail_px)
+    except BaseException as exc:  # noqa: BLE001 - one slide's failure must not stop the batch
+        if slide is not None:
+            slide.close()
+        return "processed", fail_slide(ctx, state, exc, t0, lock)
+    slide.close()  # the embedding stage reopens it lazily (in its reader workers)
+    return "ready", Prepared(entry, state, lock, slide, grid, t0)
+
+
+def abandon(prepared: Prepared, ctx: JobContext) -> None:
+    """Release a prepared slide that will not be embedded in this run (early stop or interruption)."""
+    prepared.state.status, prepared.state.stage = "pending", ""
+    save_state(ctx.layout.state_dir, prepared.state)
+    prepared.lock.release()
+
+
+def embed(prepared: Prepared, ctx: JobContext) -> tuple[str, SlideState | Future[SlideState]]:
+    """Embed a prepared slide and queue its write; the writer thread records the state and releases the lock."""
+    entry, state, lock, grid, t0 = prepared.entry, prepared.state, prepared.lock, prepared.grid, prepared.t0
+    final = ctx.layout.features(entry.slide_id)
+    state.stage = "embed"
+    ctx.progress.start_slide(entry.slide_id, len(grid))
+    try:
+        if len(grid):
+            result = embed_slide(prepared.slide, grid, ctx.encoder, batch_size=ctx.batch_size,
+                                 workers=ctx.workers, block_k=ctx.block_k, on_batch=ctx.progress.advance_tiles,
+                                 max_failed_fraction=ctx.max_failed_fraction)
+        else:
+            result = empty_result(ctx.encoder)
+    except Exception as exc:  # noqa: BLE001 - one slide's failure must not stop the batch
+        return "processed", fail_slide(ctx, state, exc, t0, lock)
+    except BaseException:
+        lock.release()  # interrupted: leave no lock behind; the state stays "running" (= not done)
+        raise
+    finally:
+        prepared.slide.close()  # release the reader handle before the next slide (memory stays flat)
+    state.n_tiles = result.n_tiles
+    state.n_failed_tiles = int((result.tile_status == 2).sum())
+
+    def write() -> SlideState:
+        try:
+            state.stage = "write"
+            write_slide_features(final, grid, ctx.encoder, result, run_id=ctx.run_id)
+            state.stage, state.status = "done", "done" if result.n_tiles else "empty"
+            state.outputs = {"features": {"path": str(final), "bytes": final.stat().st_size},
+                             "patches": {"path": str(ctx.layout.patches(entry.slide_id))}}
+            return finish_slide(ctx, state, t0, lock)
+        except BaseException as exc:  # noqa: BLE001 - recorded, then reported by the caller
+            return fail_slide(ctx, state, exc, t0, lock)
+
+    return "processed", ctx.writer.submit(write)
+
+
+def record_existing(ctx: JobContext, entry: SlideEntry, final: Path) -> SlideState:
+    """A complete output without a matching state file (e.g. copied in): record it as done."""
+    state = SlideState(entry.slide_id, str(entry.path), status="done", stage="done", encoder=ctx.encoder.name,
+                       tiling_config_sha256=ctx.tiling_sha, weights_sha256=ctx.encoder.weights_sha256,
+                       outputs={"features": {"path": str(final), "bytes": final.stat().st_size}}, run_id=ctx.run_id)
+    save_state(ctx.layout.state_dir, state)
+    return state
