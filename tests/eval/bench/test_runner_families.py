@@ -111,5 +111,11 @@ def test_every_family_through_the_runner(tmp_path: Path) -> None:
     board = json.loads((out / "leaderboard.json").read_text())
     assert set(board["families"]) == {"wsi_classification", "survival", "vqa", "report_generation"}
     html = (out / "report.html").read_text()
-    for section in ("ROC curves", "Kaplan–Meier curves", "VQA accuracy", "Generated vs reference"):
+    for section in (
+        "ROC curves",
+        "Kaplan–Meier curves",
+        "MIL attention",
+        "VQA accuracy",
+        "Generated vs reference",
+    ):
         assert section in html, section
