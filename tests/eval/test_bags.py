@@ -108,6 +108,7 @@ def test_slide_h5_loader_case_level_concatenates(slide_task: dict) -> None:
     np.testing.assert_array_equal(data.bags[i].numpy(), np.concatenate([p[0] for p in parts]))
     np.testing.assert_array_equal(data.coords[i], np.concatenate([p[1] for p in parts]))
     assert data.members[i] == ["case1-slide0", "case1-slide1"]
+    assert data.member_sizes[i] == [len(p[0]) for p in parts]
     assert len(data.folds) == 3
     for k, fold in enumerate(data.folds):  # test on fold k, validate on fold k+1: never val == test
         assert {data.ids[j] for j in fold.test} == {f"case{c}" for c in range(6) if c % 3 == k}
@@ -232,3 +233,21 @@ def test_event_rate_check_refuses_flipped_real_brca(shared_data) -> None:
     with pytest.raises(ValueError, match="flipped"):
         check_event_rate(1 - event, {}, "brca")  # GPFM issue #9: censorship read as event
     assert check_event_rate(1 - event, {"allow_implausible_event_rate": True}, "brca") > 0.85
+
+
+def test_attention_artifact_keeps_case_members(slide_task: dict, tmp_path: Path) -> None:
+    from gpfm.eval.protocols._slide_common import write_attention
+
+    data = load_slide_task(
+        {"labels": "labels.csv", "features": "features_toy", "level": "case"}, slide_task["ctx"]
+    )
+    scores = {bag_id: np.linspace(0, 1, len(b)) for bag_id, b in zip(data.ids, data.bags, strict=True)}
+    written = write_attention(tmp_path / "attention.h5", data, scores)
+    with (
+        h5py.File(tmp_path / written["attention"]) as fh,
+        h5py.File(tmp_path / written["attention_coords"]) as fc,
+    ):
+        ds = fh["case1"]
+        assert list(ds.attrs["members"]) == ["case1-slide0", "case1-slide1"]
+        assert sum(ds.attrs["member_sizes"]) == len(ds) == len(fc["case1"])
+        np.testing.assert_array_equal(fc["case1"][()], data.coords[data.ids.index("case1")])

@@ -55,6 +55,7 @@ class BagDataset:
         event: (n,) 1 = event observed (``1 - censorship``), or None.
         folds: pre-defined splits, or None (the protocol makes its own).
         members: the slide ids concatenated into each bag (case-level bags).
+        member_sizes: tiles each member slide contributes, in order (splits a case's attention per slide).
         meta: provenance (source table, features folder, tile sampling).
     """
 
@@ -68,6 +69,7 @@ class BagDataset:
     event: np.ndarray | None = None
     folds: list[FoldSplit] | None = None
     members: list[list[str]] | None = None
+    member_sizes: list[list[int]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -188,12 +190,14 @@ class H5Bags:
         self.ids = list(groups)
         self.max_tiles = max_tiles
         self.seed = seed
+        self.member_sizes: dict[str, list[int]] = {}  # filled as bags are read
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[Tensor, np.ndarray | None]:
         parts = [read_bag(p, self.max_tiles, self.seed) for p in self.groups[self.ids[i]]]
+        self.member_sizes[self.ids[i]] = [int(p[0].shape[0]) for p in parts]
         feats = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         coords = None if any(p[1] is None for p in parts) else np.concatenate([p[1] for p in parts])
         return feats, coords
@@ -252,9 +256,12 @@ def _collect(
     return first.loc[list(groups)], groups, info
 
 
-def _materialise(groups: dict[str, list[Path]], spec: dict[str, Any]) -> tuple[list[Tensor], Any]:
+def _materialise(
+    groups: dict[str, list[Path]], spec: dict[str, Any]
+) -> tuple[list[Tensor], Any, list[list[int]]]:
     lazy = H5Bags(groups, spec.get("max_tiles"), int(spec.get("tile_seed", 0)))
-    return lazy.load_all()
+    bags, coords = lazy.load_all()
+    return bags, coords, [lazy.member_sizes[i] for i in lazy.ids]
 
 
 _COMMON_KEYS = {
@@ -342,7 +349,7 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"{path}: labels {unknown} are not in label_names {names}")
-    bags, coords = _materialise(groups, spec)
+    bags, coords, sizes = _materialise(groups, spec)
     cases = rows[info["case_column"]].astype(str).tolist() if info["case_column"] else None
     return BagDataset(
         bags,
@@ -353,6 +360,7 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
         cases,
         folds=folds_from_table(rows, spec, cases),
         members=[[p.stem for p in g] for g in groups.values()],
+        member_sizes=sizes,
         meta=_meta(path, info, spec),
     )
 
@@ -427,7 +435,7 @@ def load_survival_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     time, event = _survival_targets(rows, spec, path)
     vs_col = spec.get("vital_status_column")
     rate = check_event_rate(event, spec, str(path), rows[vs_col].tolist() if vs_col else None)
-    bags, coords = _materialise(groups, spec)
+    bags, coords, sizes = _materialise(groups, spec)
     cases = rows[info["case_column"]].astype(str).tolist() if info["case_column"] else None
     meta = {**_meta(path, info, spec), "event_rate": rate}
     return BagDataset(
@@ -441,5 +449,6 @@ def load_survival_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
         event=event,
         folds=folds_from_table(rows, spec, cases),
         members=[[p.stem for p in g] for g in groups.values()],
+        member_sizes=sizes,
         meta=meta,
     )

@@ -54,25 +54,33 @@ def resolve_folds(
     return out
 
 
-def write_attention(
-    path: Path, ids: list[str], scores: dict[str, np.ndarray], coords: dict[str, np.ndarray | None]
-) -> dict[str, str]:
+def write_attention(path: Path, data: BagDataset, scores: dict[str, np.ndarray]) -> dict[str, str]:
     """Write ``attention`` (one float32 dataset per bag id) and ``attention_coords`` (row-aligned coords).
 
-    Returns the artifact kinds written → file names.
+    Case-level bags carry the attributes ``members`` (slide ids) and ``member_sizes`` (their tile counts, in
+    order), so a case's scores can be split back into per-slide heatmaps.
+
+    Returns:
+        The artifact kinds written → file names.
     """
-    written = {}
+    rows = {bag_id: i for i, bag_id in enumerate(data.ids)}
     with atomic_path(path) as tmp, h5py.File(tmp, "w", locking=False) as fh:
-        for bag_id in ids:
-            if bag_id in scores:
-                fh.create_dataset(bag_id, data=np.asarray(scores[bag_id], dtype=np.float32))
-    written["attention"] = path.name
-    if any(coords.get(b) is not None for b in scores):
+        for bag_id in data.ids:
+            if bag_id not in scores:
+                continue
+            ds = fh.create_dataset(bag_id, data=np.asarray(scores[bag_id], dtype=np.float32))
+            i = rows[bag_id]
+            if data.members is not None:
+                ds.attrs["members"] = data.members[i]
+            if data.member_sizes is not None:
+                ds.attrs["member_sizes"] = data.member_sizes[i]
+    written = {"attention": path.name}
+    if data.coords is not None:
         cpath = path.with_name(path.stem + "_coords.h5")
         with atomic_path(cpath) as tmp, h5py.File(tmp, "w", locking=False) as fh:
-            for bag_id in ids:
-                if coords.get(bag_id) is not None and bag_id in scores:
-                    fh.create_dataset(bag_id, data=np.asarray(coords[bag_id], dtype=np.int64))
+            for bag_id in data.ids:
+                if bag_id in scores:
+                    fh.create_dataset(bag_id, data=np.asarray(data.coords[rows[bag_id]], dtype=np.int64))
         written["attention_coords"] = cpath.name
     return written
 

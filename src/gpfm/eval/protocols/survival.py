@@ -339,10 +339,7 @@ class _SurvivalMIL(_SurvivalBase):
         write_json_atomic(out_dir / "curves.json", {**curves_all[0], "runs": curves_all})
         artifacts = {"curves": "curves.json"}
         if cfg.save_attention and attention:
-            coords = {
-                data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))
-            }
-            artifacts.update(write_attention(out_dir / "attention.h5", data.ids, attention, coords))
+            artifacts.update(write_attention(out_dir / "attention.h5", data, attention))
         flags = [] if use_val else [f"fixed {cfg.fixed_epochs} epochs, no validation"]
         return self._result(
             data,

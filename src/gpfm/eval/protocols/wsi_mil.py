@@ -266,10 +266,7 @@ class _MILProtocol(Protocol):
             "curves": "curves.json",
         }
         if cfg.save_attention and attention:
-            coords = {
-                data.ids[i]: (data.coords[i] if data.coords is not None else None) for i in range(len(data))
-            }
-            artifacts.update(write_attention(out_dir / "attention.h5", data.ids, attention, coords))
+            artifacts.update(write_attention(out_dir / "attention.h5", data, attention))
         ci95, flags, extra = {}, [], {}
         unique_items = len({p["row"] for p in first}) == len(first)
         if cfg.bootstrap_resamples and unique_items:
