@@ -8,6 +8,8 @@ Pinned defaults (benchmark-protocols.md §3):
 * ``wsi.abmil.gated``: the same with gated attention. ``wsi.transmil``: TransMIL (512-d, 2 Nyström layers,
   PPEG, class token) with the ``wsi.abmil.gpfm`` optimiser. ``wsi.meanpool`` / ``wsi.maxpool``: the ABMIL
   trunk, mean or max pooling, a linear head, same optimiser.
+* ``wsi.linear.pooled`` (Patho-Bench style): mean-pooled bag features → ``roi.linear.sk`` logistic regression
+  (C 0.5, balanced class weights); validation joins training unless C is swept (``c_mode: auto``).
 
 Splits: the task's folds when it declares them, else ``n_folds`` (5) stratified case-grouped folds, each with
 ``val_fraction`` (0.125, i.e. 7:1:2) of its training cases for validation. Several ``seeds`` → every metric is
@@ -256,16 +258,15 @@ class _MILProtocol(Protocol):
         write_json_atomic(
             out_dir / "confusion_matrix.json", confusion_matrix_artifact(y, proba.argmax(1), names)
         )
-        write_json_atomic(
-            out_dir / "curves.json", {**{k: v for k, v in curves_all[0].items()}, "runs": curves_all}
-        )
         artifacts = {
             "predictions": "predictions.csv",
             "roc_curves": "roc_curves.json",
             "confusion_matrix": "confusion_matrix.json",
-            "curves": "curves.json",
         }
-        if cfg.save_attention and attention:
+        if curves_all:
+            write_json_atomic(out_dir / "curves.json", {**curves_all[0], "runs": curves_all})
+            artifacts["curves"] = "curves.json"
+        if getattr(cfg, "save_attention", False) and attention:
             artifacts.update(write_attention(out_dir / "attention.h5", data, attention))
         ci95, flags, extra = {}, [], {}
         unique_items = len({p["row"] for p in first}) == len(first)
@@ -319,3 +320,110 @@ WsiMeanPool = _mil_protocol(
 WsiMaxPool = _mil_protocol(
     "wsi.maxpool", "maxpool", {"hidden": 512, "dropout": 0.25}, "Max pooling + linear head, GPFM optimiser."
 )
+
+
+@dataclass
+class PooledLinearConfig:
+    """Pinned defaults of ``wsi.linear.pooled`` (Patho-Bench style, spec §3.1).
+
+    Attributes:
+        pooling: ``mean`` or ``max`` pooling of each bag's tiles.
+        c_mode: ``fixed`` (C below), ``adaptive`` (C = d·K/100) or ``auto`` (sweep; best val balanced
+            accuracy).
+        C: inverse L2 strength of the logistic regression.
+        class_weight: ``balanced`` or None.
+        max_iter: lbfgs iterations.
+        seeds: solver seeds (the fit is deterministic; kept for the result schema).
+        n_folds: folds made when the task declares none.
+        val_fraction: validation share (used by ``auto``; otherwise val joins train).
+        split_seed: seed of the folds made here.
+        bootstrap_resamples: resamples of the pooled CI (0 = none).
+    """
+
+    pooling: str = "mean"
+    c_mode: str = "fixed"
+    C: float = 0.5
+    class_weight: str | None = "balanced"
+    max_iter: int = 10000
+    seeds: tuple[int, ...] = (0,)
+    n_folds: int = 5
+    val_fraction: float = 0.125
+    split_seed: int = 0
+    bootstrap_resamples: int = 1000
+
+
+@register_protocol
+class WsiLinearPooled(_MILProtocol):
+    """``wsi.linear.pooled``: mean-pooled slide/case features → ``roi.linear.sk`` logistic regression."""
+
+    name = "wsi.linear.pooled"
+    Config = PooledLinearConfig
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Fit per fold on pooled bag features (C fixed, or swept on val for ``auto``); score test."""
+        from gpfm.eval.protocols.roi_linear import train_sklearn_logreg
+
+        cfg = self.config
+        data = check_bags(self, data, survival=False)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = data.label_names or [str(i) for i in range(data.n_classes)]
+        folds = resolve_folds(
+            data, data.labels, n_folds=cfg.n_folds, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed
+        )
+        x = data.pooled(cfg.pooling)
+        runs, predictions = [], []
+        for fold in folds:
+            train = fold.train if cfg.c_mode == "auto" else np.union1d(fold.train, fold.val)
+            probe = train_sklearn_logreg(
+                x[train],
+                data.labels[train],
+                x[fold.val],
+                data.labels[fold.val],
+                x[fold.test],
+                len(names),
+                c_mode=cfg.c_mode,
+                C=cfg.C,
+                class_weight=cfg.class_weight,
+                max_iter=cfg.max_iter,
+                seed=cfg.seeds[0],
+            )
+            y = data.labels[fold.test]
+            runs.append(
+                {
+                    **classification_metrics(y, probe.proba, names),
+                    "fold": fold.name,
+                    "seed": cfg.seeds[0],
+                    "C": probe.info["C"],
+                }
+            )
+            predictions += [
+                {
+                    "id": data.ids[i],
+                    "label": int(y[j]),
+                    "proba": probe.proba[j],
+                    "fold": fold.name,
+                    "seed": cfg.seeds[0],
+                    "row": int(i),
+                }
+                for j, i in enumerate(fold.test)
+            ]
+        metrics, metrics_sd = summarize_run_dicts(
+            [{k: v for k, v in r.items() if k not in ("fold", "seed", "C")} for r in runs]
+        )
+        artifacts, ci95, flags, extra = self._artifacts(out_dir, data, names, predictions, [], {})
+        return ProtocolResult(
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            metrics_sd=metrics_sd if len(runs) > 1 else {},
+            ci95=ci95,
+            runs=runs,
+            config=self.resolved_config(),
+            artifacts=artifacts,
+            flags=flags,
+            provenance=slide_provenance(self, data, folds, selected_C=[r["C"] for r in runs], **extra),
+        )
