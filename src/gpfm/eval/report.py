@@ -91,7 +91,7 @@ def _leaderboard_table(board: Leaderboard, with_firsts: bool = True) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _overview(agg: Aggregate) -> str:
+def _overview(agg: Aggregate, rows: list[ResultRow]) -> str:
     board = agg.overall
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>']
     parts.append(
@@ -99,6 +99,17 @@ def _overview(agg: Aggregate) -> str:
         "lists). Rank 1 = best per task, ties averaged; average rank and mean score are means over the "
         "tasks an encoder has a number for. Saturated tasks are ranked separately below.</p>"
     )
+    # which protocol (and version) produced the ranked numbers, as spec §1.1 asks the headline to state
+    used: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.headline and r.task in board.units:
+            used[r.protocol_id].add(r.task)
+    if used:
+        listing = ", ".join(
+            f"<code>{_e(p)}</code> ({len(t)} task{'s' if len(t) > 1 else ''})"
+            for p, t in sorted(used.items())
+        )
+        parts.append(f"<p>Headline protocols: {listing}.</p>")
     if not agg.complete:
         parts.append(
             '<p class="note">Not every encoder has a number on every task (see "missing"): mean scores '
@@ -290,7 +301,7 @@ def build_report_html(table: ResultsTable, run_dir: str | Path, agg: Aggregate |
         + '<nav><a href="#leaderboard">leaderboard</a><a href="#families">families</a>'
         '<a href="#tasks">tasks</a><a href="#problems">failed/skipped</a>'
         '<a href="#provenance">provenance</a></nav>'
-        + _overview(agg)
+        + _overview(agg, table.rows)
         + _families(agg)
         + _references(meta.get("references") or {})
         + f'<section id="tasks"><h2>Tasks</h2>{sections}</section>'

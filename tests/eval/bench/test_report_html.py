@@ -53,6 +53,10 @@ def test_report_is_self_contained_and_complete(finished_run: Path) -> None:
     ):
         assert title in text
     assert "testonly.centroid@3" in text and "testonly.knn-faithful@1" in text
+    assert (
+        "Headline protocols: <code>testonly.centroid@3</code> (2 tasks), <code>testonly.survival@2</code>"
+        in text
+    )
     assert "val==test (faithful)" in text and '<span class="flag">saturated</span>' in text
     assert "data not found at" in text
     refs = text[text.index('id="references"') :]
