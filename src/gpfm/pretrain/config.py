@@ -162,6 +162,8 @@ class DistillConfig:
         align: ``teacher_bicubic_up`` [F] or ``student_down`` [I].
         align_dtype: ``fp16`` [F] or ``fp32`` [I] for the grid resampling.
         teacher_feature_norm: ``none`` [F] (raw expert features).
+        expert_view: ``augmented`` [F] (experts see the photometrically distorted crops) or ``clean`` [I,
+            experimental, §8 #14] (the same geometric crops without photometric changes).
         cos_weight: share of (1 − cos) in the patch loss (0.9).
         smooth_l1_weight: share of SmoothL1(β=1) in the patch loss (0.1).
     """
@@ -174,6 +176,7 @@ class DistillConfig:
     align: str = "teacher_bicubic_up"
     align_dtype: str = "fp16"
     teacher_feature_norm: str = "none"
+    expert_view: str = "augmented"
     cos_weight: float = 0.9
     smooth_l1_weight: float = 0.1
 
@@ -330,6 +333,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill.align": ("teacher_bicubic_up", "student_down"),
     "distill.align_dtype": ("fp16", "fp32"),
     "distill.teacher_feature_norm": ("none",),
+    "distill.expert_view": ("augmented", "clean"),
     "data.source": ("folder", "slides"),
     "data.blur_semantics": ("dinov2_inverted", "intended"),
     "data.aug_preset": ("dinov2", "pathology"),
