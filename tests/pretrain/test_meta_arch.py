@@ -96,3 +96,16 @@ def test_switches_give_a_finite_step(experts, name):
     if "heads.ibot_separate_head=true" in switches:
         assert meta.teacher.ibot_head is not None and meta.ibot_loss.center.shape[-1] == 48
         assert "distill_" + EXPERT in meta.clip_modules()
+
+
+def test_expert_view_clean_feeds_the_clean_crops(experts):
+    cfg = load_config(None, [*TINY, "distill.expert_view=clean"], preset="tiny_cpu")
+    meta = MetaArch(cfg, torch.device("cpu"), experts=experts)
+    batch = _batch(cfg)
+    batch["global_crops_clean"] = torch.randn_like(batch["global_crops"])
+    got = meta.expert_targets(batch)[EXPERT]
+    assert torch.allclose(got.cls, experts[EXPERT](batch["global_crops_clean"]).cls)
+    assert not torch.allclose(got.cls, experts[EXPERT](batch["global_crops"]).cls)
+    del batch["global_crops_clean"]
+    with pytest.raises(ValueError, match="global_crops_clean"):
+        meta.expert_targets(batch)
