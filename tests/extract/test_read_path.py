@@ -57,3 +57,21 @@ def test_worker_processes_read_the_same_tiles(cmu, tiny_encoder):
     workers = embed_slide(slide, grid, enc, batch_size=16, workers=2, block_k=4)  # block reads in 2 workers
     np.testing.assert_allclose(workers.features, here.features, rtol=1e-5, atol=1e-6)
     assert (workers.tile_status == 0).all() and len(grid) == here.n_tiles
+
+
+def test_rebatch_cuts_exact_batches_and_keeps_every_row():
+    from gpfm.extract.dataset import rebatch
+
+    def item(rows):
+        n = len(rows)
+        tiles = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 2, 2, 3).contiguous() + rows[0]
+        return torch.tensor(rows), tiles, torch.tensor([r % 3 for r in rows], dtype=torch.uint8)
+
+    items = [item([0, 1, 2]), item(list(range(3, 16))), item([16]), item([17, 18])]
+    out = list(rebatch(items, 8))
+    assert [len(b[0]) for b in out] == [8, 8, 3]
+    idx = torch.cat([b[0] for b in out])
+    assert idx.tolist() == list(range(19))
+    tiles = torch.cat([b[1] for b in out])
+    status = torch.cat([b[2] for b in out])
+    assert torch.equal(tiles, torch.cat([i[1] for i in items])) and status.tolist() == [r % 3 for r in range(19)]

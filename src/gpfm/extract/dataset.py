@@ -11,7 +11,7 @@ plan order), and the collate function concatenates blocks into ``(indices, uint8
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,29 @@ def collate_blocks(items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Ti
     tiles = torch.from_numpy(np.ascontiguousarray(np.concatenate([it[1] for it in items])))
     status = torch.from_numpy(np.concatenate([it[2] for it in items]))
     return indices, tiles, status
+
+
+def rebatch(batches: Iterable[TileBatch], size: int) -> Iterator[TileBatch]:
+    """Re-cut ``(indices, tiles, status)`` batches into batches of exactly ``size`` tiles (the last may be smaller).
+
+    Block packing gives uneven batches when blocks are large relative to the batch (k² = 16 tiles vs a CPU batch
+    of 8); a CPU encoder runs best on full, equal batches. (On CUDA the pinned packed batches are used as they
+    are: with batches of 256 the packing is already ≥ 94% full.)
+    """
+    pending: list[TileBatch] = []
+    filled = 0
+    for batch in batches:
+        pending.append(batch)
+        filled += len(batch[0])
+        while filled >= size:
+            merged = [torch.cat([b[j] for b in pending]) for j in range(3)] if len(pending) > 1 else list(pending[0])
+            yield merged[0][:size], merged[1][:size], merged[2][:size]
+            rest = (merged[0][size:], merged[1][size:], merged[2][size:])
+            filled -= size
+            pending = [rest] if filled else []
+    if filled:
+        merged = [torch.cat([b[j] for b in pending]) for j in range(3)]
+        yield merged[0], merged[1], merged[2]
 
 
 def tile_loader(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gpfm.extract.dataset import tile_loader
+from gpfm.extract.dataset import rebatch, tile_loader
 from gpfm.extract.embed import EmbedResult, embed_batches
 from gpfm.extract.layout import JobLayout
 from gpfm.models.encoder import Encoder
@@ -71,7 +71,8 @@ def embed_slide(
     """
     loader = tile_loader(slide, grid, batch_size=batch_size, workers=workers, block_k=block_k,
                          pin_memory=encoder.device.type == "cuda")
-    result = embed_batches(encoder, loader, len(grid), on_batch=on_batch)
+    batches = loader if encoder.device.type == "cuda" else rebatch(loader, batch_size)
+    result = embed_batches(encoder, batches, len(grid), on_batch=on_batch)
     n_failed = int((result.tile_status == 2).sum())
     if len(grid) and n_failed / len(grid) > max_failed_fraction:
         raise SlideReadError(
