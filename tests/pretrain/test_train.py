@@ -36,7 +36,8 @@ def expert():
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, lc25000_dir, expert):
     run = tmp_path_factory.mktemp("straight")
-    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=6", "train.teacher_checkpoint_every=6"),
+    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=6", "train.teacher_checkpoint_every=6",
+                            f"train.probe_root={lc25000_dir}", "train.probe_every=3", "train.probe_max_images=120"),
                    experts=expert)
     return run, result
 
@@ -64,6 +65,10 @@ def test_losses_decrease_on_real_tiles(straight_run):
     assert rec["loss/ibot_loss"] == pytest.approx(rec["term/ibot"] / 2, rel=1e-5)
     assert rec["loss/koleo_loss"] == pytest.approx(0.1 * rec["term/koleo"] / 2, rel=1e-5)
     assert (run / "curves.png").stat().st_size > 10_000 and (run / "manifest.json").is_file()
+    # the in-training kNN/linear probe of the EMA teacher (§10) is merged into the step records
+    for r in (records[2], records[5]):
+        assert 0.0 <= r["probe/knn_acc"] <= 1.0 and 0.0 <= r["probe/linear_acc"] <= 1.0
+    assert "probe/knn_acc" not in records[0]
     # the periodic EMA-teacher export (spec §7) loads strictly as an encoder
     from gpfm.pretrain.export import load_exported_encoder
 

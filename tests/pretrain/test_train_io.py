@@ -80,3 +80,24 @@ def test_metrics_jsonl_tensorboard_and_plot(tmp_path):
     timer.add("data", 0.25)
     got = timer.collect()
     assert got["data"] == 0.25 and got["ema"] >= 0 and timer.collect() == {}
+
+
+def test_probe_knn_matches_sklearn_and_linear_separates():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from gpfm.pretrain.probe import ProbeSet, probe_backbone
+
+    class Flat(nn.Module):  # "CLS" = the flattened input
+        def forward_tokens(self, x):
+            return x.flatten(1)[:, None, :]
+
+    g = torch.Generator().manual_seed(0)
+    labels = np.repeat(np.arange(3), 40)
+    images = torch.randn(120, 1, 2, 4, generator=g) + 3.0 * torch.eye(8)[labels].reshape(120, 1, 2, 4)
+    is_train = np.tile([True, False], 60)
+    probe = ProbeSet(images, labels, is_train)
+    got = probe_backbone(Flat(), probe, torch.device("cpu"), k=5)
+    feats = images.flatten(1).numpy()
+    ref = KNeighborsClassifier(5, metric="cosine").fit(feats[is_train], labels[is_train])
+    assert got["probe/knn_acc"] == pytest.approx((ref.predict(feats[~is_train]) == labels[~is_train]).mean())
+    assert got["probe/linear_acc"] > 0.9

@@ -289,6 +289,10 @@ class TrainConfig:
         teacher_checkpoint_every: iterations between exported EMA-teacher encoders (12,500; 0 disables).
         log_every: iterations between metric records (10).
         tf32: allow TF32 matmuls on CUDA.
+        probe_root: a labelled ROI folder (``labels.csv``: file,label[,sha256]) for the in-training kNN/linear
+            probe of the EMA teacher (§10); None disables it.
+        probe_every: iterations between probes (12,500, with the teacher exports).
+        probe_max_images: at most this many probe images (a fixed seeded subset).
     """
 
     output_dir: str = "runs/pretrain"
@@ -302,6 +306,9 @@ class TrainConfig:
     teacher_checkpoint_every: int = 12500
     log_every: int = 10
     tf32: bool = True
+    probe_root: str | None = None
+    probe_every: int = 12500
+    probe_max_images: int = 2000
 
 
 @dataclass

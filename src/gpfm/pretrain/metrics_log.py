@@ -111,12 +111,13 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (the last record wins for a repeated iteration, e.g. after resume)."""
+    """All records of a ``metrics.jsonl``, one per iteration: lines of the same iteration are merged, later
+    values winning (a resumed run re-logging an iteration; a probe logged next to the step metrics)."""
     by_iter: dict[int, dict[str, Any]] = {}
     for line in Path(path).read_text().splitlines():
         if line.strip():
             rec = json.loads(line)
-            by_iter[int(rec["iteration"])] = rec
+            by_iter.setdefault(int(rec["iteration"]), {}).update(rec)
     return [by_iter[k] for k in sorted(by_iter)]
 
 
@@ -126,7 +127,7 @@ _PANELS = (
     ("schedules", lambda k: k.startswith("sched/")),
     ("throughput", lambda k: k in ("images_per_s", "data_wait_fraction")),
     ("phase seconds / step", lambda k: k.startswith("time/")),
-    ("grad norm (pre-clip)", lambda k: k.startswith("grad_norm/")),
+    ("grad norm (pre-clip) / probe accuracy", lambda k: k.startswith(("grad_norm/", "probe/"))),
 )
 
 

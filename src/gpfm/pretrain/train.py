@@ -215,6 +215,14 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
         write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
         write_json_atomic(run_dir / "manifest.json", _manifest(cfg, meta, info, precision, dataset))
     logger = MetricsLogger(run_dir, enabled=info.is_main)
+    probe_set = None
+    if cfg.train.probe_root and info.is_main:
+        if cfg.train.parallel == "fsdp2" and info.distributed:
+            raise ValueError("train.probe_root is not supported with train.parallel=fsdp2 (rank-0 forward)")
+        from gpfm.pretrain.probe import load_probe_set
+
+        probe_set = load_probe_set(cfg.train.probe_root, cfg.data.global_crops_size, cfg.train.probe_max_images,
+                                   cfg.train.seed)
     timer = PhaseTimer(device)
     stream = iter(batches)
     meta.student.train()
@@ -257,6 +265,10 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
                                             samples_per_rank=done * b, config=cfg.to_dict(),
                                             extra={"world_size": info.world_size}, keep_last=cfg.train.keep_last,
                                             is_main=info.is_main)
+            if probe_set is not None and done % cfg.train.probe_every == 0:
+                from gpfm.pretrain.probe import probe_backbone
+
+                logger.log(done, probe_backbone(meta.teacher.backbone, probe_set, device))
             tce = cfg.train.teacher_checkpoint_every
             if tce and done % tce == 0:  # every rank joins (FSDP2 gathers shards); rank 0 writes
                 from gpfm.pretrain.export import export_teacher

@@ -1,0 +1,92 @@
+"""In-training frozen-feature probe of the EMA teacher on a fixed labelled ROI set (spec §10).
+
+The set is a folder with ``labels.csv`` (columns ``file``, ``label`` and optionally ``sha256``), e.g. the
+LC25000 patches of ``../shared/data``. It is loaded once (whole tiles resized to the global-crop size, ImageNet
+normalisation), split 50/50 stratified by class without splitting SHA-256 groups, and at every probe the
+teacher's CLS features are scored by
+
+* kNN: cosine similarity, k = 20 nearest training features, majority vote (ties → smallest label);
+* linear: standardised features → logistic regression (C = 1), accuracy on the held-out half.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ProbeSet:
+    """A fixed labelled ROI set.
+
+    Attributes:
+        images: (N, 3, S, S) normalised tiles.
+        labels: (N,) integer labels.
+        is_train: (N,) bool, the probe-train half.
+    """
+
+    images: torch.Tensor
+    labels: np.ndarray
+    is_train: np.ndarray
+
+
+def load_probe_set(root: str | Path, size: int, max_images: int = 2000, seed: int = 0) -> ProbeSet:
+    """Read ``<root>/labels.csv`` and its images (at most ``max_images``, chosen with ``seed``).
+
+    Raises:
+        ValueError: no labels.csv, or fewer than two classes.
+    """
+    from PIL import Image
+
+    from gpfm.eval.splits import stratified_group_split
+    from gpfm.models.spec import Preprocess
+    from gpfm.models.transforms import PilTransform
+
+    root = Path(root)
+    table = root / "labels.csv"
+    if not table.is_file():
+        raise ValueError(f"train.probe_root={root}: no labels.csv (columns file,label[,sha256]) found")
+    with open(table, newline="") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: r["file"])
+    if len(rows) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
+        rows = [rows[i] for i in keep]
+    names = sorted({r["label"] for r in rows})
+    if len(names) < 2:
+        raise ValueError(f"{table}: the probe needs at least two classes, found {names}")
+    labels = np.array([names.index(r["label"]) for r in rows])
+    groups = np.array([r.get("sha256") or r["file"] for r in rows])
+    split = stratified_group_split(labels, groups, test_size=0.5, val_size=0.0, seed=seed)
+    tf = PilTransform(Preprocess(input_size=size))
+    images = torch.stack([tf(Image.open(root / r["file"]).convert("RGB")) for r in rows])
+    return ProbeSet(images, labels, split == "train")
+
+
+@torch.no_grad()
+def probe_backbone(backbone: torch.nn.Module, probe: ProbeSet, device: torch.device, k: int = 20,
+                   batch: int = 128) -> dict[str, float]:
+    """kNN and linear-probe accuracy of ``backbone``'s final-norm CLS on the held-out half."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    was_training = backbone.training
+    backbone.eval()
+    feats = torch.cat([backbone.forward_tokens(probe.images[i : i + batch].to(device))[:, 0].float().cpu()
+                       for i in range(0, len(probe.images), batch)])
+    backbone.train(was_training)
+    tr, te = probe.is_train, ~probe.is_train
+    y_tr, y_te = probe.labels[tr], probe.labels[te]
+    unit = torch.nn.functional.normalize(feats, dim=-1)
+    sims = unit[te] @ unit[tr].T
+    nearest = sims.topk(min(k, int(tr.sum())), dim=1).indices.numpy()
+    votes = np.stack([np.bincount(row, minlength=int(probe.labels.max()) + 1) for row in y_tr[nearest]])
+    knn = float((votes.argmax(1) == y_te).mean())
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    clf.fit(feats[tr].numpy(), y_tr)
+    linear = float((clf.predict(feats[te].numpy()) == y_te).mean())
+    return {"probe/knn_acc": knn, "probe/linear_acc": linear}
