@@ -282,7 +282,7 @@ class TrainConfig:
         seed: base seed of the data stream, masks and torch RNG.
         device: ``auto``, ``cpu``, ``cuda`` ...
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
-        parallel: ``ddp`` or ``fsdp2`` (CUDA only) when launched under torchrun.
+        parallel: ``ddp`` or ``fsdp2`` (``fully_shard``; bf16 params on CUDA) when launched under torchrun.
         stop_at_iteration: stop early while schedules keep the full horizon (faithful release: 87,500).
         checkpoint_every: iterations between full resumable checkpoints (3,750).
         keep_last: full checkpoints kept (3).

@@ -96,29 +96,41 @@ def gather_objects(obj: object) -> list[object]:
     return out
 
 
+def _fsdp2_policy(info: DistInfo):
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    # bf16 compute with fp32 gradient reduction on CUDA; plain fp32 on CPU (gloo), where the point is testing
+    if info.device.type == "cuda":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def _fully_shard_vit_owner(module: nn.Module, info: DistInfo) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    policy = _fsdp2_policy(info)
+    for block in module.backbone.blocks:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(module, mp_policy=policy)
+
+
 def wrap_student(student: nn.Module, info: DistInfo, parallel: str, find_unused: bool = False) -> nn.Module:
     """Wrap the student for data parallelism.
 
     Args:
         student: the :class:`~gpfm.pretrain.student.StudentModel`.
         info: process placement.
-        parallel: ``ddp`` (CPU or CUDA) or ``fsdp2`` (CUDA only: ``fully_shard`` per block, then the root).
+        parallel: ``ddp`` or ``fsdp2`` (``fully_shard`` per block, then the root; NCCL on CUDA, gloo on CPU).
         find_unused: let DDP tolerate parameters without a gradient in a step.
 
     Returns:
-        The module whose forward runs the student (``student`` itself when not distributed).
+        The module whose forward runs the student (``student`` itself when not distributed or under FSDP2,
+        which shards in place).
     """
     if not info.distributed:
         return student
     if parallel == "fsdp2":
-        if info.device.type != "cuda":
-            raise ValueError("train.parallel=fsdp2 needs CUDA; use train.parallel=ddp on CPU")
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for block in student.backbone.blocks:
-            fully_shard(block, mp_policy=policy)
-        fully_shard(student, mp_policy=policy)
+        _fully_shard_vit_owner(student, info)
         return student
     ids = [info.device.index] if info.device.type == "cuda" else None
     # with the faithful heads every parameter is used each step (the mask token through torch.where, the
@@ -128,12 +140,12 @@ def wrap_student(student: nn.Module, info: DistInfo, parallel: str, find_unused:
 
 
 def shard_teacher_like_student(teacher: nn.Module, parallel: str, info: DistInfo) -> None:
-    """Under FSDP2, shard the teacher's backbone/heads like the student so the EMA runs shard by shard."""
-    if not info.distributed or parallel != "fsdp2":
-        return
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    """Under FSDP2, shard the teacher like the student so the EMA runs shard by shard (DTensor to DTensor)."""
+    if info.distributed and parallel == "fsdp2":
+        _fully_shard_vit_owner(teacher, info)
 
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in teacher.backbone.blocks:
-        fully_shard(block, mp_policy=policy)
-    fully_shard(teacher, mp_policy=policy)
+
+def reshard(module: nn.Module) -> None:
+    """Free the unsharded parameters an FSDP2 root keeps after a forward without backward (the teacher)."""
+    if hasattr(module, "reshard"):
+        module.reshard()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gpfm.pretrain.config import PretrainConfig
+from gpfm.pretrain.dist import reshard
 from gpfm.pretrain.heads import head_gains
 from gpfm.pretrain.losses import DINOLoss, ExpertClsLoss, ExpertPatchLoss, IBOTPatchLoss, KoLeoLoss
 from gpfm.pretrain.student import ExpertHeadSpec, StudentModel, StudentOutputs, TeacherModel, ema_update
@@ -133,6 +134,7 @@ class MetaArch(nn.Module):
         globals_, masks = batch["global_crops"], batch["masks"]
         with autocast(self.device, self.precision):
             dino_logits, ibot_logits = self.teacher(globals_, masks)
+        reshard(self.teacher)  # FSDP2 keeps a root's parameters gathered after forward; the EMA needs shards
         n_views = 2
         if self.cfg.ssl.centering == "sinkhorn_knopp":
             dino_probs = self.dino_loss.sinkhorn_knopp_teacher(dino_logits, teacher_temp)
