@@ -119,6 +119,12 @@ class Prepared:
     t0: float
 
 
+def _finished_during_this_run(previous: SlideState | None, ctx: JobContext) -> bool:
+    """True when another process finished the slide after this run started (so this run must not redo it)."""
+    return (previous is not None and previous.status in ("done", "empty") and previous.run_id != ctx.run_id
+            and previous.updated_utc >= ctx.run_started)
+
+
 def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     """Decide, lock, open and tile one slide (runs one slide ahead of the encoder, on the preparer thread).
 
@@ -133,6 +139,8 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     final = ctx.layout.features(entry.slide_id)
     weights_sha = ctx.encoder.weights_sha256
     previous = load_state(ctx.layout.state_dir, entry.slide_id)
+    if _finished_during_this_run(previous, ctx):
+        return "held", None  # another worker of this job did it (also under --overwrite: once per run)
     if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
         # a writer killed between the atomic rename and its lock release leaves a complete file + a dead lock
         break_stale_lock(lock_path_for(final), ctx.lock_ttl_s)
@@ -151,7 +159,8 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
         return "held", None
     t0 = time.perf_counter()
     previous = load_state(ctx.layout.state_dir, entry.slide_id)  # another process may have just finished it
-    if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
+    if _finished_during_this_run(previous, ctx) or (
+            not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha)):
         lock.release()
         return "held", None
     for output in (final, ctx.layout.patches(entry.slide_id)):  # leftovers of a killed writer of this slide
