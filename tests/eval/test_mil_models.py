@@ -189,3 +189,22 @@ def test_mil_protocol_folds_times_seeds(tmp_path) -> None:
         assert all(len(f) == 1 for f in per_case_folds.values())  # a case is tested in one fold only
     with h5py.File(tmp_path / result.artifacts["attention"], "r") as fh:
         assert len(fh) == 60  # every test bag of the first seed
+
+
+def test_max_tiles_train_subsamples_training_bags_only() -> None:
+    bags, labels = _toy()
+    seen: dict[str, list[int]] = {"train": [], "eval": []}
+    inner = create_aggregator("abmil", in_dim=4, n_outputs=2, hidden=8, attn_dim=4)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor):
+            seen["train" if self.training else "eval"].append(x.shape[0])
+            return self.inner(x)
+
+    cfg = TrainConfig(max_epochs=2, patience=5, min_epochs=0, max_tiles_train=2, num_threads=1)
+    fit(Recorder(), bags, np.arange(30), np.arange(30, 40), _ce_objective(labels), cfg)
+    assert set(seen["train"]) == {2} and set(seen["eval"]) == {6}  # validation always sees whole bags
