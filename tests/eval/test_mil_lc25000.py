@@ -98,7 +98,6 @@ def test_abmil_gpfm_learns_the_mil_rule_and_attends_to_tumour(lc25000_features, 
     assert len(curves["train_loss"]) == result.runs[0]["epochs_run"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,options,min_auroc",
     [
