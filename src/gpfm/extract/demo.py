@@ -85,6 +85,7 @@ def run_demo(
     from gpfm.wsi import open_slide
 
     slide_path = Path(slide) if slide is not None else demo_slide_path()
+    out_dir = Path(out_dir).resolve()  # print absolute paths: "where everything is" from any folder
     encoder, enc_weights, fallback = choose_encoder(weights)
     echo(f"slide: {slide_path}")
     echo(FALLBACK_NOTICE if fallback else f"encoder: gpfm (weights {enc_weights})")
