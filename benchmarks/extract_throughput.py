@@ -74,7 +74,7 @@ def _encoder_only(enc, tiles: torch.Tensor, batch: int) -> float:
 
 
 def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) -> dict:
-    """read / encoder-only / end-to-end numbers of one encoder on (a prefix of) ``grid``.
+    """Read / encoder-only / end-to-end numbers of one encoder on (a prefix of) ``grid``.
 
     Encoder-only and end-to-end passes alternate ``args.repeats`` times and the best pass of each counts, so a
     burst of load from other processes on a shared machine does not decide the ratio. ``overlap_efficiency`` =

@@ -48,7 +48,6 @@ def extract(
     from gpfm.extract.layout import TilingConfigMismatchError
     from gpfm.extract.slides import SlideListError
     from gpfm.models import WeightsNotFoundError
-
     from gpfm.wsi import TilingConfig
 
     overrides = {k: v for k, v in {"target_mpp": target_mpp, "tile_px": tile_px, "overlap": overlap,
