@@ -33,9 +33,19 @@ def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
     from gpfm.pretrain.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(None, [f"data.root={LC}", f"train.output_dir={tmp}", f"train.stop_at_iteration={steps}",
-                                 "train.log_every=1", f"train.checkpoint_every={10**6}", *VARIANTS[name], *extra],
-                          preset="tiny_cpu")
+        cfg = load_config(
+            None,
+            [
+                f"data.root={LC}",
+                f"train.output_dir={tmp}",
+                f"train.stop_at_iteration={steps}",
+                "train.log_every=1",
+                f"train.checkpoint_every={10**6}",
+                *VARIANTS[name],
+                *extra,
+            ],
+            preset="tiny_cpu",
+        )
         train(cfg)
         records = read_metrics(Path(tmp) / "metrics.jsonl")[warmup:]
     n = len(records)
@@ -44,13 +54,16 @@ def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
     return {
         "variant": name,
         "batch": cfg.data.batch_size_per_gpu,
-        "crops": f"2x{cfg.data.global_crops_size}px + {cfg.data.local_crops_number}x{cfg.data.local_crops_size}px",
+        "crops": f"2x{cfg.data.global_crops_size}px + "
+        f"{cfg.data.local_crops_number}x{cfg.data.local_crops_size}px",
         "student": f"{cfg.student.arch} depth={cfg.student.depth or 'preset'} patch={cfg.student.patch_size}",
         "experts": [e.name for e in cfg.distill.active_experts],
         "measured_steps": n,
         "images_per_s": round(sum(r["images_per_s"] for r in records) / n, 3),
         "step_seconds": round(step, 3),
-        "phase_seconds": {k.removeprefix("time/"): round(sum(r.get(k, 0.0) for r in records) / n, 4) for k in phases},
+        "phase_seconds": {
+            k.removeprefix("time/"): round(sum(r.get(k, 0.0) for r in records) / n, 4) for k in phases
+        },
         "data_wait_fraction": round(sum(r["data_wait_fraction"] for r in records) / n, 3),
         "peak_rss_mb": round(max(r["peak_mem_mb"] for r in records), 1),
     }
@@ -75,7 +88,16 @@ def main() -> None:
     results = []
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     for name in args.variants.split(","):
-        cmd = [sys.executable, __file__, "--single", name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--single",
+            name,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         for o in args.override:
             cmd += ["--override", o]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

@@ -77,7 +77,9 @@ def cut_slide_tiles(out: Path, per_slide: int, seed: int = 0) -> list[Path]:
         try:
             slide = open_slide(slide_path)
             # 128 µm tiles (0.5 µm/px, 256 px) with 50% overlap: ~4x more crops from the one slide with an mpp
-            grid = tile_slide(slide, segment_tissue(slide), TilingConfig.from_recipe("gpfm-128um", overlap=128))
+            grid = tile_slide(
+                slide, segment_tissue(slide), TilingConfig.from_recipe("gpfm-128um", overlap=128)
+            )
         except Exception as exc:  # a slide without mpp or tissue is skipped, and said so
             print(f"skip {slide_path.name}: {type(exc).__name__}: {exc}")
             continue
@@ -96,18 +98,36 @@ def experiment_config(out: Path, file_list: Path, steps: int, with_expert: bool,
 
     overrides = [
         # sized for a shared 2-core CPU: a 4-block, 128-wide ViT/16 on 96/48 px crops (6x6 / 3x3 tokens)
-        "student.embed_dim=128", "student.depth=4", "student.num_heads=4", "student.drop_path_rate=0.1",
-        "heads.dino_out_dim=1024", "heads.dino_hidden_dim=256", "heads.dino_bottleneck_dim=64",
+        "student.embed_dim=128",
+        "student.depth=4",
+        "student.num_heads=4",
+        "student.drop_path_rate=0.1",
+        "heads.dino_out_dim=1024",
+        "heads.dino_hidden_dim=256",
+        "heads.dino_bottleneck_dim=64",
         "heads.distill_bottleneck_dim=64",
-        f"data.root={file_list}", "data.batch_size_per_gpu=16", "data.global_crops_size=96",
-        "data.local_crops_size=48", "data.local_crops_number=2",
-        "optim.base_lr=1e-3", "optim.lr_scaling=none", f"optim.epochs={steps}", "optim.iters_per_epoch=1",
-        f"optim.warmup_epochs={max(1, steps // 10)}", "optim.freeze_last_layer_epochs=0",
-        "optim.layerwise_decay=1.0", "optim.momentum_teacher=0.99",
+        f"data.root={file_list}",
+        "data.batch_size_per_gpu=16",
+        "data.global_crops_size=96",
+        "data.local_crops_size=48",
+        "data.local_crops_number=2",
+        "optim.base_lr=1e-3",
+        "optim.lr_scaling=none",
+        f"optim.epochs={steps}",
+        "optim.iters_per_epoch=1",
+        f"optim.warmup_epochs={max(1, steps // 10)}",
+        "optim.freeze_last_layer_epochs=0",
+        "optim.layerwise_decay=1.0",
+        "optim.momentum_teacher=0.99",
         f"ssl.warmup_teacher_temp_iters={max(1, steps // 3)}",
-        f"train.output_dir={out}", f"train.seed={seed}", "train.stop_at_iteration=null",
-        f"train.checkpoint_every={steps}", "train.log_every=2", "train.teacher_checkpoint_every=0",
-        "distill.experts=[{name: %s, cls_weight: 1.0, patch_weight: 0.25}]" % EXPERT if with_expert
+        f"train.output_dir={out}",
+        f"train.seed={seed}",
+        "train.stop_at_iteration=null",
+        f"train.checkpoint_every={steps}",
+        "train.log_every=2",
+        "train.teacher_checkpoint_every=0",
+        f"distill.experts=[{{name: {EXPERT}, cls_weight: 1.0, patch_weight: 0.25}}]"
+        if with_expert
         else "distill.experts=[]",
     ]
     return load_config(None, overrides, preset="tiny_cpu")
@@ -134,7 +154,9 @@ def expert_features(paths: list[Path]) -> np.ndarray:
     enc = create_encoder(EXPERT, device="cpu", precision="fp32", verbose=False)
     out = []
     for i in range(0, len(paths), 64):
-        out.append(enc.embed(torch.stack([enc.transform(Image.open(p).convert("RGB")) for p in paths[i : i + 64]])))
+        out.append(
+            enc.embed(torch.stack([enc.transform(Image.open(p).convert("RGB")) for p in paths[i : i + 64]]))
+        )
     return torch.cat(out).numpy()
 
 
@@ -149,9 +171,11 @@ def linear_probe(feats: np.ndarray, labels: np.ndarray, split: np.ndarray) -> di
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
     clf.fit(feats[tr], labels[tr])
     pred = clf.predict(feats[te])
-    return {"accuracy": float(accuracy_score(labels[te], pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(labels[te], pred)),
-            "macro_f1": float(f1_score(labels[te], pred, average="macro"))}
+    return {
+        "accuracy": float(accuracy_score(labels[te], pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels[te], pred)),
+        "macro_f1": float(f1_score(labels[te], pred, average="macro")),
+    }
 
 
 def main() -> None:
@@ -162,10 +186,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from gpfm.pretrain.export import load_exported_encoder
+    from gpfm.pretrain.export import export_checkpoint, load_exported_encoder
     from gpfm.pretrain.meta_arch import MetaArch
     from gpfm.pretrain.train import _seed_everything, train
-    from gpfm.pretrain.export import export_checkpoint
     from gpfm.runtime import machine_info
 
     t_start = time.time()
@@ -176,16 +199,19 @@ def main() -> None:
     train_paths = [p for p, s in zip(lc["paths"], lc["split"], strict=True) if s == "train"] + slide_tiles
     file_list = args.out / "pretrain_tiles.txt"
     file_list.write_text("\n".join(str(p) for p in train_paths) + "\n")
-    print(f"LC25000: {len(lc['paths'])} tiles in {n_groups} duplicate groups; probe-train "
-          f"{int((lc['split'] == 'train').sum())}, probe-test {int((lc['split'] == 'test').sum())}; "
-          f"pretraining on {len(train_paths)} tiles ({len(slide_tiles)} from slides)")
+    print(
+        f"LC25000: {len(lc['paths'])} tiles in {n_groups} duplicate groups; probe-train "
+        f"{int((lc['split'] == 'train').sum())}, probe-test {int((lc['split'] == 'test').sum())}; "
+        f"pretraining on {len(train_paths)} tiles ({len(slide_tiles)} from slides)"
+    )
     results: dict[str, dict] = {}
     cfg0 = experiment_config(args.out / "init", file_list, args.steps, False, args.seed)
     _seed_everything(args.seed, 0)
     init = MetaArch(cfg0, torch.device("cpu"), experts={})
     size = cfg0.data.global_crops_size
-    results["random-init student"] = linear_probe(vit_features(init.teacher.backbone, lc["paths"], size),
-                                                  lc["labels"], lc["split"])
+    results["random-init student"] = linear_probe(
+        vit_features(init.teacher.backbone, lc["paths"], size), lc["labels"], lc["split"]
+    )
     print("random init", results["random-init student"], flush=True)
     timings = {}
     for name, with_expert in (("SSL-only student", False), ("SSL + expert student", True)):
@@ -197,14 +223,24 @@ def main() -> None:
         enc = load_exported_encoder(export_checkpoint(res.checkpoint, run / "export"))
         results[name] = linear_probe(vit_features(enc.model, lc["paths"], size), lc["labels"], lc["split"])
         print(name, results[name], f"{timings[name]:.0f}s", flush=True)
-    results[f"expert ({EXPERT}, 224 px)"] = linear_probe(expert_features(lc["paths"]), lc["labels"], lc["split"])
+    results[f"expert ({EXPERT}, 224 px)"] = linear_probe(
+        expert_features(lc["paths"]), lc["labels"], lc["split"]
+    )
     print("expert", results[f"expert ({EXPERT}, 224 px)"])
-    summary = {"results": results, "steps": args.steps, "train_seconds": timings,
-               "total_seconds": time.time() - t_start, "n_lc25000": len(lc["paths"]), "n_groups": n_groups,
-               "n_probe_train": int((lc["split"] == "train").sum()), "n_probe_test": int((lc["split"] == "test").sum()),
-               "n_slide_tiles": len(slide_tiles), "pretrain_tiles": len(train_paths),
-               "config_ssl_expert": experiment_config(args.out, file_list, args.steps, True, args.seed).to_dict(),
-               "machine": machine_info()}
+    summary = {
+        "results": results,
+        "steps": args.steps,
+        "train_seconds": timings,
+        "total_seconds": time.time() - t_start,
+        "n_lc25000": len(lc["paths"]),
+        "n_groups": n_groups,
+        "n_probe_train": int((lc["split"] == "train").sum()),
+        "n_probe_test": int((lc["split"] == "test").sum()),
+        "n_slide_tiles": len(slide_tiles),
+        "pretrain_tiles": len(train_paths),
+        "config_ssl_expert": experiment_config(args.out, file_list, args.steps, True, args.seed).to_dict(),
+        "machine": machine_info(),
+    }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
     plot_curves(args.out)
     print(json.dumps({k: v for k, v in summary.items() if k != "config_ssl_expert"}, indent=2, default=str))
@@ -219,8 +255,15 @@ def plot_curves(out: Path) -> None:
 
     from gpfm.pretrain.metrics_log import read_metrics
 
-    keys = ["objective", "loss/dino_local_crops_loss", "loss/dino_global_crops_loss", "loss/ibot_loss",
-            "loss/koleo_loss", f"loss/distill_{EXPERT}_cls_loss", f"loss/distill_{EXPERT}_patch_loss"]
+    keys = [
+        "objective",
+        "loss/dino_local_crops_loss",
+        "loss/dino_global_crops_loss",
+        "loss/ibot_loss",
+        "loss/koleo_loss",
+        f"loss/distill_{EXPERT}_cls_loss",
+        f"loss/distill_{EXPERT}_patch_loss",
+    ]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
     for run, style in (("ssl_only", "-"), ("ssl_expert", "--")):
         path = out / run / "metrics.jsonl"

@@ -1,4 +1,4 @@
-"""EMA-teacher export: formats A and B load strictly back (any size via config.json; ViT-L via create_encoder)."""
+"""EMA-teacher export: formats A/B load back strictly (any size via config.json; ViT-L via create_encoder)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,15 @@ from gpfm.pretrain.export import export_from_state, export_teacher, load_exporte
 from gpfm.pretrain.heads import DINOHead
 from gpfm.pretrain.meta_arch import MetaArch
 
-TINY = ["distill.experts=[]", "student.embed_dim=32", "student.depth=2", "student.num_heads=2",
-        "heads.dino_out_dim=64", "heads.dino_hidden_dim=32", "heads.dino_bottleneck_dim=16"]
+TINY = [
+    "distill.experts=[]",
+    "student.embed_dim=32",
+    "student.depth=2",
+    "student.num_heads=2",
+    "heads.dino_out_dim=64",
+    "heads.dino_hidden_dim=32",
+    "heads.dino_bottleneck_dim=16",
+]
 
 
 def test_tiny_export_round_trip(tmp_path):
@@ -50,8 +57,14 @@ def test_vitl14_export_loads_through_create_encoder(tmp_path):
     out = export_from_state(backbone.state_dict(), head.state_dict(), GPFM_VITL14, tmp_path / "vitl")
     # format A is the release layout; its pinned MD5 belongs to the release file, so our own export needs
     # allow_unverified (the strict key/shape check still applies)
-    enc = create_encoder("gpfm", weights=out / "teacher_checkpoint.pth", device="cpu", precision="fp32",
-                         allow_unverified=True, verbose=False)
+    enc = create_encoder(
+        "gpfm",
+        weights=out / "teacher_checkpoint.pth",
+        device="cpu",
+        precision="fp32",
+        allow_unverified=True,
+        verbose=False,
+    )
     assert enc.checkpoint_format == "dinov2-teacher"
     loaded, source = enc.model.state_dict(), backbone.state_dict()
     assert set(loaded) == set(source) - {"mask_token"}

@@ -1,5 +1,8 @@
-"""Meta-architecture wiring: the objective is the configured weighted sum, zero-weight experts are never
-built, the EMA covers backbone + DINO head only, and every §8 switch runs a finite step."""
+"""Meta-architecture wiring.
+
+The objective is the configured weighted sum, zero-weight experts are never built, the EMA covers backbone +
+DINO head only, and the §8 switches run a finite step.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,21 @@ from gpfm.pretrain.meta_arch import MetaArch, build_experts
 from gpfm.pretrain.train import iteration_masks
 
 EXPERT = "efficientnet-lite0-imagenet"
-TINY = ["student.embed_dim=32", "student.depth=1", "student.num_heads=2", "heads.dino_out_dim=64",
-        "heads.dino_hidden_dim=32", "heads.dino_bottleneck_dim=16", "heads.ibot_out_dim=48",
-        "heads.ibot_hidden_dim=32", "heads.ibot_bottleneck_dim=16", "heads.distill_bottleneck_dim=16",
-        "data.global_crops_size=64", "data.local_crops_size=32", "data.batch_size_per_gpu=4"]
+TINY = [
+    "student.embed_dim=32",
+    "student.depth=1",
+    "student.num_heads=2",
+    "heads.dino_out_dim=64",
+    "heads.dino_hidden_dim=32",
+    "heads.dino_bottleneck_dim=16",
+    "heads.ibot_out_dim=48",
+    "heads.ibot_hidden_dim=32",
+    "heads.ibot_bottleneck_dim=16",
+    "heads.distill_bottleneck_dim=16",
+    "data.global_crops_size=64",
+    "data.local_crops_size=32",
+    "data.batch_size_per_gpu=4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +39,34 @@ def experts():
 def _batch(cfg, seed=0):
     g = torch.Generator().manual_seed(seed)
     b, n_local = cfg.data.batch_size_per_gpu, cfg.data.local_crops_number
-    return {"global_crops": torch.randn(2 * b, 3, 64, 64, generator=g),
-            "local_crops": torch.randn(n_local * b, 3, 32, 32, generator=g),
-            "masks": iteration_masks(cfg, 0, 0, 2 * b)}
+    return {
+        "global_crops": torch.randn(2 * b, 3, 64, 64, generator=g),
+        "local_crops": torch.randn(n_local * b, 3, 32, 32, generator=g),
+        "masks": iteration_masks(cfg, 0, 0, 2 * b),
+    }
 
 
 def test_objective_is_the_weighted_sum(experts):
-    cfg = load_config(None, [*TINY, "ssl.koleo_weight=0.3", "distill.experts.0.cls_weight=0.7",
-                             "distill.experts.0.patch_weight=0.2"], preset="tiny_cpu")
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "ssl.koleo_weight=0.3",
+            "distill.experts.0.cls_weight=0.7",
+            "distill.experts.0.patch_weight=0.2",
+        ],
+        preset="tiny_cpu",
+    )
     meta = MetaArch(cfg, torch.device("cpu"), experts=experts)
     total, t = meta.compute(_batch(cfg), teacher_temp=0.05)
-    by_hand = (t["dino_global"] + t["dino_local"] + t["ibot"] + 0.3 * t["koleo"]
-               + 0.7 * t[f"distill_{EXPERT}_cls"] + 0.2 * t[f"distill_{EXPERT}_patch"])
+    by_hand = (
+        t["dino_global"]
+        + t["dino_local"]
+        + t["ibot"]
+        + 0.3 * t["koleo"]
+        + 0.7 * t[f"distill_{EXPERT}_cls"]
+        + 0.2 * t[f"distill_{EXPERT}_patch"]
+    )
     assert torch.allclose(total, by_hand)
     up = meta.upstream_losses(t)
     assert up["koleo_loss"] == pytest.approx(0.3 * float(t["koleo"].detach()) / 2)
@@ -50,12 +80,19 @@ def test_objective_is_the_weighted_sum(experts):
 
 
 def test_zero_weight_expert_is_never_built():
-    cfg = load_config(None, [*TINY, "distill.experts=[{name: not-a-registered-encoder, cls_weight: 0, "
-                                    "patch_weight: 0}]"], preset="tiny_cpu")
+    cfg = load_config(
+        None,
+        [*TINY, "distill.experts=[{name: not-a-registered-encoder, cls_weight: 0, patch_weight: 0}]"],
+        preset="tiny_cpu",
+    )
     assert build_experts(cfg, torch.device("cpu")) == {}
     meta = MetaArch(cfg, torch.device("cpu"))
-    assert len(meta.student.distill_heads) == 0 and set(meta.weights()) == {"dino_global", "dino_local",
-                                                                            "ibot", "koleo"}
+    assert len(meta.student.distill_heads) == 0 and set(meta.weights()) == {
+        "dino_global",
+        "dino_local",
+        "ibot",
+        "koleo",
+    }
 
 
 def test_ema_covers_backbone_and_dino_head_only(experts):
@@ -73,10 +110,19 @@ def test_ema_covers_backbone_and_dino_head_only(experts):
 
 
 SWITCH_SETS = {
-    "a": ["ssl.centering=sinkhorn_knopp", "heads.ibot_separate_head=true", "heads.distill_head=separate_mlp",
-          "distill.expert_patch_tokens=unmasked_only", "optim.clip_scope=all_trainable"],
-    "b": ["distill.expert_patch_tokens=extra_unmasked_pass", "distill.align=student_down",
-          "distill.expert_norm=per_expert", "distill.align_dtype=fp32"],
+    "a": [
+        "ssl.centering=sinkhorn_knopp",
+        "heads.ibot_separate_head=true",
+        "heads.distill_head=separate_mlp",
+        "distill.expert_patch_tokens=unmasked_only",
+        "optim.clip_scope=all_trainable",
+    ],
+    "b": [
+        "distill.expert_patch_tokens=extra_unmasked_pass",
+        "distill.align=student_down",
+        "distill.expert_norm=per_expert",
+        "distill.align_dtype=fp32",
+    ],
 }
 
 

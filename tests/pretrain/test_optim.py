@@ -1,4 +1,4 @@
-"""AdamW parameter groups: weight-decay exclusions, layer-wise LR decay, last-layer freeze, per-module clipping."""
+"""AdamW parameter groups: no-decay exclusions, layer-wise LR decay, last-layer freeze, per-module clip."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from gpfm.pretrain.optim import apply_hyperparameters, build_optimizer, build_pa
 @pytest.fixture(scope="module")
 def student() -> nn.Module:
     m = nn.Module()
-    m.backbone = build_vit(ViTConfig(embed_dim=32, depth=3, num_heads=2, patch_size=16, img_size=32), mask_token=True)
+    m.backbone = build_vit(
+        ViTConfig(embed_dim=32, depth=3, num_heads=2, patch_size=16, img_size=32), mask_token=True
+    )
     m.dino_head = DINOHead(32, 64, hidden_dim=32, bottleneck_dim=16)
     return m
 
@@ -48,7 +50,9 @@ def test_groups_follow_the_rules(student):
     }
     for name, (lr_mult, wd_mult, last) in expect.items():
         g = _rule(groups, name)
-        assert (g["lr_mult"], g["wd_mult"], g["is_last_layer"]) == (pytest.approx(lr_mult), wd_mult, last), name
+        assert (g["lr_mult"], g["wd_mult"], g["is_last_layer"]) == (pytest.approx(lr_mult), wd_mult, last), (
+            name
+        )
 
 
 def test_hyperparameters_and_frozen_last_layer(student):

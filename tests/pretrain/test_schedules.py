@@ -27,7 +27,9 @@ def test_values_at_0_50k_87500_500k(release):
     peak = 4e-4 * math.sqrt(1.5)
     v0, v50, v875, v500 = (s.values(t) for t in (0, 50_000, 87_500, 500_000))
     # iteration 0: LR warm-up starts at 0, WD 0.04, momentum 0.992, τ_T 0.04; last layer frozen
-    assert v0 == pytest.approx({"lr": 0.0, "last_layer_lr": 0.0, "wd": 0.04, "mom": 0.992, "teacher_temp": 0.04})
+    assert v0 == pytest.approx(
+        {"lr": 0.0, "last_layer_lr": 0.0, "wd": 0.04, "mom": 0.992, "teacher_temp": 0.04}
+    )
     # 50k = end of the 40-epoch warm-up: peak LR; WD/momentum are cosine over the whole 500k
     c = math.cos(math.pi * 0.1)
     assert v50["lr"] == pytest.approx(peak)
@@ -39,7 +41,9 @@ def test_values_at_0_50k_87500_500k(release):
     assert v875["wd"] == pytest.approx(0.067, abs=1e-3)
     assert v875["mom"] == pytest.approx(0.9926, abs=1e-4)
     # 500k: floors
-    assert v500 == pytest.approx({"lr": 1e-6, "last_layer_lr": 1e-6, "wd": 0.4, "mom": 1.0, "teacher_temp": 0.07})
+    assert v500 == pytest.approx(
+        {"lr": 1e-6, "last_layer_lr": 1e-6, "wd": 0.4, "mom": 1.0, "teacher_temp": 0.07}
+    )
 
 
 def test_teacher_temp_warmup_and_last_layer_freeze(release):

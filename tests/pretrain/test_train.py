@@ -1,5 +1,8 @@
-"""The training loop on real LC25000 tiles with the real EfficientNet-Lite0 expert: losses fall, gradients
-reach only the student side, resume is bit-exact, a NaN stops the run with the last checkpoint intact."""
+"""The training loop on real LC25000 tiles with the real EfficientNet-Lite0 expert.
+
+Losses fall, gradients reach only the student side, resume is bit-exact, a NaN stops the run with the last
+checkpoint intact.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +18,31 @@ from gpfm.pretrain.metrics_log import read_metrics
 from gpfm.pretrain.train import NonFiniteLossError, train
 
 EXPERT = "efficientnet-lite0-imagenet"
-TINY = ["student.embed_dim=64", "student.depth=2", "student.num_heads=2", "student.drop_path_rate=0.1",
-        "heads.dino_out_dim=256", "heads.dino_hidden_dim=64", "heads.dino_bottleneck_dim=32",
-        "heads.distill_bottleneck_dim=32", "data.global_crops_size=64", "data.local_crops_size=32",
-        "data.batch_size_per_gpu=8", "optim.base_lr=2e-3", "optim.warmup_epochs=0", "optim.epochs=100",
-        "train.checkpoint_every=3", "train.log_every=1", "train.keep_last=5"]
+TINY = [
+    "student.embed_dim=64",
+    "student.depth=2",
+    "student.num_heads=2",
+    "student.drop_path_rate=0.1",
+    "heads.dino_out_dim=256",
+    "heads.dino_hidden_dim=64",
+    "heads.dino_bottleneck_dim=32",
+    "heads.distill_bottleneck_dim=32",
+    "data.global_crops_size=64",
+    "data.local_crops_size=32",
+    "data.batch_size_per_gpu=8",
+    "optim.base_lr=2e-3",
+    "optim.warmup_epochs=0",
+    "optim.epochs=100",
+    "train.checkpoint_every=3",
+    "train.log_every=1",
+    "train.keep_last=5",
+]
 
 
 def tiny_cfg(run_dir: Path, root: Path, *extra: str):
-    return load_config(None, [*TINY, f"data.root={root}", f"train.output_dir={run_dir}", *extra], preset="tiny_cpu")
+    return load_config(
+        None, [*TINY, f"data.root={root}", f"train.output_dir={run_dir}", *extra], preset="tiny_cpu"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +55,18 @@ def expert():
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, lc25000_dir, expert):
     run = tmp_path_factory.mktemp("straight")
-    result = train(tiny_cfg(run, lc25000_dir, "train.stop_at_iteration=6", "train.teacher_checkpoint_every=6",
-                            f"train.probe_root={lc25000_dir}", "train.probe_every=3", "train.probe_max_images=120"),
-                   experts=expert)
+    result = train(
+        tiny_cfg(
+            run,
+            lc25000_dir,
+            "train.stop_at_iteration=6",
+            "train.teacher_checkpoint_every=6",
+            f"train.probe_root={lc25000_dir}",
+            "train.probe_every=3",
+            "train.probe_max_images=120",
+        ),
+        experts=expert,
+    )
     return run, result
 
 
@@ -56,10 +84,25 @@ def test_losses_decrease_on_real_tiles(straight_run):
     for key in ("objective", f"term/distill_{EXPERT}_cls", f"term/distill_{EXPERT}_patch", "term/koleo"):
         assert mean(last, key) < mean(first, key), key
     rec = records[-1]
-    for key in ("loss/dino_local_crops_loss", "loss/dino_global_crops_loss", "loss/ibot_loss", "loss/koleo_loss",
-                f"loss/distill_{EXPERT}_cls_loss", "loss/total_loss", "sched/lr", "sched/mom", "time/teacher",
-                "time/experts", "time/backward", "time/ema", "images_per_s", "data_wait_fraction", "peak_mem_mb",
-                "grad_norm/backbone", f"grad_norm/distill_{EXPERT}"):
+    for key in (
+        "loss/dino_local_crops_loss",
+        "loss/dino_global_crops_loss",
+        "loss/ibot_loss",
+        "loss/koleo_loss",
+        f"loss/distill_{EXPERT}_cls_loss",
+        "loss/total_loss",
+        "sched/lr",
+        "sched/mom",
+        "time/teacher",
+        "time/experts",
+        "time/backward",
+        "time/ema",
+        "images_per_s",
+        "data_wait_fraction",
+        "peak_mem_mb",
+        "grad_norm/backbone",
+        f"grad_norm/distill_{EXPERT}",
+    ):
         assert key in rec, key
     # upstream logging convention (§10): iBOT and KoLeo at half their objective value
     assert rec["loss/ibot_loss"] == pytest.approx(rec["term/ibot"] / 2, rel=1e-5)
@@ -115,8 +158,8 @@ def test_nan_stops_with_last_checkpoint_intact(tmp_path, lc25000_dir, expert, mo
 
 @pytest.mark.realdata
 def test_gradients_reach_only_student_and_heads(lc25000_dir, expert, tmp_path):
-    from gpfm.pretrain.train import batch_stream, iteration_masks
     from gpfm.pretrain.dist import DistInfo
+    from gpfm.pretrain.train import batch_stream, iteration_masks
 
     cfg = tiny_cfg(tmp_path, lc25000_dir)
     meta = MetaArch(cfg, torch.device("cpu"), experts=expert)
@@ -127,8 +170,12 @@ def test_gradients_reach_only_student_and_heads(lc25000_dir, expert, tmp_path):
     student = dict(meta.student.named_parameters())
     with_grad = {n for n, p in student.items() if p.grad is not None and p.grad.abs().sum() > 0}
     # every trainable group gets a gradient: backbone (incl. the mask token), DINO head, the distill head
-    assert {"backbone.mask_token", "backbone.blocks.0.attn.qkv.weight", "dino_head.mlp.0.weight",
-            f"distill_heads.{EXPERT}.proj.weight"} <= with_grad
+    assert {
+        "backbone.mask_token",
+        "backbone.blocks.0.attn.qkv.weight",
+        "dino_head.mlp.0.weight",
+        f"distill_heads.{EXPERT}.proj.weight",
+    } <= with_grad
     assert all(p.grad is None for p in meta.teacher.parameters())
     assert all(not p.requires_grad and p.grad is None for p in expert[EXPERT].encoder.model.parameters())
     assert not any(k.startswith(("_experts", "experts")) for k in meta.state_dict())

@@ -1,4 +1,4 @@
-"""Checkpoint files (atomic, keep-last-K, RNG round trip) and metric records (JSONL dedupe on resume, plot)."""
+"""Checkpoint files (atomic, keep-last-K, RNG round trip) and metric records (JSONL merge on resume, plot)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,19 @@ def test_checkpoints_keep_last_k_and_restore(tmp_path):
         meta.student(torch.randn(4, 3)).sum().backward()
         opt.step()
         meta.center.fill_(it)
-        save_checkpoint(tmp_path, iteration=it, meta=meta, optimizer=opt, samples_per_rank=it * 4,
-                        config={"a": 1}, keep_last=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint_00000006.pt", "checkpoint_00000008.pt"]
+        save_checkpoint(
+            tmp_path,
+            iteration=it,
+            meta=meta,
+            optimizer=opt,
+            samples_per_rank=it * 4,
+            config={"a": 1},
+            keep_last=2,
+        )
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "checkpoint_00000006.pt",
+        "checkpoint_00000008.pt",
+    ]
     (tmp_path / "checkpoints" / "checkpoint_00000010.pt.tmp-host-1-ab").write_bytes(b"partial")
     assert latest_checkpoint(tmp_path).name == "checkpoint_00000008.pt"  # temp files are never taken
     state = load_checkpoint(latest_checkpoint(tmp_path))

@@ -1,6 +1,7 @@
 """``gpfm pretrain`` (UNKD pretraining) and ``gpfm pretrain-export`` (EMA teacher → GPFM-format encoder).
 
-Both are thin wrappers over :func:`gpfm.pretrain.train.train` and :func:`gpfm.pretrain.export.export_checkpoint`.
+Both are thin wrappers over :func:`gpfm.pretrain.train.train` and
+:func:`gpfm.pretrain.export.export_checkpoint`.
 Multi-process runs go through torchrun: ``torchrun --nproc_per_node 8 -m gpfm pretrain --config FILE``.
 """
 
@@ -12,14 +13,21 @@ import typer
 
 
 def pretrain(
-    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. optim.base_lr=1e-3 "
-                                                     "distill.experts.1.cls_weight=0"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (may start with 'preset: NAME')."),
-    preset: str | None = typer.Option(None, "--preset", help="Start from a named preset: gpfm_vitl14, tiny_cpu."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start fresh even if the run folder has checkpoints."),
+    overrides: list[str] = typer.Argument(
+        None, help="key=value overrides, e.g. optim.base_lr=1e-3 distill.experts.1.cls_weight=0"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML config (may start with 'preset: NAME')."
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Start from a named preset: gpfm_vitl14, tiny_cpu."
+    ),
+    no_resume: bool = typer.Option(
+        False, "--no-resume", help="Start fresh even if the run folder has checkpoints."
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
-    """Pretrain a student ViT with DINO + iBOT + KoLeo and online expert distillation (resumes automatically)."""
+    """Pretrain a student ViT with DINO + iBOT + KoLeo and online expert distillation (auto-resumes)."""
     from gpfm.pretrain.config import ConfigError, dump_yaml, load_config
 
     try:
@@ -42,13 +50,16 @@ def pretrain(
         raise typer.Exit(code=2) from None
     finally:
         cleanup_distributed()
-    typer.echo(f"done: {result.iterations} iterations in {result.run_dir}; last checkpoint {result.checkpoint}")
+    typer.echo(
+        f"done: {result.iterations} iterations in {result.run_dir}; last checkpoint {result.checkpoint}"
+    )
 
 
 def pretrain_export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint_<iteration>.pt written by gpfm pretrain."),
-    out: Path = typer.Option(..., "--out", "-o", help="Export folder (teacher_checkpoint.pth, model.safetensors, "
-                                                      "config.json)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Export folder (teacher_checkpoint.pth, model.safetensors, config.json)."
+    ),
 ) -> None:
     """Export the EMA teacher of a training checkpoint as a GPFM-format encoder (formats A and B)."""
     from gpfm.pretrain.export import export_checkpoint
@@ -58,8 +69,10 @@ def pretrain_export(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"exported {checkpoint} -> {folder} (load with gpfm.pretrain.export.load_exported_encoder; "
-               "a ViT-L/14 also with create_encoder('gpfm', weights=...))")
+    typer.echo(
+        f"exported {checkpoint} -> {folder} (load with gpfm.pretrain.export.load_exported_encoder; "
+        "a ViT-L/14 also with create_encoder('gpfm', weights=...))"
+    )
 
 
 def register(app: typer.Typer) -> None:

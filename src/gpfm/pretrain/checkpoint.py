@@ -33,8 +33,13 @@ def capture_rng() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -46,8 +51,9 @@ def restore_rng(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -84,9 +90,18 @@ def _model_and_optim_state(meta: torch.nn.Module, optimizer: torch.optim.Optimiz
     return meta.state_dict(), optimizer.state_dict()
 
 
-def save_checkpoint(run_dir: str | Path, *, iteration: int, meta: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, samples_per_rank: int, config: dict, extra: dict | None = None,
-                    keep_last: int = 3, is_main: bool = True) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    *,
+    iteration: int,
+    meta: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples_per_rank: int,
+    config: dict,
+    extra: dict | None = None,
+    keep_last: int = 3,
+    is_main: bool = True,
+) -> Path:
     """Write the full state at ``iteration`` (the next iteration to run) on rank 0; all ranks must call it.
 
     Args:
@@ -107,8 +122,16 @@ def save_checkpoint(run_dir: str | Path, *, iteration: int, meta: torch.nn.Modul
     model_sd, optim_sd = _model_and_optim_state(meta, optimizer)
     path = checkpoint_dir(run_dir) / f"checkpoint_{iteration:08d}.pt"
     if is_main:
-        state = {"format": FORMAT, "iteration": iteration, "model": model_sd, "optimizer": optim_sd,
-                 "rng": rng_all, "samples_per_rank": samples_per_rank, "config": config, "extra": extra or {}}
+        state = {
+            "format": FORMAT,
+            "iteration": iteration,
+            "model": model_sd,
+            "optimizer": optim_sd,
+            "rng": rng_all,
+            "samples_per_rank": samples_per_rank,
+            "config": config,
+            "extra": extra or {},
+        }
         save_torch_atomic(state, path)
         for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
             old.unlink(missing_ok=True)
@@ -127,26 +150,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: cannot read the pretraining checkpoint ({type(exc).__name__}: {first}); "
-                         "pass a checkpoint_<iteration>.pt written by gpfm pretrain") from exc
+        raise ValueError(
+            f"{path}: cannot read the pretraining checkpoint ({type(exc).__name__}: {first}); "
+            "pass a checkpoint_<iteration>.pt written by gpfm pretrain"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a gpfm pretraining checkpoint (format {FORMAT!r} expected)")
     return state
 
 
-def restore_state(state: dict[str, Any], meta: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                  rank: int = 0, world_size: int = 1) -> None:
+def restore_state(
+    state: dict[str, Any],
+    meta: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> None:
     """Load model, optimizer and this rank's RNG state from a checkpoint dict (strict)."""
     saved_world = len(state["rng"])
     if saved_world != world_size:
-        raise ValueError(f"checkpoint was written by {saved_world} processes but this run has {world_size}; "
-                         "resume with the same world size (the data stream and RNG are per rank)")
+        raise ValueError(
+            f"checkpoint was written by {saved_world} processes but this run has {world_size}; "
+            "resume with the same world size (the data stream and RNG are per rank)"
+        )
     params = list(meta.student.parameters())
     if params and hasattr(params[0], "full_tensor"):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        set_state_dict(meta, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                       options=StateDictOptions(full_state_dict=True))
+        set_state_dict(
+            meta,
+            optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
     else:
         meta.load_state_dict(state["model"], strict=True)
         if optimizer is not None:

@@ -1,6 +1,7 @@
 """Typed configuration of a UNKD pretraining run (unkd-pretraining.md), with YAML and ``a.b=value`` overrides.
 
-The dataclass defaults ARE the faithful GPFM ViT-L/14 release (``distill_vitl14_192M_exclude_split1``, spec §1-§5,
+The dataclass defaults ARE the faithful GPFM ViT-L/14 release (``distill_vitl14_192M_exclude_split1``,
+spec §1-§5,
 every §8 switch at its [F] value). A YAML file holds only overrides, optionally starting from a named preset
 (``preset: tiny_cpu``); unknown keys are errors that name the key and the valid ones.
 
@@ -354,18 +355,56 @@ CHOICES: dict[str, tuple[str, ...]] = {
 def _tiny_cpu_overrides() -> dict[str, Any]:
     # A 6-block ViT-tiny/16 student on 96/48 px crops (6x6 and 3x3 grids): seconds per step on 2 CPU cores.
     return {
-        "student": {"arch": "vit_tiny", "depth": 6, "patch_size": 16, "drop_path_rate": 0.1, "layerscale": 1e-5},
-        "heads": {"dino_out_dim": 1024, "dino_hidden_dim": 256, "dino_bottleneck_dim": 64,
-                  "distill_bottleneck_dim": 64},
+        "student": {
+            "arch": "vit_tiny",
+            "depth": 6,
+            "patch_size": 16,
+            "drop_path_rate": 0.1,
+            "layerscale": 1e-5,
+        },
+        "heads": {
+            "dino_out_dim": 1024,
+            "dino_hidden_dim": 256,
+            "dino_bottleneck_dim": 64,
+            "distill_bottleneck_dim": 64,
+        },
         "ssl": {"warmup_teacher_temp_iters": 20},
-        "distill": {"experts": [{"name": "efficientnet-lite0-imagenet", "weights": None,
-                                 "cls_weight": 1.0, "patch_weight": 0.25}], "align_dtype": "fp32"},
-        "data": {"root": "../shared/data/patches/lc25000_lung_224", "batch_size_per_gpu": 8, "num_workers": 0,
-                 "global_crops_size": 96, "local_crops_size": 48, "local_crops_number": 2},
-        "optim": {"base_lr": 5e-4, "lr_scaling": "none", "epochs": 10, "iters_per_epoch": 10, "warmup_epochs": 1,
-                  "freeze_last_layer_epochs": 0, "layerwise_decay": 1.0},
-        "train": {"output_dir": "runs/pretrain_tiny", "precision": "fp32", "stop_at_iteration": None,
-                  "checkpoint_every": 50, "teacher_checkpoint_every": 0, "log_every": 1},
+        "distill": {
+            "experts": [
+                {
+                    "name": "efficientnet-lite0-imagenet",
+                    "weights": None,
+                    "cls_weight": 1.0,
+                    "patch_weight": 0.25,
+                }
+            ],
+            "align_dtype": "fp32",
+        },
+        "data": {
+            "root": "../shared/data/patches/lc25000_lung_224",
+            "batch_size_per_gpu": 8,
+            "num_workers": 0,
+            "global_crops_size": 96,
+            "local_crops_size": 48,
+            "local_crops_number": 2,
+        },
+        "optim": {
+            "base_lr": 5e-4,
+            "lr_scaling": "none",
+            "epochs": 10,
+            "iters_per_epoch": 10,
+            "warmup_epochs": 1,
+            "freeze_last_layer_epochs": 0,
+            "layerwise_decay": 1.0,
+        },
+        "train": {
+            "output_dir": "runs/pretrain_tiny",
+            "precision": "fp32",
+            "stop_at_iteration": None,
+            "checkpoint_every": 50,
+            "teacher_checkpoint_every": 0,
+            "log_every": 1,
+        },
     }
 
 
@@ -401,7 +440,7 @@ def merge(cfg: Any, overrides: dict[str, Any], where: str = "config") -> Any:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check/convert a YAML value to the annotated type (lists → tuples, ints → floats, dicts → dataclasses)."""
+    """Convert a YAML value to the annotated type (lists → tuples, ints → floats, dicts → dataclasses)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -475,8 +514,11 @@ def _apply_override(cfg: PretrainConfig, text: str) -> PretrainConfig:
             if not isinstance(parent, list) or int(part) >= len(parent):
                 raise ConfigError(f"override {text!r}: {'.'.join(path[:i])} has no item {part}")
             items = list(parent)
-            items[int(part)] = merge(items[int(part)], parse_override(".".join(path[i + 1 :]) + "=" +
-                                                                      text.split("=", 1)[1]), where=text)
+            items[int(part)] = merge(
+                items[int(part)],
+                parse_override(".".join(path[i + 1 :]) + "=" + text.split("=", 1)[1]),
+                where=text,
+            )
             return _set(cfg, path[:i], items)
     return merge(cfg, tree, where=f"override {text!r}")
 
@@ -495,9 +537,12 @@ def _set(cfg: Any, path: list[str], value: Any) -> Any:
     return dataclasses.replace(cfg, **{path[0]: _set(getattr(cfg, path[0]), path[1:], value)})
 
 
-def load_config(path: str | os.PathLike[str] | None = None, overrides: typing.Sequence[str] = (),
-                preset: str | None = None) -> PretrainConfig:
-    """Resolve a run config: preset (or the YAML's ``preset:`` key) → YAML overrides → ``key=value`` overrides.
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: typing.Sequence[str] = (),
+    preset: str | None = None,
+) -> PretrainConfig:
+    """Resolve a run config: preset (or the YAML's ``preset:``) → YAML overrides → ``key=value`` overrides.
 
     Args:
         path: YAML file of overrides (may start with ``preset: NAME``), or None.
@@ -534,7 +579,9 @@ def validate(cfg: PretrainConfig) -> None:
     if len(set(names)) != len(names):
         raise ConfigError(f"distill.experts lists an expert twice ({names}); give each expert once")
     if cfg.data.batch_size_per_gpu < 2:
-        raise ConfigError("data.batch_size_per_gpu must be ≥ 2 (KoLeo needs a nearest neighbour in the batch)")
+        raise ConfigError(
+            "data.batch_size_per_gpu must be ≥ 2 (KoLeo needs a nearest neighbour in the batch)"
+        )
     if cfg.optim.warmup_epochs > cfg.optim.epochs:
         raise ConfigError("optim.warmup_epochs must not exceed optim.epochs")
     stop = cfg.train.stop_at_iteration
@@ -542,8 +589,9 @@ def validate(cfg: PretrainConfig) -> None:
         raise ConfigError(f"train.stop_at_iteration={stop} must lie in (0, {cfg.optim.total_iters}]")
     for size, name in ((cfg.data.global_crops_size, "global"), (cfg.data.local_crops_size, "local")):
         if size % cfg.student.patch_size:
-            raise ConfigError(f"data.{name}_crops_size={size} is not a multiple of the patch size "
-                              f"{cfg.student.patch_size}")
+            raise ConfigError(
+                f"data.{name}_crops_size={size} is not a multiple of the patch size {cfg.student.patch_size}"
+            )
 
 
 def total_steps(cfg: PretrainConfig) -> int:

@@ -60,9 +60,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=30),
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend,
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(minutes=30),
+            device_id=dev if dev.type == "cuda" else None,
+        )
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
@@ -135,8 +139,9 @@ def wrap_student(student: nn.Module, info: DistInfo, parallel: str, find_unused:
     ids = [info.device.index] if info.device.type == "cuda" else None
     # with the faithful heads every parameter is used each step (the mask token through torch.where, the
     # heads on CLS/masked tokens), so DDP needs no unused-parameter search
-    return nn.parallel.DistributedDataParallel(student, device_ids=ids, broadcast_buffers=False,
-                                               find_unused_parameters=find_unused)
+    return nn.parallel.DistributedDataParallel(
+        student, device_ids=ids, broadcast_buffers=False, find_unused_parameters=find_unused
+    )
 
 
 def shard_teacher_like_student(teacher: nn.Module, parallel: str, info: DistInfo) -> None:

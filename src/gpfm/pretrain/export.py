@@ -2,7 +2,8 @@
 
 An export folder holds:
 
-* ``teacher_checkpoint.pth`` — format A, ``{"teacher": {"backbone.blocks.<chunk>.<i>.*", "backbone.mask_token",
+* ``teacher_checkpoint.pth`` — format A,
+  ``{"teacher": {"backbone.blocks.<chunk>.<i>.*", "backbone.mask_token",
   "dino_head.*"}}`` as the GPFM release circulates (:func:`gpfm.models.checkpoints.timm_to_gpfm_teacher`);
 * ``model.safetensors`` — format B, the timm state dict (no mask token, no head);
 * ``config.json`` — the :class:`~gpfm.models.vit.ViTConfig` and provenance (iteration, run config).
@@ -41,24 +42,38 @@ def _encoder_vit_config(cfg: ViTConfig) -> ViTConfig:
     return dataclasses.replace(cfg, drop_path_rate=0.0, dynamic_img_size=False)
 
 
-def export_from_state(teacher_backbone: dict[str, torch.Tensor], dino_head: dict[str, torch.Tensor],
-                      vit_cfg: ViTConfig, out_dir: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
-    """Write formats A and B and ``config.json`` from a teacher backbone state dict (timm keys + mask_token)."""
+def export_from_state(
+    teacher_backbone: dict[str, torch.Tensor],
+    dino_head: dict[str, torch.Tensor],
+    vit_cfg: ViTConfig,
+    out_dir: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write formats A, B and ``config.json`` from a teacher backbone state dict (timm keys + mask_token)."""
     out = Path(out_dir)
     sd = {k: v.detach().float().cpu().contiguous() for k, v in teacher_backbone.items()}
     mask_token = sd.pop("mask_token", None)
     head = {k: v.detach().float().cpu().contiguous() for k, v in dino_head.items()}
     # chunks=4 as the release's FSDP units (6 blocks each for ViT-L); smaller models use ≤ depth chunks
-    fmt_a = timm_to_gpfm_teacher(sd, chunks=min(4, vit_cfg.depth), depth=vit_cfg.depth, mask_token=mask_token,
-                                 dino_head=head)
+    fmt_a = timm_to_gpfm_teacher(
+        sd, chunks=min(4, vit_cfg.depth), depth=vit_cfg.depth, mask_token=mask_token, dino_head=head
+    )
     save_torch_atomic(fmt_a, out / FORMAT_A_FILE)
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     save_safetensors_atomic(sd, out / FORMAT_B_FILE, metadata={"format": "timm", **meta})
     enc_cfg = _encoder_vit_config(vit_cfg)
-    write_json_atomic(out / CONFIG_FILE, {"architecture": "gpfm.models.vit.ViT", "vit": dataclasses.asdict(enc_cfg),
-                                          "embed_dim": enc_cfg.embed_dim, "pooling": "cls",
-                                          "files": {"format_a": FORMAT_A_FILE, "format_b": FORMAT_B_FILE},
-                                          **(metadata or {})})
+    write_json_atomic(
+        out / CONFIG_FILE,
+        {
+            "architecture": "gpfm.models.vit.ViT",
+            "vit": dataclasses.asdict(enc_cfg),
+            "embed_dim": enc_cfg.embed_dim,
+            "pooling": "cls",
+            "files": {"format_a": FORMAT_A_FILE, "format_b": FORMAT_B_FILE},
+            **(metadata or {}),
+        },
+    )
     return out
 
 
@@ -92,16 +107,28 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     state = load_checkpoint(checkpoint)
     cfg = merge(PretrainConfig(), state["config"], where=f"{checkpoint} config")
     model = state["model"]
-    backbone = {k.removeprefix("teacher.backbone."): v for k, v in model.items() if k.startswith("teacher.backbone.")}
-    head = {k.removeprefix("teacher.dino_head."): v for k, v in model.items() if k.startswith("teacher.dino_head.")}
+    backbone = {
+        k.removeprefix("teacher.backbone."): v for k, v in model.items() if k.startswith("teacher.backbone.")
+    }
+    head = {
+        k.removeprefix("teacher.dino_head."): v
+        for k, v in model.items()
+        if k.startswith("teacher.dino_head.")
+    }
     if not backbone:
         raise ValueError(f"{checkpoint}: no teacher backbone in the checkpoint")
-    return export_from_state(backbone, head, student_vit_config(cfg), out_dir,
-                             metadata={"iteration": state["iteration"], "source_checkpoint": str(checkpoint)})
+    return export_from_state(
+        backbone,
+        head,
+        student_vit_config(cfg),
+        out_dir,
+        metadata={"iteration": state["iteration"], "source_checkpoint": str(checkpoint)},
+    )
 
 
-def load_exported_encoder(export_dir: str | Path, device: str | torch.device | None = "cpu",
-                          precision: str | None = "fp32"):
+def load_exported_encoder(
+    export_dir: str | Path, device: str | torch.device | None = "cpu", precision: str | None = "fp32"
+):
     """Build the ViT described by ``config.json`` and load the format-A teacher strictly → :class:`Encoder`.
 
     Args:
@@ -139,5 +166,12 @@ def load_exported_encoder(export_dir: str | Path, device: str | torch.device | N
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model.eval().requires_grad_(False).to(dev)
-    return Encoder(spec, model, device=dev, precision=prec, weights_sha256=file_sha256(path),
-                   weights_path=str(path), checkpoint_format=fmt)
+    return Encoder(
+        spec,
+        model,
+        device=dev,
+        precision=prec,
+        weights_sha256=file_sha256(path),
+        weights_path=str(path),
+        checkpoint_format=fmt,
+    )

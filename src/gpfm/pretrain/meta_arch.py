@@ -1,7 +1,8 @@
 """UNKD meta-architecture: student + EMA teacher + frozen experts + losses, one step split into small methods.
 
 One step (spec §1):  crops → :meth:`teacher_targets` → :meth:`expert_targets` → :meth:`student_outputs` →
-:meth:`loss_terms` → :meth:`objective` (then the loop runs backward, the optimizer and :meth:`update_teacher`).
+:meth:`loss_terms` → :meth:`objective` (then the loop runs backward, the optimizer and
+:meth:`update_teacher`).
 
 The objective (§3, §4.1), with every weight from the config and the experts from a configured LIST:
 
@@ -55,13 +56,21 @@ def build_experts(cfg: PretrainConfig, device: torch.device) -> dict:
     extra = {}
     if d.conch_patch != "none":
         if "conch_patch" not in params:
-            raise ValueError(f"distill.conch_patch={d.conch_patch!r} is not supported by gpfm.pretrain.experts "
-                             "in this version; use conch_patch=none")
+            raise ValueError(
+                f"distill.conch_patch={d.conch_patch!r} is not supported by gpfm.pretrain.experts "
+                "in this version; use conch_patch=none"
+            )
         extra["conch_patch"] = d.conch_patch
     experts = {}
     for e in d.active_experts:
-        experts[e.name] = build_expert(e.name, weights=e.weights, device=device, input_norm=d.expert_norm,
-                                       conch_target=d.conch_target, **extra)
+        experts[e.name] = build_expert(
+            e.name,
+            weights=e.weights,
+            device=device,
+            input_norm=d.expert_norm,
+            conch_target=d.conch_target,
+            **extra,
+        )
     return experts
 
 
@@ -75,8 +84,9 @@ class MetaArch(nn.Module):
         precision: ``fp32`` or ``bf16`` autocast for the student and teacher forwards.
     """
 
-    def __init__(self, cfg: PretrainConfig, device: torch.device, experts: dict | None = None,
-                 precision: str = "fp32") -> None:
+    def __init__(
+        self, cfg: PretrainConfig, device: torch.device, experts: dict | None = None, precision: str = "fp32"
+    ) -> None:
         super().__init__()
         self.cfg, self.device, self.precision = cfg, device, precision
         self.expert_cfgs = {e.name: e for e in cfg.distill.active_experts}
@@ -88,8 +98,11 @@ class MetaArch(nn.Module):
             ex = self._experts[name]
             if ecfg.patch_weight and not ex.has_patch_target:
                 raise ValueError(f"expert {name!r} has no patch target; set its patch_weight to 0")
-            specs.append(ExpertHeadSpec(name, ex.cls_dim if ecfg.cls_weight else 0,
-                                        ex.patch_dim if ecfg.patch_weight else 0))
+            specs.append(
+                ExpertHeadSpec(
+                    name, ex.cls_dim if ecfg.cls_weight else 0, ex.patch_dim if ecfg.patch_weight else 0
+                )
+            )
         self.student = StudentModel(cfg, specs).to(device)
         self.teacher = TeacherModel(self.student).to(device)
         h, s = cfg.heads, cfg.ssl
@@ -99,8 +112,13 @@ class MetaArch(nn.Module):
         self.koleo_loss = KoLeoLoss()
         self.expert_cls_loss = ExpertClsLoss()
         tokens = "unmasked_only" if cfg.distill.expert_patch_tokens == "unmasked_only" else "all"
-        self.expert_patch_loss = ExpertPatchLoss(cfg.distill.cos_weight, cfg.distill.smooth_l1_weight,
-                                                 cfg.distill.align, cfg.distill.align_dtype, tokens)
+        self.expert_patch_loss = ExpertPatchLoss(
+            cfg.distill.cos_weight,
+            cfg.distill.smooth_l1_weight,
+            cfg.distill.align,
+            cfg.distill.align_dtype,
+            tokens,
+        )
         # the module whose forward runs the student (DDP/FSDP wrapper when distributed); kept out of the
         # module tree so the state dict has each parameter once
         self.__dict__["student_forward_module"] = self.student
@@ -192,8 +210,9 @@ class MetaArch(nn.Module):
                 terms[f"distill_{name}_cls"] = self.expert_cls_loss(out.distill_cls[name], target.cls)
             if ecfg.patch_weight:
                 part_masks = masks if self.cfg.distill.expert_patch_tokens == "unmasked_only" else None
-                parts = self.expert_patch_loss.parts(out.distill_patch[name], out.grid, target.patch,
-                                                     target.grid, part_masks)
+                parts = self.expert_patch_loss.parts(
+                    out.distill_patch[name], out.grid, target.patch, target.grid, part_masks
+                )
                 terms[f"distill_{name}_patch"] = parts.loss
                 terms[f"distill_{name}_patch_cos"] = parts.mean_cos.detach()
                 terms[f"distill_{name}_patch_smooth_l1"] = parts.smooth_l1.detach()
@@ -202,8 +221,12 @@ class MetaArch(nn.Module):
     def weights(self) -> dict[str, float]:
         """Weight of every term entering the objective."""
         s = self.cfg.ssl
-        w = {"dino_global": s.dino_weight, "dino_local": s.dino_weight, "ibot": s.ibot_weight,
-             "koleo": s.koleo_weight}
+        w = {
+            "dino_global": s.dino_weight,
+            "dino_local": s.dino_weight,
+            "ibot": s.ibot_weight,
+            "koleo": s.koleo_weight,
+        }
         for name, e in self.expert_cfgs.items():
             if e.cls_weight:
                 w[f"distill_{name}_cls"] = e.cls_weight
@@ -216,8 +239,11 @@ class MetaArch(nn.Module):
         return sum(w * terms[k] for k, w in self.weights().items() if w)
 
     def upstream_losses(self, terms: dict) -> dict[str, float]:
-        """Upstream-comparable logged values (§10): iBOT and KoLeo at half their objective value, expert terms
-        weighted, ``total_loss`` their sum (not the optimised loss)."""
+        """Upstream-comparable logged values (§10).
+
+        iBOT and KoLeo at half their objective value, expert terms weighted, ``total_loss`` their sum (not the
+        optimised loss).
+        """
         w = self.weights()
         v = {k: float(t.detach()) for k, t in terms.items()}
         out = {

@@ -22,7 +22,7 @@ PHASES = ("data", "teacher", "experts", "student_forward", "backward", "optimize
 
 
 class PhaseTimer:
-    """Accumulates wall time per phase; on CUDA with events (no sync inside the step), on CPU with perf_counter.
+    """Accumulates wall time per phase: CUDA events on GPU (no sync inside the step), perf_counter on CPU.
 
     Example:
         >>> timer = PhaseTimer(torch.device("cpu"))
@@ -111,8 +111,11 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl``, one per iteration: lines of the same iteration are merged, later
-    values winning (a resumed run re-logging an iteration; a probe logged next to the step metrics)."""
+    """All records of a ``metrics.jsonl``, one per iteration.
+
+    Lines of the same iteration are merged, later values winning (a resumed run re-logging an iteration; a
+    probe logged next to the step metrics).
+    """
     by_iter: dict[int, dict[str, Any]] = {}
     for line in Path(path).read_text().splitlines():
         if line.strip():

@@ -2,7 +2,8 @@
 
 Per parameter (name as seen from the student container: ``backbone.*``, ``dino_head.*``, ``distill_heads.*``):
 
-* weight-decay multiplier 0 for biases, any name containing ``norm``, and LayerScale gammas (``gamma``); 1 else;
+* weight-decay multiplier 0 for biases, any name containing ``norm``, and LayerScale gammas (``gamma``);
+  1 otherwise;
 * layer-wise LR multiplier ``d^(L+1−l)`` with ``d = layerwise_decay`` and ``L`` blocks, where ``l = i+1`` for
   ``blocks.i``, ``l = 0`` for ``cls_token``/``pos_embed``/``patch_embed``/``mask_token``/``reg_token`` and
   ``l = L+1`` (multiplier 1) for the final norm and every head; ``patch_embed`` is further × 0.2;
@@ -55,8 +56,9 @@ def param_rule(name: str, num_layers: int, layerwise_decay: float, patch_embed_l
     return ParamRule(lr_mult, wd_mult, "last_layer" in name)
 
 
-def build_param_groups(named_params: Iterable[tuple[str, nn.Parameter]], num_layers: int,
-                       cfg: OptimConfig) -> list[dict]:
+def build_param_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], num_layers: int, cfg: OptimConfig
+) -> list[dict]:
     """AdamW groups with ``lr_mult``, ``wd_mult``, ``is_last_layer`` and the member ``names`` recorded.
 
     Args:
@@ -69,8 +71,16 @@ def build_param_groups(named_params: Iterable[tuple[str, nn.Parameter]], num_lay
         if not param.requires_grad:
             continue
         rule = param_rule(name, num_layers, cfg.layerwise_decay, cfg.patch_embed_lr_mult)
-        group = groups.setdefault(rule, {"params": [], "names": [], "lr_mult": rule.lr_mult,
-                                         "wd_mult": rule.wd_mult, "is_last_layer": rule.is_last_layer})
+        group = groups.setdefault(
+            rule,
+            {
+                "params": [],
+                "names": [],
+                "lr_mult": rule.lr_mult,
+                "wd_mult": rule.wd_mult,
+                "is_last_layer": rule.is_last_layer,
+            },
+        )
         group["params"].append(param)
         group["names"].append(name)
     # a stable order (by first parameter name) so optimizer state dicts line up across runs and ranks
@@ -82,7 +92,9 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=0.0, betas=cfg.betas, eps=cfg.eps, weight_decay=0.0)
 
 
-def apply_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, last_layer_lr: float, wd: float) -> None:
+def apply_hyperparameters(
+    optimizer: torch.optim.Optimizer, lr: float, last_layer_lr: float, wd: float
+) -> None:
     """Set each group's LR/WD for this iteration from the schedules and its multipliers."""
     for group in optimizer.param_groups:
         group["lr"] = (last_layer_lr if group["is_last_layer"] else lr) * group["lr_mult"]

@@ -1,7 +1,8 @@
 """In-training frozen-feature probe of the EMA teacher on a fixed labelled ROI set (spec §10).
 
 The set is a folder with ``labels.csv`` (columns ``file``, ``label`` and optionally ``sha256``), e.g. the
-LC25000 patches of ``../shared/data``. It is loaded once (whole tiles resized to the global-crop size, ImageNet
+LC25000 patches of ``../shared/data``. It is loaded once (whole tiles resized to the global-crop size,
+ImageNet
 normalisation), split 50/50 stratified by class without splitting SHA-256 groups, and at every probe the
 teacher's CLS features are scored by
 
@@ -67,17 +68,22 @@ def load_probe_set(root: str | Path, size: int, max_images: int = 2000, seed: in
 
 
 @torch.no_grad()
-def probe_backbone(backbone: torch.nn.Module, probe: ProbeSet, device: torch.device, k: int = 20,
-                   batch: int = 128) -> dict[str, float]:
-    """kNN and linear-probe accuracy of ``backbone``'s final-norm CLS on the held-out half."""
+def probe_backbone(
+    backbone: torch.nn.Module, probe: ProbeSet, device: torch.device, k: int = 20, batch: int = 128
+) -> dict[str, float]:
+    """KNN and linear-probe accuracy of ``backbone``'s final-norm CLS on the held-out half."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     was_training = backbone.training
     backbone.eval()
-    feats = torch.cat([backbone.forward_tokens(probe.images[i : i + batch].to(device))[:, 0].float().cpu()
-                       for i in range(0, len(probe.images), batch)])
+    feats = torch.cat(
+        [
+            backbone.forward_tokens(probe.images[i : i + batch].to(device))[:, 0].float().cpu()
+            for i in range(0, len(probe.images), batch)
+        ]
+    )
     backbone.train(was_training)
     tr, te = probe.is_train, ~probe.is_train
     y_tr, y_te = probe.labels[tr], probe.labels[te]

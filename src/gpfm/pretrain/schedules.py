@@ -45,11 +45,15 @@ class CosineSchedule:
             return 0.0
         t -= self.freeze_iters
         if t < self.warmup_iters:
-            return self.start_warmup_value + (self.base_value - self.start_warmup_value) * t / self.warmup_iters
+            return (
+                self.start_warmup_value + (self.base_value - self.start_warmup_value) * t / self.warmup_iters
+            )
         t -= self.warmup_iters
         span = self.total_iters - self.freeze_iters - self.warmup_iters
         progress = 1.0 if span <= 0 else min(max(t / span, 0.0), 1.0)
-        return self.final_value + 0.5 * (self.base_value - self.final_value) * (1.0 + math.cos(math.pi * progress))
+        return self.final_value + 0.5 * (self.base_value - self.final_value) * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class Schedules:
 
 @dataclass(frozen=True)
 class _FrozenPrefix:
-    """``inner(t)`` except 0 for ``t < freeze_iters`` (dinov2's last-layer rule: the LR curve is not shifted)."""
+    """``inner(t)``, but 0 for ``t < freeze_iters`` (dinov2's last-layer rule; the curve is not shifted)."""
 
     inner: CosineSchedule
     freeze_iters: int
@@ -93,7 +97,7 @@ class _FrozenPrefix:
 
 
 def peak_lr(cfg: PretrainConfig, world_size: int) -> float:
-    """Peak LR: ``base_lr · √(global batch / 1024)`` under ``sqrt_1024`` scaling (GPFM: 4e-4·√1.5 ≈ 4.90e-4)."""
+    """Peak LR: ``base_lr · √(global batch / 1024)`` under ``sqrt_1024`` (GPFM: 4e-4·√1.5 ≈ 4.90e-4)."""
     if cfg.optim.lr_scaling == "none":
         return cfg.optim.base_lr
     return cfg.optim.base_lr * math.sqrt(cfg.data.batch_size_per_gpu * world_size / 1024.0)
@@ -108,7 +112,9 @@ def build_schedules(cfg: PretrainConfig, world_size: int = 1) -> Schedules:
     """
     o = cfg.optim
     total = o.total_iters
-    lr = CosineSchedule(peak_lr(cfg, world_size), o.min_lr, total, warmup_iters=o.warmup_epochs * o.iters_per_epoch)
+    lr = CosineSchedule(
+        peak_lr(cfg, world_size), o.min_lr, total, warmup_iters=o.warmup_epochs * o.iters_per_epoch
+    )
     return Schedules(
         lr=lr,
         last_layer_lr=_FrozenPrefix(lr, o.freeze_last_layer_epochs * o.iters_per_epoch),

@@ -27,10 +27,20 @@ def student_vit_config(cfg: PretrainConfig) -> ViTConfig:
     if s.arch not in VIT_PRESETS:
         raise ValueError(f"student.arch={s.arch!r} is unknown; choose one of {', '.join(VIT_PRESETS)}")
     base = VIT_PRESETS[s.arch]
-    sizes = {k: v for k, v in (("embed_dim", s.embed_dim), ("depth", s.depth), ("num_heads", s.num_heads)) if v}
-    return replace(base, **sizes, patch_size=s.patch_size, img_size=cfg.data.global_crops_size,
-                   init_values=s.layerscale, ffn=s.ffn, drop_path_rate=s.drop_path_rate,
-                   drop_path_uniform=s.drop_path_uniform, dynamic_img_size=True)
+    sizes = {
+        k: v for k, v in (("embed_dim", s.embed_dim), ("depth", s.depth), ("num_heads", s.num_heads)) if v
+    }
+    return replace(
+        base,
+        **sizes,
+        patch_size=s.patch_size,
+        img_size=cfg.data.global_crops_size,
+        init_values=s.layerscale,
+        ffn=s.ffn,
+        drop_path_rate=s.drop_path_rate,
+        drop_path_uniform=s.drop_path_uniform,
+        dynamic_img_size=True,
+    )
 
 
 def distill_head_key(expert: str, target: str = "") -> str:
@@ -93,9 +103,14 @@ class StudentModel(nn.Module):
         self.backbone: ViT = build_vit(self.vit_cfg, mask_token=True)
         h = cfg.heads
         dim = self.vit_cfg.embed_dim
-        self.dino_head = DINOHead(dim, h.dino_out_dim, h.dino_hidden_dim, h.dino_bottleneck_dim, h.dino_nlayers)
-        self.ibot_head = (DINOHead(dim, h.ibot_out_dim, h.ibot_hidden_dim, h.ibot_bottleneck_dim, h.ibot_nlayers)
-                          if h.ibot_separate_head else None)
+        self.dino_head = DINOHead(
+            dim, h.dino_out_dim, h.dino_hidden_dim, h.dino_bottleneck_dim, h.dino_nlayers
+        )
+        self.ibot_head = (
+            DINOHead(dim, h.ibot_out_dim, h.ibot_hidden_dim, h.ibot_bottleneck_dim, h.ibot_nlayers)
+            if h.ibot_separate_head
+            else None
+        )
         self.extra_unmasked_pass = cfg.distill.expert_patch_tokens == "extra_unmasked_pass"
         self.distill_heads = nn.ModuleDict()
         self._head_of: dict[tuple[str, str], str] = {}
@@ -107,11 +122,14 @@ class StudentModel(nn.Module):
                     continue
                 key = distill_head_key(e.name, "" if len(dims) == 1 else target)
                 if key not in self.distill_heads:
-                    self.distill_heads[key] = DistillHead(dim, width, h.distill_bottleneck_dim, h.distill_head)
+                    self.distill_heads[key] = DistillHead(
+                        dim, width, h.distill_bottleneck_dim, h.distill_head
+                    )
                 self._head_of[(e.name, target)] = key
 
-    def forward(self, global_crops: torch.Tensor, local_crops: torch.Tensor | None,
-                masks: torch.Tensor) -> StudentOutputs:
+    def forward(
+        self, global_crops: torch.Tensor, local_crops: torch.Tensor | None, masks: torch.Tensor
+    ) -> StudentOutputs:
         """Student forward over masked globals + unmasked locals, then every head.
 
         Args:
@@ -144,10 +162,12 @@ class StudentModel(nn.Module):
                 distill_cls[name] = head(d_cls, which="cls")
             else:
                 distill_patch[name] = head(d_patch, which="patch")
-        return StudentOutputs(g_cls, g_patch, l_cls, dino_logits, ibot_logits, distill_cls, distill_patch, grid)
+        return StudentOutputs(
+            g_cls, g_patch, l_cls, dino_logits, ibot_logits, distill_cls, distill_patch, grid
+        )
 
     def ema_modules(self) -> dict[str, nn.Module]:
-        """Modules the EMA teacher tracks: backbone + DINO head (+ separate iBOT head); never distill heads."""
+        """Modules the EMA teacher tracks: backbone + DINO head (+ separate iBOT head), no distill heads."""
         mods: dict[str, nn.Module] = {"backbone": self.backbone, "dino_head": self.dino_head}
         if self.ibot_head is not None:
             mods["ibot_head"] = self.ibot_head
@@ -174,7 +194,7 @@ class TeacherModel(nn.Module):
     def forward(self, global_crops: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(DINO logits (2B, K) of the CLS, iBOT logits (M, K) of the tokens the student sees masked)."""
         tokens = self.backbone.forward_tokens(global_crops)
-        cls, patch = tokens[:, 0], tokens[:, self.backbone.num_prefix_tokens:]
+        cls, patch = tokens[:, 0], tokens[:, self.backbone.num_prefix_tokens :]
         ibot_head = self.ibot_head or self.dino_head
         return self.dino_head(cls), ibot_head(patch[masks])
 

@@ -74,16 +74,25 @@ def build_dataset(cfg: PretrainConfig):
     from gpfm.pretrain.data import SlideTileDataset, TileFolderDataset
 
     d = cfg.data
-    aug = MultiCropAugmentation(global_crops_scale=d.global_crops_scale, local_crops_scale=d.local_crops_scale,
-                                local_crops_number=d.local_crops_number, global_crops_size=d.global_crops_size,
-                                local_crops_size=d.local_crops_size, blur_semantics=d.blur_semantics,
-                                preset=d.aug_preset, clean_global_views=cfg.distill.expert_view == "clean")
+    aug = MultiCropAugmentation(
+        global_crops_scale=d.global_crops_scale,
+        local_crops_scale=d.local_crops_scale,
+        local_crops_number=d.local_crops_number,
+        global_crops_size=d.global_crops_size,
+        local_crops_size=d.local_crops_size,
+        blur_semantics=d.blur_semantics,
+        preset=d.aug_preset,
+        clean_global_views=cfg.distill.expert_view == "clean",
+    )
     failures = Path(cfg.train.output_dir) / "failed_tiles.txt"
     if d.source == "slides":
         if not d.slides:
-            raise ValueError("data.slides is empty; give [[slide_path, coords_h5], ...] for data.source=slides")
-        return SlideTileDataset([tuple(s) for s in d.slides], aug, base_seed=cfg.train.seed, mpp=d.mpp,
-                                failure_log=failures)
+            raise ValueError(
+                "data.slides is empty; give [[slide_path, coords_h5], ...] for data.source=slides"
+            )
+        return SlideTileDataset(
+            [tuple(s) for s in d.slides], aug, base_seed=cfg.train.seed, mpp=d.mpp, failure_log=failures
+        )
     if not d.root:
         raise ValueError("data.root is not set; pass data.root=<folder of tiles or list file>")
     if not Path(d.root).exists():
@@ -97,16 +106,28 @@ def batch_stream(cfg: PretrainConfig, info: DistInfo, start_iteration: int, data
 
     dataset = build_dataset(cfg) if dataset is None else dataset
     b = cfg.data.batch_size_per_gpu
-    sampler = InfiniteShardedSampler(len(dataset), seed=cfg.train.seed, rank=info.rank,
-                                     world_size=info.world_size, start_index=start_iteration * b)
+    sampler = InfiniteShardedSampler(
+        len(dataset),
+        seed=cfg.train.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        start_index=start_iteration * b,
+    )
 
     def collate(samples: list) -> dict:
         # the iBOT masks are drawn in the loop from (seed, rank, iteration), not here
         return collate_multicrop(samples, None)
 
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=b, sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate, worker_init_fn=seed_worker,
-        drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+        dataset,
+        batch_size=b,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate,
+        worker_init_fn=seed_worker,
+        drop_last=True,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
         # a private generator: creating the iterator must not consume the global torch RNG (resume)
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
@@ -114,12 +135,14 @@ def batch_stream(cfg: PretrainConfig, info: DistInfo, start_iteration: int, data
 
 
 def iteration_masks(cfg: PretrainConfig, rank: int, iteration: int, n_crops: int) -> torch.Tensor:
-    """iBOT masks of one step, a pure function of (seed, rank, iteration) (spec §2.3, §8 #11)."""
+    """IBOT masks of one step, a pure function of (seed, rank, iteration) (spec §2.3, §8 #11)."""
     from gpfm.pretrain.masking import sample_batch_masks
 
     side = cfg.data.global_crops_size // cfg.student.patch_size
     rng = np.random.default_rng([cfg.train.seed, rank, iteration])
-    return sample_batch_masks(n_crops, (side, side), cfg.data.mask_probability, cfg.data.mask_ratio_min_max, rng)
+    return sample_batch_masks(
+        n_crops, (side, side), cfg.data.mask_probability, cfg.data.mask_ratio_min_max, rng
+    )
 
 
 def _seed_everything(seed: int, rank: int) -> None:
@@ -139,8 +162,10 @@ def _init_student(meta: MetaArch, init: str) -> None:
     missing = [k for k in own if k not in sd and k != "mask_token"]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        raise CheckpointError(f"{init}: student init does not match (missing {missing[:10]}, "
-                              f"unexpected {unexpected[:10]}); check student.arch/patch_size")
+        raise CheckpointError(
+            f"{init}: student init does not match (missing {missing[:10]}, "
+            f"unexpected {unexpected[:10]}); check student.arch/patch_size"
+        )
     meta.student.backbone.load_state_dict(sd, strict=False)
     meta.teacher.backbone.load_state_dict(meta.student.backbone.state_dict())
     log.info("student initialised from %s (%s layout); mask_token kept at its init", init, fmt)
@@ -155,17 +180,35 @@ def _peak_memory_mb(device: torch.device) -> float:
 def _manifest(cfg: PretrainConfig, meta: MetaArch, info: DistInfo, precision: str, dataset) -> dict[str, Any]:
     import gpfm
 
-    experts = {n: {"weights_sha256": getattr(getattr(e, "encoder", None), "weights_sha256", None),
-                   "cls_dim": e.cls_dim, "patch_dim": e.patch_dim} for n, e in meta.experts.items()}
-    return {"gpfm_version": gpfm.__version__, "torch": torch.__version__, "world_size": info.world_size,
-            "precision": precision, "device": str(info.device), "experts": experts,
-            "dataset_size": len(dataset) if dataset is not None else None,
-            "student_params": sum(p.numel() for p in meta.student.parameters()),
-            "config": cfg.to_dict()}
+    experts = {
+        n: {
+            "weights_sha256": getattr(getattr(e, "encoder", None), "weights_sha256", None),
+            "cls_dim": e.cls_dim,
+            "patch_dim": e.patch_dim,
+        }
+        for n, e in meta.experts.items()
+    }
+    return {
+        "gpfm_version": gpfm.__version__,
+        "torch": torch.__version__,
+        "world_size": info.world_size,
+        "precision": precision,
+        "device": str(info.device),
+        "experts": experts,
+        "dataset_size": len(dataset) if dataset is not None else None,
+        "student_params": sum(p.numel() for p in meta.student.parameters()),
+        "config": cfg.to_dict(),
+    }
 
 
-def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = None, dataset=None,
-          batches: Iterable[dict] | None = None) -> TrainResult:
+def train(
+    cfg: PretrainConfig,
+    *,
+    resume: bool = True,
+    experts: dict | None = None,
+    dataset=None,
+    batches: Iterable[dict] | None = None,
+) -> TrainResult:
     """Run (or resume) pretraining until ``stop_at_iteration`` or the end of the schedules.
 
     Args:
@@ -192,11 +235,15 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
     if cfg.student.init != "scratch":
         _init_student(meta, cfg.student.init)
     # separate_mlp heads have a CLS and a patch adapter; one may be unused when a term's weight is 0
-    meta.set_student_wrapper(wrap_student(meta.student, info, cfg.train.parallel,
-                                          find_unused=cfg.heads.distill_head == "separate_mlp"))
+    meta.set_student_wrapper(
+        wrap_student(
+            meta.student, info, cfg.train.parallel, find_unused=cfg.heads.distill_head == "separate_mlp"
+        )
+    )
     shard_teacher_like_student(meta.teacher, cfg.train.parallel, info)
-    optimizer = build_optimizer(build_param_groups(meta.student.named_parameters(),
-                                                   meta.student.vit_cfg.depth, cfg.optim), cfg.optim)
+    optimizer = build_optimizer(
+        build_param_groups(meta.student.named_parameters(), meta.student.vit_cfg.depth, cfg.optim), cfg.optim
+    )
     schedules = build_schedules(cfg, info.world_size)
     start, last_ckpt = 0, None
     found = latest_checkpoint(run_dir) if resume else None
@@ -221,8 +268,9 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
             raise ValueError("train.probe_root is not supported with train.parallel=fsdp2 (rank-0 forward)")
         from gpfm.pretrain.probe import load_probe_set
 
-        probe_set = load_probe_set(cfg.train.probe_root, cfg.data.global_crops_size, cfg.train.probe_max_images,
-                                   cfg.train.seed)
+        probe_set = load_probe_set(
+            cfg.train.probe_root, cfg.data.global_crops_size, cfg.train.probe_max_images, cfg.train.seed
+        )
     timer = PhaseTimer(device)
     stream = iter(batches)
     meta.student.train()
@@ -234,7 +282,9 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
             batch = next(stream)
             wait = time.perf_counter() - t0
             timer.add("data", wait)
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {
+                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
             batch["masks"] = iteration_masks(cfg, info.rank, it, batch["global_crops"].shape[0]).to(device)
             sched = schedules.values(it)
             apply_hyperparameters(optimizer, sched["lr"], sched["last_layer_lr"], sched["wd"])
@@ -256,15 +306,33 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
             window_data += wait
             if done % cfg.train.log_every == 0 or done == stop:
                 elapsed = time.perf_counter() - window_start
-                record = _record(meta, terms, total, sched, norms, timer, window_iters, elapsed, window_data,
-                                 b * info.world_size, device)
+                record = _record(
+                    meta,
+                    terms,
+                    total,
+                    sched,
+                    norms,
+                    timer,
+                    window_iters,
+                    elapsed,
+                    window_data,
+                    b * info.world_size,
+                    device,
+                )
                 logger.log(done, record)
                 window_start, window_iters, window_data = time.perf_counter(), 0, 0.0
             if done % cfg.train.checkpoint_every == 0 or done == stop:
-                last_ckpt = save_checkpoint(run_dir, iteration=done, meta=meta, optimizer=optimizer,
-                                            samples_per_rank=done * b, config=cfg.to_dict(),
-                                            extra={"world_size": info.world_size}, keep_last=cfg.train.keep_last,
-                                            is_main=info.is_main)
+                last_ckpt = save_checkpoint(
+                    run_dir,
+                    iteration=done,
+                    meta=meta,
+                    optimizer=optimizer,
+                    samples_per_rank=done * b,
+                    config=cfg.to_dict(),
+                    extra={"world_size": info.world_size},
+                    keep_last=cfg.train.keep_last,
+                    is_main=info.is_main,
+                )
             if probe_set is not None and done % cfg.train.probe_every == 0:
                 from gpfm.pretrain.probe import probe_backbone
 
@@ -273,7 +341,9 @@ def train(cfg: PretrainConfig, *, resume: bool = True, experts: dict | None = No
             if tce and done % tce == 0:  # every rank joins (FSDP2 gathers shards); rank 0 writes
                 from gpfm.pretrain.export import export_teacher
 
-                export_teacher(meta, run_dir / "teacher" / f"iter_{done:08d}", iteration=done, write=info.is_main)
+                export_teacher(
+                    meta, run_dir / "teacher" / f"iter_{done:08d}", iteration=done, write=info.is_main
+                )
     finally:
         logger.close()
     if info.is_main and logger.path.is_file():
@@ -285,12 +355,25 @@ def _nonfinite_message(it: int, terms: dict, ckpt: Path | None, norms: dict | No
     values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
     where = f"grad norms {norms}" if norms else "loss"
     keep = f"the last good checkpoint {ckpt} is intact" if ckpt else "no checkpoint had been written yet"
-    return (f"non-finite {where} at iteration {it} ({values}); stopped before the optimizer step, {keep}. "
-            "Lower optim.base_lr, check the data for blank/duplicate tiles, or resume from the checkpoint.")
+    return (
+        f"non-finite {where} at iteration {it} ({values}); stopped before the optimizer step, {keep}. "
+        "Lower optim.base_lr, check the data for blank/duplicate tiles, or resume from the checkpoint."
+    )
 
 
-def _record(meta: MetaArch, terms: dict, total: torch.Tensor, sched: dict, norms: dict, timer: PhaseTimer,
-            iters: int, elapsed: float, data_wait: float, global_batch: int, device: torch.device) -> dict:
+def _record(
+    meta: MetaArch,
+    terms: dict,
+    total: torch.Tensor,
+    sched: dict,
+    norms: dict,
+    timer: PhaseTimer,
+    iters: int,
+    elapsed: float,
+    data_wait: float,
+    global_batch: int,
+    device: torch.device,
+) -> dict:
     rec: dict[str, float] = {f"loss/{k}": v for k, v in meta.upstream_losses(terms).items()}
     rec["objective"] = float(total.detach())
     rec.update({f"term/{k}": float(v.detach()) for k, v in terms.items()})
