@@ -21,7 +21,7 @@ def temp_name(final: Path) -> Path:
 
 
 def fsync_dir(directory: Path) -> None:
-    """fsync a directory so a rename inside it is durable (no-op where unsupported)."""
+    """Fsync a directory so a rename inside it is durable (no-op where unsupported)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -31,7 +31,9 @@ def models(
 
 
 def embed(
-    images: Path = typer.Argument(..., help="Folder of tile images (searched recursively) or CSV with a 'path' column."),
+    images: Path = typer.Argument(
+        ..., help="Folder of tile images (searched recursively) or CSV with a 'path' column."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output file: .h5 or .safetensors."),
     encoder: str = typer.Option("gpfm", "--encoder", "-e", help="Registered encoder name (see `gpfm models`)."),
     weights: str = typer.Option(None, "--weights", help="Weights file, or 'random' (tests/timing only)."),

@@ -108,7 +108,9 @@ def embed_images(
         source: folder of images (searched recursively) or CSV with ``path`` (and optional ``label``).
         out: ``.h5``/``.hdf5`` or ``.safetensors`` output path.
         encoder: registry name or an already created :class:`Encoder`.
-        weights, device, precision: passed to :func:`gpfm.models.create_encoder`.
+        weights: weights path or ``"random"`` (see :func:`gpfm.models.create_encoder`).
+        device: ``cpu``/``cuda``/... (None: CUDA when available).
+        precision: ``fp32``/``bf16``/``fp16`` (None: the encoder's hardware default).
         batch_size: images per forward pass.
         workers: DataLoader worker processes for decoding.
         recursive: search sub-folders.

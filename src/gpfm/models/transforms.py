@@ -34,6 +34,7 @@ class PilTransform:
         self._std = torch.tensor(preprocess.std).view(3, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Resize (antialiased), convert to [0, 1] and normalise one image."""
         p = self.preprocess
         image = to_rgb(image)
         filt = _PIL_FILTERS[p.interpolation]

@@ -103,8 +103,11 @@ def resolve_weights(spec: EncoderSpec, weights: str | os.PathLike[str] | None) -
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the hub (at resolution time, never at import) so offline runs fail fast
-    instead of waiting through huggingface_hub's retry back-off."""
+    """Whether the hub answers one quick TCP connect.
+
+    Done at resolution time, never at import, so offline runs fail fast instead of waiting through
+    huggingface_hub's retry back-off.
+    """
     import socket
     from urllib.parse import urlparse
 
