@@ -125,6 +125,19 @@ class Protocol(ABC):
         """The pinned defaults with overrides applied, as recorded beside every result."""
         return {"protocol": self.name, "version": self.version, **dataclasses.asdict(self.config)}
 
+    def make_result(self, *, task: str, encoder: str, metrics: dict[str, float], **fields: Any) -> ProtocolResult:
+        """A :class:`ProtocolResult` with this protocol's name, version, primary metric and resolved config."""
+        return ProtocolResult(
+            protocol=self.name,
+            protocol_version=self.version,
+            task=task,
+            encoder=encoder,
+            primary_metric=self.primary_metric,
+            metrics=metrics,
+            config=self.resolved_config(),
+            **fields,
+        )
+
     @abstractmethod
     def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
         """Evaluate on ``data`` and write artifacts under ``out_dir``."""

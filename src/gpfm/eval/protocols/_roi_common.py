@@ -127,15 +127,11 @@ def classification_result(
         flags.append(
             f"{data.provenance['duplicate_groups_across_splits']} duplicate-image groups straddle the split"
         )
-    return ProtocolResult(
-        protocol=protocol.name,
-        protocol_version=protocol.version,
+    return protocol.make_result(
         task=task,
         encoder=encoder,
-        primary_metric=protocol.primary_metric,
         metrics=metrics,
         ci95=ci95,
-        config=protocol.resolved_config(),
         provenance=provenance(protocol, data, **extra),
         artifacts=all_artifacts,
         flags=flags,

@@ -154,17 +154,13 @@ class SurvivalBase(Protocol):
             }
         if self.val_equals_test:
             flags = ["val==test (faithful)", *flags]
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             metrics_sd=metrics_sd if len(runs) > 1 else {},
             ci95=ci95,
             runs=runs,
-            config=self.resolved_config(),
             artifacts=artifacts,
             flags=flags,
             provenance=slide_provenance(

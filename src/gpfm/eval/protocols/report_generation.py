@@ -246,16 +246,12 @@ class ReportGenerationProtocol(Protocol):
             flags.append("not above constant-text baseline")
         if metrics["truncated_fraction"] > 0:
             flags.append(f"{metrics['truncated_fraction']:.0%} of outputs truncated at max_len")
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             runs=[dict(metrics)],
             ci95=ci95,
-            config=self.resolved_config(),
             provenance={
                 **data.meta,
                 **describe(fitted),

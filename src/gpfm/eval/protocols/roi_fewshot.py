@@ -185,16 +185,12 @@ class SimpleShot(Protocol):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "fewshot.json", curve)
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             metrics_sd=sds,
             ci95=ci95,
-            config=self.resolved_config(),
             provenance=provenance(
                 self,
                 data,

@@ -102,15 +102,11 @@ class RetrievalPathoBench(_RoiRetrieval):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "retrieval_per_class.json", per_class)
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             ci95=ci95,
-            config=self.resolved_config(),
             provenance=provenance(self, data, query="test", gallery="train"),
             artifacts={"retrieval_per_class": "retrieval_per_class.json"},
         )
@@ -148,15 +144,11 @@ class RetrievalThunder(_RoiRetrieval):
                 metrics[f"{name}@{k}"] = float(scores[name])
                 ci95[f"{name}@{k}"] = cis[name].as_tuple()
             metrics[f"macro_jaccard@{k}"] = macro_jaccard(cm)
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             ci95=ci95,
-            config=self.resolved_config(),
             provenance=provenance(
                 self, data, query="test", gallery="train", vote_tie_break="best-ranked class"
             ),

@@ -248,16 +248,12 @@ class VqaFusionProtocol(Protocol):
         flags = ["val carved from train"] if carved else []
         if metrics["overall_accuracy"] <= metrics["baseline_overall_accuracy"]:
             flags.append("not above question-prior baseline")
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             runs=[dict(metrics)],
             ci95=ci95,
-            config=self.resolved_config(),
             provenance={
                 **data.meta,
                 **describe(fitted),

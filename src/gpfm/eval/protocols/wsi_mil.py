@@ -216,17 +216,13 @@ class _MILProtocol(Protocol):
         artifacts, ci95, flags, extra = self._artifacts(
             out_dir, data, names, predictions, curves_all, attention
         )
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             metrics_sd=metrics_sd,
             ci95=ci95,
             runs=runs,
-            config=self.resolved_config(),
             artifacts=artifacts,
             flags=flags,
             provenance=slide_provenance(
@@ -412,17 +408,13 @@ class WsiLinearPooled(_MILProtocol):
             [{k: v for k, v in r.items() if k not in ("fold", "seed", "C")} for r in runs]
         )
         artifacts, ci95, flags, extra = self._artifacts(out_dir, data, names, predictions, [], {})
-        return ProtocolResult(
-            protocol=self.name,
-            protocol_version=self.version,
+        return self.make_result(
             task=task,
             encoder=encoder,
-            primary_metric=self.primary_metric,
             metrics=metrics,
             metrics_sd=metrics_sd if len(runs) > 1 else {},
             ci95=ci95,
             runs=runs,
-            config=self.resolved_config(),
             artifacts=artifacts,
             flags=flags,
             provenance=slide_provenance(self, data, folds, selected_C=[r["C"] for r in runs], **extra),
