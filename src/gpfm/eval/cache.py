@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from gpfm.atomic import atomic_path, write_json_atomic
+from gpfm.hashing import file_digest
 
 if TYPE_CHECKING:
     from gpfm.models.encoder import Encoder
@@ -93,14 +94,6 @@ def recipe_hash(preprocess: dict[str, Any], pooling: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dataset_hash(root: Path, ids: Sequence[str], mode: HashMode = "stat") -> str:
     """16 hex of SHA-256 over sorted ``id, size, mtime_ns`` (``stat``) or ``id, content sha256`` lines."""
     if mode not in ("stat", "content"):
@@ -112,7 +105,7 @@ def dataset_hash(root: Path, ids: Sequence[str], mode: HashMode = "stat") -> str
             st = path.stat()
             lines.append(f"{item}\t{st.st_size}\t{st.st_mtime_ns}")
         else:
-            lines.append(f"{item}\t{_file_sha256(path)}")
+            lines.append(f"{item}\t{file_digest(path)}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 

