@@ -44,7 +44,7 @@ def lc25000_table(lc25000_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def lc25000_features(lc25000_dir: Path, lc25000_table, pytestconfig) -> dict[str, np.ndarray]:
+def lc25000_features(lc25000_dir: Path, lc25000_table) -> dict[str, np.ndarray]:
     """Real EfficientNet-Lite0 ImageNet features of all 900 LC25000 patches (cached between local runs).
 
     Returns a dict with ``features`` (900, 1280) float32, ``labels`` (900,) int, ``label_names``,
@@ -56,8 +56,10 @@ def lc25000_features(lc25000_dir: Path, lc25000_table, pytestconfig) -> dict[str
 
     names = sorted({r["label"] for r in lc25000_table})
     rows = sorted(lc25000_table, key=lambda r: r["file"])
-    cache_dir = Path(pytestconfig.cache.mkdir("gpfm_lc25000"))
-    cache = cache_dir / "effnet_lite0_fp32.npz"
+    # our own cache folder (not pytest's cache plugin, which may be disabled with -p no:cacheprovider)
+    cache_dir = Path(os.environ.get("GPFM_TEST_CACHE", Path(__file__).resolve().parents[1] / ".cache" / "tests"))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / "lc25000_effnet_lite0_fp32.npz"
     paths = [str(lc25000_dir / r["file"]) for r in rows]
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
@@ -69,7 +71,10 @@ def lc25000_features(lc25000_dir: Path, lc25000_table, pytestconfig) -> dict[str
             batch = torch.stack([enc.transform(Image.open(p)) for p in paths[i : i + 64]])
             out.append(enc.embed(batch).numpy())
         feats = np.concatenate(out).astype(np.float32)
-        np.savez(cache, features=feats)
+        from gpfm.atomic import atomic_path
+
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, features=feats)
     return {
         "features": feats,
         "labels": np.array([names.index(r["label"]) for r in rows]),

@@ -10,10 +10,12 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from gpfm.errors import GpfmError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(GpfmError, KeyError):
     """Raised when a name is not registered; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError would quote the message

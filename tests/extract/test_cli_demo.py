@@ -38,7 +38,7 @@ def test_extract_cli_reports_failures_with_exit_code(tmp_path, cmu, tcga, tiny_e
     assert "done 1" in result.output and "failed 1" in result.output
     assert "FAILED TCGA-CR-7395-01A-01-TS1: MissingMppError" in result.output
     summary = runner.invoke(app, ["wsi", "summarize", str(out)])
-    assert summary.exit_code == 0 and "2 slides: done 1, failed 1" in summary.output
+    assert summary.exit_code == 1 and "2 slides: done 1, failed 1" in summary.output  # an incomplete job
     rerun = runner.invoke(app, args)
     assert rerun.exit_code == 1 and "failed_earlier 1" in rerun.output and "--retry-failed" in rerun.output
 

@@ -65,7 +65,8 @@ def test_truncated_and_corrupt_slides_in_a_batch(tmp_path, cmu, tiny_encoder):
         state = by_id[bad]
         assert state.status == "failed", state
         assert state.error.startswith(f"{bad}.svs: ") and "\n" not in state.error
-    assert by_id["garbage"].error_class == by_id["truncated"].error_class == "UnsupportedSlideError"
+    assert by_id["garbage"].error_class == "UnsupportedSlideError"
+    assert by_id["truncated"].error_class == "TruncatedSlideError"  # distinct from an unsupported format
     assert "JPEG" in by_id["zeroed"].error
     features_dir = out / "20x_256px_0px_overlap" / "features_test-tiny"
     assert sorted(p.name for p in features_dir.iterdir()) == ["good.h5"]  # no partial file, no leftover lock

@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import shared_path
 from gpfm.models import create_encoder, get_encoder_spec, list_encoders
+from tests.conftest import shared_path
 
 GIANT = {"uni2-h", "virchow", "virchow2", "h-optimus-0"}  # > 600 M parameters: slow on a 2-core CPU
 

@@ -37,7 +37,8 @@ def _cosines(name, weights, tiles, realistic_layerscale=False):
 @pytest.mark.realdata
 def test_bf16_gate_matches_measured_parity_efficientnet(record_property):
     """EfficientNet-Lite0 (real weights) measured 0.9951 min cosine here: bf16 is NOT its default, and the
-    registry must say so. If the measurement ever passes, the registry entry should be updated."""
+    registry must say so. If the measurement ever passes, the registry entry should be updated.
+    """
     cos = _cosines("efficientnet-lite0-imagenet", None, _tiles(48))
     record_property("bf16_cosine", json.dumps({"min": cos.min().item(), "median": cos.median().item()}))
     print(f"efficientnet-lite0 bf16 vs fp32 on 48 real tiles [{cpu_capability()}]: "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from gpfm.errors import EXIT_INPUT, EXIT_PARTIAL
+
 
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
@@ -68,7 +70,7 @@ def bench(
         )
     except (SuiteError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_INPUT) from None
     agg = aggregate(table.rows, table.encoders())
     if as_json:
         typer.echo(json.dumps(agg.to_dict()["overall"]["entries"], indent=2))
@@ -86,8 +88,13 @@ def bench(
                 str(e.n_failed),
             )
         Console(width=160).print(lb)
-    n_bad = sum(not r.ok for r in table.rows)
-    typer.echo(f"{len(table.rows) - n_bad}/{len(table.rows)} runs ok; report: {Path(out) / 'report.html'}")
+    n_ok = sum(r.ok for r in table.rows)
+    n_failed = sum(r.status == "failed" for r in table.rows)
+    typer.echo(f"{n_ok}/{len(table.rows)} runs ok; report: {Path(out) / 'report.html'}")
+    if n_failed or not n_ok:  # exit-code policy (gpfm.errors): 1 = finished, but not everything succeeded
+        what = f"{n_failed} run(s) failed (reasons in results.csv)" if n_failed else "no run succeeded"
+        typer.echo(f"error: {what}", err=True)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def bench_report(
@@ -103,7 +110,7 @@ def bench_report(
         path = write_report(results_dir, output)
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_INPUT) from None
     typer.echo(str(path))
 
 
@@ -129,7 +136,7 @@ def bench_check(
         checks = check_suite(suite, _split(encoders) or None, data_root)
     except SuiteError as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_INPUT) from None
     table = Table(title=f"{suite}: {sum(c.ready for c in checks)}/{len(checks)} task(s) ready")
     for col in ("task", "family", "protocols", "data", "status"):
         table.add_column(col, overflow="fold")

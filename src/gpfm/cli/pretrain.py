@@ -26,6 +26,9 @@ def pretrain(
         False, "--no-resume", help="Start fresh even if the run folder has checkpoints."
     ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    allow_config_change: bool = typer.Option(
+        False, "--allow-config-change",
+        help="Resume although weight-shaping settings changed (recorded in config_history.jsonl)."),
 ) -> None:
     """Pretrain a student ViT with DINO + iBOT + KoLeo and online expert distillation (auto-resumes)."""
     from gpfm.pretrain.config import ConfigError, dump_yaml, load_config
@@ -37,17 +40,17 @@ def pretrain(
     if print_config:
         typer.echo(dump_yaml(cfg))
         return
+    from gpfm.errors import EXIT_INPUT, GpfmError
     from gpfm.pretrain.dist import cleanup_distributed
-    from gpfm.pretrain.train import NonFiniteLossError, train
+    from gpfm.pretrain.train import train
 
-    try:
-        result = train(cfg, resume=not no_resume)
-    except NonFiniteLossError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=3) from None
+    try:  # errors (diverged: exit 5; changed config / unreadable checkpoints: exit 2) go to the CLI boundary
+        result = train(cfg, resume=not no_resume, allow_config_change=allow_config_change)
     except ValueError as exc:
+        if isinstance(exc, GpfmError):
+            raise
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        raise typer.Exit(code=EXIT_INPUT) from None
     finally:
         cleanup_distributed()
     typer.echo(

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
+from gpfm.errors import EXIT_ENVIRONMENT, EXIT_INPUT, EXIT_PARTIAL
+
 wsi_app = typer.Typer(help="Whole-slide job tools: summarize a job directory.", no_args_is_help=True)
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(EXIT_INPUT)
 
 
 def extract(
@@ -72,8 +74,11 @@ def extract(
     if summary.counts.get("failed_earlier"):
         typer.echo("  (slides that failed in earlier runs were not retried; pass --retry-failed)")
     typer.echo(f"summary: {summary.summary_csv}  run record: {summary.record_path}")
+    if summary.stopped:
+        typer.echo(f"error: batch stopped: {summary.stopped}", err=True)
+        raise typer.Exit(EXIT_ENVIRONMENT if summary.stopped_by_environment else EXIT_PARTIAL)
     if summary.failures:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def demo(
@@ -101,24 +106,23 @@ def demo(
 @wsi_app.command("summarize")
 def summarize(
     job_dir: Path = typer.Argument(..., help="A job directory written by `gpfm extract`."),
+    slides: list[Path] | None = typer.Option(
+        None, "--slides", help="The job's slide list (files, folders, CSV) to also list slides never started."),
+    recursive: bool = typer.Option(False, help="Scan --slides folders recursively."),
 ) -> None:
-    """Aggregate state/*.json into summary.csv and print the counts and failures."""
-    from collections import Counter
+    """Aggregate state/*.json into summary.csv; print counts, failures, interrupted and never-started slides.
 
-    from gpfm.extract.state import load_all_states, write_summary_csv
+    Exit code 1 when any slide failed, was interrupted or never started.
+    """
+    from gpfm.extract.summarize import summarize_job
 
-    states = load_all_states(job_dir / "state")
-    if not states:
-        _fail(f"{job_dir}: no state/*.json files; is this a `gpfm extract` job directory?")
-    write_summary_csv(job_dir / "summary.csv", states)
-    counts = Counter(s.status for s in states)
-    tiles = sum(s.n_tiles for s in states if s.status == "done")
-    typer.echo(f"{len(states)} slides: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-               + f"; {tiles} tiles embedded")
-    for s in states:
-        if s.status == "failed":
-            typer.echo(f"  FAILED {s.slide_id} (stage {s.stage}): {s.error_class}: {s.error}")
-    typer.echo(f"summary: {job_dir / 'summary.csv'}")
+    report = summarize_job(job_dir, [str(s) for s in slides or []], recursive=recursive)
+    typer.echo(report.headline())
+    for line in report.detail_lines():
+        typer.echo(f"  {line}")
+    typer.echo(f"summary: {report.summary_csv}")
+    if not report.ok:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def register(app: typer.Typer) -> None:

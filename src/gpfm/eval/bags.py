@@ -34,8 +34,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from gpfm.eval.label_checks import check_two_classes, handle_missing_labels
 from gpfm.eval.mil.splits import FoldSplit, folds_from_table
 from gpfm.eval.protocol import TaskContext, register_task_loader
+from gpfm.hashing import verify_array
 
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".vms", ".bif", ".czi", ".h5")
 
@@ -145,15 +147,18 @@ def read_bag(
             raise ValueError(
                 f"{path}: no 'features' dataset (found {sorted(fh)}); expected the TRIDENT layout"
             )
-        feats = fh["features"]
-        if feats.ndim == 3 and feats.shape[0] == 1:  # CLAM-era files store (1, N, D)
-            feats = feats[0]
-        n = feats.shape[0]
+        stored = fh["features"][()]  # the whole matrix: its checksum is verified before any row is used
+        recorded = fh["features"].attrs.get("features_sha256")
+        if stored.ndim == 3 and stored.shape[0] == 1:  # CLAM-era files store (1, N, D)
+            stored = stored[0]
+        verify_array(path, stored, recorded.decode() if isinstance(recorded, bytes) else recorded,
+                     fix="delete it and rerun `gpfm extract` to rebuild it")
+        n = stored.shape[0]
         rows: np.ndarray | slice = slice(None)
         if max_tiles is not None and n > max_tiles:
             rng = np.random.default_rng(_stable_seed(seed, path.stem))
             rows = np.sort(rng.choice(n, size=max_tiles, replace=False))
-        x = np.asarray(feats[rows], dtype=np.float32)
+        x = np.asarray(stored[rows], dtype=np.float32)
         coords = np.asarray(fh["coords"][rows], dtype=np.int64) if "coords" in fh else None
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{path}: features have shape {x.shape}; a bag needs at least one (D,) row")
@@ -279,6 +284,7 @@ _COMMON_KEYS = {
     "fold_column",
     "val_fold",
     "description",
+    "missing_labels",
 }
 _SLIDE_KEYS = _COMMON_KEYS | {"label_column", "label_names"}
 _SURVIVAL_KEYS = _COMMON_KEYS | {
@@ -344,24 +350,34 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
             raise ValueError(
                 f"{path}: case {per_case[per_case > 1].index[0]} has slides with different labels"
             )
-    values = rows[label_col].astype(str)
+    keep = handle_missing_labels(rows[label_col].tolist(), str(spec.get("missing_labels", "error")), str(path))
+    n_missing = int((~keep).sum())
+    if n_missing:  # drop the bags without a label (policy "drop"; "error" raised above)
+        dropped = set(rows.index[~keep].astype(str))
+        rows = rows.loc[keep]
+        groups = {k: v for k, v in groups.items() if str(k) not in dropped}
+    values = rows[label_col].astype(str).str.strip()
     names = [str(n) for n in spec.get("label_names") or sorted(values.unique())]
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"{path}: labels {unknown} are not in label_names {names}")
-    bags, coords, sizes = _materialise(groups, spec)
+    labels = np.array([names.index(v) for v in values])
     cases = rows[info["case_column"]].astype(str).tolist() if info["case_column"] else None
+    folds = folds_from_table(rows, spec, cases)
+    parts = {f"{f.name}/{part}": getattr(f, part) for f in folds or [] for part in ("train", "val", "test")}
+    check_two_classes(labels, names, parts, f"{path}")
+    bags, coords, sizes = _materialise(groups, spec)
     return BagDataset(
         bags,
-        np.array([names.index(v) for v in values]),
+        labels,
         list(groups),
         coords,
         names,
         cases,
-        folds=folds_from_table(rows, spec, cases),
+        folds=folds,
         members=[[p.stem for p in g] for g in groups.values()],
         member_sizes=sizes,
-        meta=_meta(path, info, spec),
+        meta={**_meta(path, info, spec), "missing_labels_dropped": n_missing},
     )
 
 

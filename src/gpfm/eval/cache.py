@@ -13,6 +13,9 @@ Layout (one folder per key, benchmark-protocols.md §0 and §12.11: never reuse 
   SHA-256 (``hash_mode="content"``: survives copies that do not keep mtimes).
 * Writes are atomic (temp file + rename); ``manifest.json`` is written last, so an entry without it is
   incomplete and is rebuilt.
+* Every read is verified: ``manifest.json`` records the SHA-256 of the feature matrix, and an entry whose
+  features no longer match it, or hold NaN/inf, is reported (one warning naming the folder) and rebuilt —
+  never used.
 
 The cache key is computed *without building the model* (weights are located and hashed, the precision is
 resolved), so a cache hit on a ViT-L costs no model load.
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 from gpfm.atomic import atomic_path, write_json_atomic
-from gpfm.hashing import file_digest
+from gpfm.hashing import CorruptArtifactError, array_sha256, file_digest, verify_array
 
 if TYPE_CHECKING:
     from gpfm.models.encoder import Encoder
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HashMode = Literal["stat", "content"]
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: features_sha256 recorded and verified on every read
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def encoder_identity(
 
 
 def embed_images(
-    encoder: Encoder, paths: Sequence[Path], batch_size: int = 64, num_threads: int = 2
+    encoder: Encoder, paths: Sequence[Path], batch_size: int = 64, num_threads: int = 2, desc: str = "embedding"
 ) -> tuple[np.ndarray, list[str]]:
     """Embed image files with the encoder's own transform; also returns each file's content SHA-256.
 
@@ -143,9 +146,11 @@ def embed_images(
             tensor = encoder.transform(image)
         return tensor, hashlib.sha256(data).hexdigest()
 
+    from gpfm.progress import progress_bar
+
     feats: list[np.ndarray] = []
     hashes: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool, progress_bar(len(paths), desc, "img") as bar:
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
         pending = pool.map(load, batches[0]) if batches else None
         for b in range(len(batches)):
@@ -153,6 +158,7 @@ def embed_images(
             pending = pool.map(load, batches[b + 1]) if b + 1 < len(batches) else None
             feats.append(encoder.embed(torch.stack([t for t, _ in loaded])).cpu().numpy().astype(np.float32))
             hashes.extend(h for _, h in loaded)
+            bar.update(len(loaded))
     dim = encoder.embed_dim
     return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), hashes
 
@@ -177,6 +183,12 @@ class RoiFeatureCache:
             return None
         if manifest.get("version") != MANIFEST_VERSION or features.shape[0] != len(manifest["ids"]):
             log.warning("feature cache entry %s is stale or truncated; re-embedding", folder)
+            return None
+        try:
+            verify_array(folder / "features.npy", features, manifest.get("features_sha256"),
+                         fix="the entry is rebuilt")
+        except CorruptArtifactError as err:
+            log.warning("%s; re-embedding", err)
             return None
         return CachedFeatures(
             features, np.array(manifest["ids"]), np.array(manifest["sha256"]), key, folder, True, manifest
@@ -230,7 +242,9 @@ class RoiFeatureCache:
 
             encoder = create_encoder(name, weights=weights, device=device, precision=precision, verbose=False)
         start = time.perf_counter()
-        features, hashes = embed_images(encoder, [root / i for i in sorted_ids], batch_size=batch_size)
+        features, hashes = embed_images(encoder, [root / i for i in sorted_ids], batch_size=batch_size,
+                                        desc=f"embedding {len(sorted_ids)} images with {name}")
+        verify_array(root, features, None, fix="the encoder produced NaN/inf features; try --precision fp32")
         elapsed = time.perf_counter() - start
         folder = self.root / key.relative_path()
         with atomic_path(folder / "features.npy") as tmp:
@@ -246,6 +260,7 @@ class RoiFeatureCache:
             "sha256": hashes,
             "labels": label_list,
             "shape": list(features.shape),
+            "features_sha256": array_sha256(features),
             "encoder": encoder.metadata(),
             "embed_seconds": round(elapsed, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

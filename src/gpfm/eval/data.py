@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from gpfm.eval.cache import RoiFeatureCache
+from gpfm.eval.label_checks import check_two_classes, handle_missing_labels
 from gpfm.eval.protocol import TaskContext, register_task_loader
 from gpfm.eval.splits import (
     SPLITS,
@@ -164,6 +165,7 @@ class RoiListing:
     labels: list[str]
     splits: list[str] | None
     groups: list[str] | None
+    n_missing_labels: int = 0
 
 
 def list_folder(root: Path) -> RoiListing:
@@ -183,11 +185,14 @@ def list_folder(root: Path) -> RoiListing:
     return RoiListing(root, ids, labels, None, None)
 
 
-def list_csv(csv_path: Path, root: Path | None) -> RoiListing:
-    """Rows ``path,label[,split,group]`` of a CSV; relative paths resolve against ``root`` or its folder."""
+def list_csv(csv_path: Path, root: Path | None, missing_labels: str = "error") -> RoiListing:
+    """Rows ``path,label[,split,group]`` of a CSV; relative paths resolve against ``root`` or its folder.
+
+    Rows without a label fail the task (``missing_labels="error"``) or are left out (``"drop"``, counted).
+    """
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: ROI label CSV not found; check data.csv")
-    with open(csv_path, newline="") as fh:
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise ValueError(f"{csv_path}: no rows")
@@ -198,6 +203,9 @@ def list_csv(csv_path: Path, root: Path | None) -> RoiListing:
             f"{csv_path}: needs columns path (or file/filename/image) and label; has {sorted(columns)}"
         )
     base = root if root is not None else csv_path.parent
+    keep = handle_missing_labels([r["label"] for r in rows], missing_labels, str(csv_path))
+    n_missing = int((~keep).sum())
+    rows = [r for r, k in zip(rows, keep, strict=True) if k]
     ids, labels = [], []
     for line, row in enumerate(rows, start=2):
         path = Path(row[path_col])
@@ -214,7 +222,7 @@ def list_csv(csv_path: Path, root: Path | None) -> RoiListing:
         else None
     )
     groups = [str(r["group"]).strip() for r in rows] if "group" in columns else None
-    return RoiListing(base, ids, labels, splits, groups)
+    return RoiListing(base, ids, labels, splits, groups, n_missing)
 
 
 def _resolve(base: Path, value: Any) -> Path:
@@ -233,15 +241,16 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
     Returns:
         :class:`RoiFeatures` with provenance (encoder, weights sha, cache key, dataset hash, split hash).
     """
-    unknown = sorted(set(data) - {"kind", "root", "csv", "labels", "split", "hash"})
+    unknown = sorted(set(data) - {"kind", "root", "csv", "labels", "split", "hash", "missing_labels"})
     if unknown:
         raise ValueError(
-            f"roi_images data block: unknown key(s) {unknown}; known: root, csv, labels, split, hash"
+            f"roi_images data block: unknown key(s) {unknown}; known: root, csv, labels, split, hash, missing_labels"
         )
     root = _resolve(ctx.base_dir, data["root"]) if data.get("root") else None
     if data.get("csv"):
         # a relative csv lives in root when root is given (``root: .../CRC-100K, csv: labels.csv``)
-        listing = list_csv(_resolve(root if root is not None else ctx.base_dir, data["csv"]), root)
+        listing = list_csv(_resolve(root if root is not None else ctx.base_dir, data["csv"]), root,
+                           str(data.get("missing_labels", "error")))
     elif root is not None:
         listing = list_folder(root)
     else:
@@ -309,6 +318,9 @@ def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
         "dataset_root": str(listing.root),
         "split": spec,
         "duplicate_groups_across_splits": duplicate_leaks,
+        "missing_labels_dropped": listing.n_missing_labels,
         "code_version": code_version(),
     }
+    check_two_classes(labels, names, {p: np.flatnonzero(split == p) for p in ("train", "val", "test")},
+                      f"ROI task at {listing.root}")
     return RoiFeatures(cached.features, labels, names, cached.ids, split, groups, provenance)

@@ -143,6 +143,10 @@ def run_suite(
         raise ValueError("no encoders given; pass e.g. --encoders gpfm,uni")
     if len(set(encoders)) != len(encoders):
         raise ValueError(f"encoder names repeat in {list(encoders)}; give each encoder once")
+    from gpfm.models import get_encoder_spec
+
+    for name in encoders:  # a misspelt name is a usage error (exit 2), not a column of failed runs
+        get_encoder_spec(name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = dict(weights or {})

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpfm.errors import GpfmError
+
 if TYPE_CHECKING:
     from gpfm.eval.suite import DataSpec
 
@@ -33,7 +35,7 @@ _PATH_KEYS = {
 _PATH_SUFFIXES = ("_path", "_dir", "_file", "_csv", "_json", "_root", "_h5", "_table", "_split", "_splits")
 
 
-class SuiteError(ValueError):
+class SuiteError(GpfmError, ValueError):
     """A suite file is malformed; the message names the file, the task and the offending key or value."""
 
 

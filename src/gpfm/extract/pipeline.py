@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpfm.errors import DiskFullError, disk_full_message, is_disk_full
 from gpfm.extract.layout import JobLayout
 from gpfm.extract.locks import break_stale_lock, lock_path_for, remove_stale_temps, try_acquire
 from gpfm.extract.progress import Progress
@@ -29,8 +30,28 @@ from gpfm.extract.slide import (
 from gpfm.extract.slides import SlideEntry
 from gpfm.extract.state import SlideState, load_state, one_line, save_state
 from gpfm.extract.writer import AsyncWriter
+from gpfm.wsi.readers.slide import file_fingerprint, identity_file, same_slide_content
 
 log = logging.getLogger(__name__)
+
+
+#: Failures that belong to the slide file itself: they stay failed on reruns until ``--retry-failed``.
+#: Any other failure (disk full, bad option, interruption, a bug) did not come from the slide and is retried.
+SLIDE_INTRINSIC_ERRORS = frozenset({
+    "UnsupportedSlideError", "TruncatedSlideError", "UnreadableSlideError", "SlideReadError", "MissingMppError",
+    "TilingError", "FileNotFoundError",
+})
+
+
+def failure_sticks(previous: SlideState, entry: SlideEntry) -> bool:
+    """True when an earlier failure should be kept (not retried) for this run's ``entry``."""
+    if previous.error_class not in SLIDE_INTRINSIC_ERRORS:
+        return False  # environment, options or a bug: the slide itself is not at fault
+    if previous.error_class == "MissingMppError" and entry.mpp is not None:
+        return False  # a missing mpp that this run now supplies is a fixed input
+    if previous.slide_fingerprint and not same_slide_content(previous.slide_fingerprint, entry.path):
+        return False  # the file was replaced (e.g. re-exported after a truncation): try the new one
+    return True
 
 
 @dataclass
@@ -54,6 +75,7 @@ class JobContext:
     thumbnail_px: int
     progress: Progress
     writer: AsyncWriter
+    stop_reason: list[str] = field(default_factory=list)  # set when the batch must stop (e.g. disk full)
 
 
 def cost_of(entry: SlideEntry, layout: JobLayout, fov_um: float) -> float:
@@ -84,19 +106,29 @@ def cost_of(entry: SlideEntry, layout: JobLayout, fov_um: float) -> float:
 
 
 def finish_slide(ctx: JobContext, state: SlideState, t0: float, lock: Any) -> SlideState:
-    """Stamp timing, save the state, release the lock, and report the slide."""
+    """Stamp timing, save the state, release the lock (always, even when the state cannot be saved), report."""
     state.seconds = time.perf_counter() - t0
     state.tiles_per_s = state.n_tiles / state.seconds if state.seconds > 0 else 0.0
     state.run_id = ctx.run_id
-    save_state(ctx.layout.state_dir, state)
-    if lock is not None:
-        lock.release()
+    try:
+        save_state(ctx.layout.state_dir, state)
+    except DiskFullError as exc:  # the state stays "running" on disk = not done; the next run redoes it
+        log.error("%s: cannot record state: %s", state.slide_id, exc)
+        if not ctx.stop_reason:
+            ctx.stop_reason.append(str(exc))
+    finally:
+        if lock is not None:
+            lock.release()
     ctx.progress.end_slide(state.slide_id, state.status, state.n_tiles, state.seconds)
     return state
 
 
 def fail_slide(ctx: JobContext, state: SlideState, exc: BaseException, t0: float, lock: Any) -> SlideState:
     """Record a failure (class + one-line reason naming the slide file) and release the lock."""
+    if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+        exc = DiskFullError(disk_full_message(ctx.layout.features(state.slide_id)))
+    if isinstance(exc, DiskFullError) and not ctx.stop_reason:
+        ctx.stop_reason.append(str(exc))  # every later slide would fail the same way: stop the batch
     state.status = "failed"
     state.error_class = type(exc).__name__
     state.error = one_line(exc)
@@ -141,7 +173,9 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     previous = load_state(ctx.layout.state_dir, entry.slide_id)
     if _finished_during_this_run(previous, ctx):
         return "held", None  # another worker of this job did it (also under --overwrite: once per run)
-    if not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
+    changed = _slide_changed(entry, ctx)
+    overwrite = ctx.overwrite or changed
+    if not overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
         # a writer killed between the atomic rename and its lock release leaves a complete file + a dead lock
         break_stale_lock(lock_path_for(final), ctx.lock_ttl_s)
         if previous is not None and previous.status in ("done", "empty"):
@@ -150,9 +184,7 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     if previous is not None and previous.status == "failed" and not ctx.overwrite:
         if previous.updated_utc >= ctx.run_started:
             return "held", None  # failed during this run in another process: one attempt per run
-        # a missing mpp that this run now supplies is a fixed input, not a retry the user must ask for
-        mpp_now_given = previous.error_class == "MissingMppError" and entry.mpp is not None
-        if not ctx.retry_failed and not mpp_now_given:
+        if not ctx.retry_failed and failure_sticks(previous, entry):
             return "failed_earlier", previous
     lock = try_acquire(final, ctx.run_id, ttl_s=ctx.lock_ttl_s)
     if lock is None:
@@ -160,7 +192,7 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     t0 = time.perf_counter()
     previous = load_state(ctx.layout.state_dir, entry.slide_id)  # another process may have just finished it
     if _finished_during_this_run(previous, ctx) or (
-            not ctx.overwrite and is_complete(final, ctx.tiling_sha, weights_sha)):
+            not overwrite and is_complete(final, ctx.tiling_sha, weights_sha)):
         lock.release()
         return "held", None
     for output in (final, ctx.layout.patches(entry.slide_id)):  # leftovers of a killed writer of this slide
@@ -171,17 +203,34 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     slide = None
     try:
         save_state(ctx.layout.state_dir, state)
+        state.slide_fingerprint = file_fingerprint(identity_file(entry.path))
+        if changed:
+            log.warning("%s: %s changed since its outputs were made (size or content); redoing it",
+                        entry.slide_id, entry.path)
+            state.note = "slide file changed since the previous outputs; redone"
         slide = open_slide(entry.path, mpp=entry.mpp, mpp_source=entry.mpp_source, slide_id=entry.slide_id)
         state.mpp, state.mpp_source = slide.mpp, slide.mpp_source
         state.stage = "tile"
         grid, _ = prepare_grid(slide, ctx.layout, ctx.tiling, ctx.segmentation, ctx.tiling_sha,
-                               overwrite=ctx.overwrite, thumbnail_px=ctx.thumbnail_px)
+                               overwrite=overwrite, thumbnail_px=ctx.thumbnail_px)
     except BaseException as exc:  # noqa: BLE001 - one slide's failure must not stop the batch
         if slide is not None:
             slide.close()
         return "processed", fail_slide(ctx, state, exc, t0, lock)
     slide.close()  # the embedding stage reopens it lazily (in its reader workers)
     return "ready", Prepared(entry, state, lock, slide, grid, t0)
+
+
+def _slide_changed(entry: SlideEntry, ctx: JobContext) -> bool:
+    """True when existing outputs of this slide were made from a different file (replaced under the same name)."""
+    from gpfm.wsi.h5io import recorded_slide_fingerprint
+
+    for output in (ctx.layout.features(entry.slide_id), ctx.layout.patches(entry.slide_id)):
+        if output.is_file():
+            recorded = recorded_slide_fingerprint(output)
+            if recorded is not None and not same_slide_content(recorded, entry.path):
+                return True
+    return False
 
 
 def abandon(prepared: Prepared, ctx: JobContext) -> None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpfm.errors import DiskFullError, GpfmError
 from gpfm.extract.layout import JobLayout, guard_tiling_config
 from gpfm.extract.locks import DEFAULT_TTL_S
 from gpfm.extract.pipeline import JobContext, abandon, cost_of, embed, prepare
@@ -62,6 +63,7 @@ class RunSummary:
         seconds: wall time.
         record_path: the run record JSON.
         summary_csv: the job's summary table.
+        stopped: why the batch stopped before its last slide (e.g. disk full), or "" when it ran to the end.
     """
 
     run_id: str
@@ -75,6 +77,7 @@ class RunSummary:
     encoder_metadata: dict[str, Any] = field(default_factory=dict)
     record_path: Path | None = None
     summary_csv: Path | None = None
+    stopped: str = ""
 
     @property
     def failures(self) -> list[SlideState]:
@@ -83,8 +86,13 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        """True when no slide failed."""
-        return not self.failures
+        """True when no slide failed and the batch was not stopped."""
+        return not self.failures and not self.stopped
+
+    @property
+    def stopped_by_environment(self) -> bool:
+        """True when the batch stopped because the machine failed (disk full), not the slides."""
+        return is_disk_full_text(self.stopped)
 
     @property
     def tiles_per_s(self) -> float:
@@ -92,12 +100,38 @@ class RunSummary:
         return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
 
 
+class ExtractOptionError(GpfmError, ValueError):
+    """An option of ``extract_slides`` is outside its range; raised before any slide is touched."""
+
+
+def check_options(*, batch_size: int | None, workers: int | None, block_k: int, lock_ttl_s: float,
+                  max_failed_fraction: float, thumbnail_px: int) -> None:
+    """Refuse impossible options up front, so a typo never marks every slide failed."""
+    problems = []
+    if batch_size is not None and batch_size < 1:
+        problems.append(f"--batch-size {batch_size} must be ≥ 1")
+    if workers is not None and not 0 <= workers <= 256:
+        problems.append(f"--workers {workers} must be between 0 and 256")
+    if not 1 <= block_k <= 64:
+        problems.append(f"--block-k {block_k} must be between 1 and 64")
+    if not lock_ttl_s > 0:
+        problems.append(f"lock_ttl_s {lock_ttl_s} must be > 0")
+    if not 0.0 <= max_failed_fraction <= 1.0:
+        problems.append(f"max_failed_fraction {max_failed_fraction} must be in [0, 1]")
+    if not 16 <= thumbnail_px <= 16384:
+        problems.append(f"thumbnail_px {thumbnail_px} must be between 16 and 16384")
+    if problems:
+        raise ExtractOptionError("; ".join(problems) + "; nothing was run")
+
+
 def _entries(slides: Any, mpp: float | None, recursive: bool) -> list[SlideEntry]:
     """SlideEntry items as given, plus paths / folders / manifests expanded (ids must stay unique)."""
-    from gpfm.extract.slides import SlideListError
+    from gpfm.extract.slides import SlideListError, check_slide_id
 
     items = [slides] if isinstance(slides, (str, os.PathLike, SlideEntry)) else list(slides)
     given = [s for s in items if isinstance(s, SlideEntry)]
+    for entry in given:
+        check_slide_id(entry.slide_id, f"SlideEntry for {entry.path}")
     paths = [s for s in items if not isinstance(s, SlideEntry)]
     entries = given + (collect_slides(paths, mpp=mpp, recursive=recursive) if paths else [])
     ids = [e.slide_id for e in entries]
@@ -106,6 +140,11 @@ def _entries(slides: Any, mpp: float | None, recursive: bool) -> list[SlideEntry
     if not entries:
         raise SlideListError("no slides given; pass slide files, a folder or a CSV manifest")
     return entries
+
+
+def is_disk_full_text(message: str) -> bool:
+    """True for a stop reason that came from a full disk."""
+    return message.startswith("no space left on")
 
 
 def extract_slides(
@@ -179,6 +218,8 @@ def extract_slides(
     from gpfm.runtime import machine_info
 
     started, t_start = utc_now(), time.perf_counter()
+    check_options(batch_size=batch_size, workers=workers, block_k=block_k, lock_ttl_s=lock_ttl_s,
+                  max_failed_fraction=max_failed_fraction, thumbnail_px=thumbnail_px)
     entries = _entries(slides, mpp, recursive)
     if isinstance(shard, ShardSpec):
         spec = shard
@@ -207,6 +248,8 @@ def extract_slides(
     pending: Future[tuple[str, Any]] | None = None
     try:
         for position in range(len(order)):
+            if ctx.stop_reason:
+                break  # e.g. disk full: every later slide would fail the same way
             if pending is None:
                 pending = preparer.submit(prepare, order[position], ctx)
             kind, value = pending.result()
@@ -239,12 +282,18 @@ def extract_slides(
         summary.counts[key] = summary.counts.get(key, 0) + 1
     if held:
         summary.counts["held_elsewhere"] = held
+    if ctx.stop_reason:
+        summary.stopped = ctx.stop_reason[0]
+        log.error("batch stopped: %s", summary.stopped)
     summary.n_tiles = sum(s.n_tiles for s in summary.slides if s.run_id == run_id and s.status == "done")
     summary.seconds = time.perf_counter() - t_start
-    write_summary_csv(layout.summary_csv, load_all_states(layout.state_dir))
-    summary.summary_csv = layout.summary_csv
+    try:
+        write_summary_csv(layout.summary_csv, load_all_states(layout.state_dir))
+        summary.summary_csv = layout.summary_csv
+    except DiskFullError as exc:
+        summary.stopped = summary.stopped or str(exc)
     summary.record_path = layout.run_record(run_id)
-    write_run_record(summary.record_path, {
+    record = {
         "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "shard": summary.shard,
         "started_utc": started, "finished_utc": utc_now(), "seconds": round(summary.seconds, 3),
         "n_slides_listed": len(entries), "n_own": len(own), "counts": summary.counts, "n_tiles": summary.n_tiles,
@@ -252,8 +301,13 @@ def extract_slides(
         "tiling_config_sha256": tiling_sha, "tiling_config": tiling_config,
         "failures": [{"slide_id": s.slide_id, "error_class": s.error_class, "error": s.error}
                      for s in summary.failures],
-        "slides": [asdict(s) for s in summary.slides], "machine": machine_info(),
-    })
+        "slides": [asdict(s) for s in summary.slides], "machine": machine_info(), "stopped": summary.stopped,
+    }
+    try:
+        write_run_record(summary.record_path, record)
+    except DiskFullError as exc:
+        summary.stopped = summary.stopped or str(exc)
+        summary.record_path = None
     if not skip_errors and summary.failures:
         f = summary.failures[0]
         raise RuntimeError(f"{f.slide_id}: {f.error_class}: {f.error} (recorded in {summary.record_path})")

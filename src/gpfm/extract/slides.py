@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpfm.errors import GpfmError
+
 #: File endings scanned in folders (lower case; compound endings such as ``.ome.tiff`` end in one of these).
 SLIDE_EXTENSIONS: tuple[str, ...] = (
     ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm",
@@ -25,8 +27,47 @@ SLIDE_EXTENSIONS: tuple[str, ...] = (
 MANIFEST_REQUIRED = ("slide_id", "path")
 
 
-class SlideListError(ValueError):
+class SlideListError(GpfmError, ValueError):
     """The slide list is unusable (missing file, bad manifest, duplicate slide ids); the message names the fix."""
+
+
+#: Longest slide id accepted (file systems allow 255 bytes per name; outputs add suffixes such as ``_patches.h5``).
+MAX_SLIDE_ID_BYTES = 200
+
+
+def slide_id_problem(slide_id: str) -> str | None:
+    """Why ``slide_id`` cannot name output files inside a job folder, or None when it is safe.
+
+    A slide id becomes a file name (``state/<id>.json``, ``features_<enc>/<id>.h5``), so it must be one plain
+    name: not empty, no path separator, not ``.``/``..``, no leading dot (hidden, or ``..x`` tricks), no
+    control characters, and at most :data:`MAX_SLIDE_ID_BYTES` UTF-8 bytes.
+    """
+    if not slide_id or not slide_id.strip():
+        return "it is empty"
+    if slide_id != slide_id.strip():
+        return "it has leading or trailing spaces"
+    if "/" in slide_id or "\\" in slide_id:
+        return "it contains a path separator (/ or \\), which would write outside the job folder"
+    if slide_id in (".", ".."):
+        return "it is a relative folder name"
+    if slide_id.startswith("."):
+        return "it starts with a dot (hidden file, or a relative path)"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in slide_id):
+        return "it contains a control character (e.g. a newline or NUL)"
+    if len(slide_id.encode("utf-8")) > MAX_SLIDE_ID_BYTES:
+        return f"it is longer than {MAX_SLIDE_ID_BYTES} bytes"
+    return None
+
+
+def check_slide_id(slide_id: str, where: str) -> str:
+    """Return ``slide_id`` when it is a safe file name, else raise :class:`SlideListError` naming ``where``."""
+    problem = slide_id_problem(slide_id)
+    if problem is not None:
+        raise SlideListError(
+            f"{where}: slide id {slide_id!r} cannot name output files because {problem}; give a plain name "
+            "(letters, digits, - _ .) in the slide_id column of a CSV manifest (slide_id,path[,mpp])"
+        )
+    return slide_id
 
 
 @dataclass(frozen=True)
@@ -73,6 +114,15 @@ def read_manifest(path: Path) -> list[SlideEntry]:
     Raises:
         SlideListError: missing columns, an empty id, a bad mpp, or a slide file that does not exist.
     """
+    try:
+        return _read_manifest(path)
+    except UnicodeDecodeError:
+        raise SlideListError(f"{path}: manifest is not UTF-8 text; save it as a UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise SlideListError(f"{path}: malformed CSV ({exc}); check quoting and delimiters") from None
+
+
+def _read_manifest(path: Path) -> list[SlideEntry]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -83,16 +133,27 @@ def read_manifest(path: Path) -> list[SlideEntry]:
                 "the header must be slide_id,path[,mpp]"
             )
         entries = []
+        seen: dict[str, int] = {}
         for line_no, raw in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
             where = f"{path}:{line_no}"
             if not row.get("slide_id"):
                 raise SlideListError(f"{where}: empty slide_id; every row needs a unique slide id")
+            check_slide_id(row["slide_id"], where)
+            if row["slide_id"] in seen:
+                raise SlideListError(f"{where}: slide id {row['slide_id']!r} repeats line {seen[row['slide_id']]}; "
+                                     "slide ids name the output files — give every row a unique slide_id")
+            seen[row["slide_id"]] = line_no
+            if not row.get("path"):
+                raise SlideListError(f"{where}: empty path; every row needs the slide file's path")
             slide_path = Path(row["path"]).expanduser()
             if not slide_path.is_absolute():
                 slide_path = path.parent / slide_path
             if not slide_path.exists():
                 raise SlideListError(f"{where}: slide file {slide_path} does not exist; fix the path column")
+            if slide_path.is_dir() and not any(slide_path.glob("*.dcm")):
+                raise SlideListError(f"{where}: {slide_path} is a folder without .dcm files; a folder is read "
+                                     "only as a DICOM-WSI series — point the path column at the slide file")
             mpp = _parse_mpp(row.get("mpp"), where)
             entries.append(SlideEntry(row["slide_id"], slide_path, mpp, "manifest" if mpp is not None else None))
     return entries
@@ -142,11 +203,11 @@ def collect_slides(
                     f"{path}: folder has no slide files ending in {', '.join(extensions)}; "
                     "check the folder, or pass --recursive for nested folders"
                 )
-            entries.extend(SlideEntry(slide_id_for(p), p) for p in found)
+            entries.extend(SlideEntry(check_slide_id(slide_id_for(p), str(p)), p) for p in found)
         elif path.suffix.lower() == ".csv":
             entries.extend(read_manifest(path))
         else:
-            entries.append(SlideEntry(slide_id_for(path), path))
+            entries.append(SlideEntry(check_slide_id(slide_id_for(path), str(path)), path))
     if not entries:
         raise SlideListError("no slides given; pass slide files, a folder or a CSV manifest")
     dupes = sorted(k for k, n in Counter(e.slide_id for e in entries).items() if n > 1)

@@ -68,6 +68,8 @@ class SlideState:
         encoder: encoder name.
         run_id: the run that wrote this state.
         updated_utc: when.
+        slide_fingerprint: ``size:mtime_ns:sha256(head+tail)`` of the slide file this state describes.
+        note: a remark on the last attempt (e.g. "slide file changed since the previous outputs; redone").
     """
 
     slide_id: str
@@ -89,6 +91,8 @@ class SlideState:
     encoder: str = ""
     run_id: str = ""
     updated_utc: str = ""
+    slide_fingerprint: str = ""
+    note: str = ""
 
     def to_row(self) -> dict[str, Any]:
         """The summary.csv row."""
@@ -101,7 +105,9 @@ class SlideState:
 
 def state_path(state_dir: Path, slide_id: str) -> Path:
     """``state/<slide>.json``."""
-    return state_dir / f"{slide_id}.json"
+    from gpfm.extract.slides import check_slide_id
+
+    return state_dir / f"{check_slide_id(slide_id, 'state file')}.json"
 
 
 def load_state(state_dir: Path, slide_id: str) -> SlideState | None:
@@ -109,10 +115,10 @@ def load_state(state_dir: Path, slide_id: str) -> SlideState | None:
     path = state_path(state_dir, slide_id)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    known = SlideState.__dataclass_fields__
-    return SlideState(**{k: v for k, v in data.items() if k in known})
+        known = SlideState.__dataclass_fields__
+        return SlideState(**{k: v for k, v in data.items() if k in known})
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        return None  # missing or damaged (e.g. hand-edited): treated as "no record", so the slide is redone
 
 
 def save_state(state_dir: Path, state: SlideState) -> None:
@@ -125,7 +131,10 @@ def load_all_states(state_dir: Path) -> list[SlideState]:
     """All readable state files, sorted by slide id."""
     if not state_dir.is_dir():
         return []
-    states = [load_state(state_dir, p.stem) for p in sorted(state_dir.glob("*.json"))]
+    from gpfm.extract.slides import slide_id_problem
+
+    states = [load_state(state_dir, p.stem) for p in sorted(state_dir.glob("*.json"))
+              if slide_id_problem(p.stem) is None]
     return [s for s in states if s is not None]
 
 

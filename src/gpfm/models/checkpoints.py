@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gpfm.atomic import atomic_path, write_text_atomic
+from gpfm.errors import GpfmError, one_line
 from gpfm.hashing import file_digest
 
 FORMAT_A = "dinov2-teacher"
@@ -33,7 +34,7 @@ _CHUNKED_NORM1 = re.compile(r"^blocks\.\d+\.\d+\.norm1\.weight$")
 _FLAT_NORM1 = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GpfmError, ValueError):
     """A checkpoint could not be read, recognised or loaded strictly; the message says how to fix it."""
 
 
@@ -46,6 +47,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass an existing path")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes); the download or copy did not "
+                              "finish — fetch it again")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -54,7 +58,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
         raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: {one_line(exc, 200)}); "
             "is the file complete? re-download it or pass a .safetensors/.pth state dict"
         ) from exc
 

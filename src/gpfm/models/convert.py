@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpfm.errors import InputError, one_line
 from gpfm.models.checkpoints import (
+    CheckpointError,
     file_sha256,
     gpfm_to_timm,
     load_strict,
@@ -45,14 +47,21 @@ def convert_gpfm_checkpoint(
         to: ``timm`` (format B) or ``dinov2`` (format A, chunked blocks, zero mask token).
         vit: architecture to validate against (the GPFM ViT-L/14 by default).
     """
+    if to not in ("timm", "dinov2"):
+        raise InputError(f"unknown target layout {to!r}; use --to timm or --to dinov2")
     raw = read_checkpoint(source)
-    state_dict, fmt = gpfm_to_timm(raw)
-    load_strict(build_vit(vit), state_dict, source=str(source))  # strict validation before writing anything
+    try:
+        state_dict, fmt = gpfm_to_timm(raw)
+        load_strict(build_vit(vit), state_dict, source=str(source))  # strict validation before writing anything
+    except CheckpointError as exc:
+        if str(source) in str(exc):
+            raise
+        raise CheckpointError(f"{source}: {one_line(exc, 300)}; is this a GPFM (ViT-L/14) checkpoint?") from exc
     out = Path(out)
     if to == "timm":
         save_safetensors_atomic(state_dict, out, metadata={"format": "timm", "source_format": fmt})
     elif to == "dinov2":
         save_torch_atomic(timm_to_gpfm_teacher(state_dict, depth=vit.depth), out)
     else:
-        raise ValueError(f"unknown target layout {to!r}; use 'timm' or 'dinov2'")
+        raise InputError(f"unknown target layout {to!r}; use --to timm or --to dinov2")
     return ConversionReport(Path(source), fmt, file_sha256(source), out, to, file_sha256(out), len(state_dict))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
 
+from gpfm.errors import one_line
 from gpfm.models.checkpoints import CheckpointError, file_md5, file_sha256, load_strict, read_checkpoint
 from gpfm.models.encoder import Encoder
 from gpfm.models.spec import EncoderSpec
@@ -85,7 +87,7 @@ def create_encoder(
     else:
         path = str(resolved.path)
         sha = file_sha256(resolved.path)
-        state_dict, fmt = spec.convert_state_dict(read_checkpoint(resolved.path))
+        state_dict, fmt = _convert(spec, resolved.path)
         _verify_checksum(spec, resolved.path, fmt, sha, allow_unverified)
         load_strict(model, state_dict, source=path)
         if verbose:
@@ -95,13 +97,39 @@ def create_encoder(
                    checkpoint_format=fmt)
 
 
+#: Environment variable that accepts a weights file whose checksum differs from the published one (any command).
+ALLOW_UNVERIFIED_ENV = "GPFM_ALLOW_UNVERIFIED"
+
+
 def _verify_checksum(spec: EncoderSpec, path: os.PathLike[str], fmt: str, sha: str, allow_unverified: bool) -> None:
     for layout, algo, digest in spec.weights.pinned:
         if layout != fmt:
             continue
         actual = sha if algo == "sha256" else file_md5(path)
-        if actual != digest and not allow_unverified:
+        allowed = allow_unverified or os.environ.get(ALLOW_UNVERIFIED_ENV, "").lower() in {"1", "true", "yes"}
+        if actual != digest and not allowed:
             raise CheckpointError(
                 f"{path}: {algo} {actual} does not match the published {digest} for {spec.name!r} ({fmt} layout); "
-                "re-download the file, or pass allow_unverified=True / --allow-unverified to load it anyway"
+                f"re-download the file, or set {ALLOW_UNVERIFIED_ENV}=1 (Python: allow_unverified=True) to load "
+                "it anyway"
             )
+        if actual != digest:
+            log.warning("%s: checksum differs from the published one; loading anyway (%s)", path, ALLOW_UNVERIFIED_ENV)
+
+
+def _convert(spec: EncoderSpec, path: os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """Read and convert a checkpoint; a file made for another architecture is a one-line CheckpointError."""
+    raw = read_checkpoint(path)
+    try:
+        return spec.convert_state_dict(raw)
+    except CheckpointError as exc:
+        if str(path) in str(exc):
+            raise
+        raise CheckpointError(f"{path}: {one_line(exc, 300)}; pass the weights file of {spec.name!r}, or choose "
+                              "the encoder these weights belong to") from exc
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError, IndexError) as exc:
+        keys = ", ".join(list(raw)[:5]) if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(
+            f"{path}: not a {spec.name!r} checkpoint ({type(exc).__name__}: {one_line(exc, 120)}; first keys: "
+            f"{keys}); pass the weights file of {spec.name!r}, or choose the encoder these weights belong to"
+        ) from exc

@@ -10,13 +10,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpfm.errors import GpfmError
 from gpfm.models.spec import EncoderSpec
 
 RANDOM = "random"
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(GpfmError, FileNotFoundError):
     """No weights could be found offline for an encoder; the message says how to provide them."""
 
 

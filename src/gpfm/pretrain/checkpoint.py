@@ -9,7 +9,9 @@ frozen experts are never stored (only names and weight hashes). Files load with 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import re
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpfm.atomic import write_json_atomic
+from gpfm.errors import GpfmError, one_line
 from gpfm.models.checkpoints import save_torch_atomic
 from gpfm.pretrain.dist import gather_objects
 
@@ -79,6 +83,60 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+class ResumeError(GpfmError):
+    """A run folder cannot be resumed as asked (changed config, other architecture, no loadable checkpoint)."""
+
+
+def health_path(checkpoint: Path) -> Path:
+    """``checkpoint_<it>.json`` beside a checkpoint: its health verdict (finite weights, no loss spike)."""
+    return checkpoint.with_suffix(".json")
+
+
+def is_healthy(checkpoint: Path) -> bool:
+    """False only when the checkpoint's health record says so (checkpoints of older runs have none)."""
+    try:
+        return bool(json.loads(health_path(checkpoint).read_text()).get("healthy", True))
+    except (OSError, ValueError):
+        return True
+
+
+def quarantine(checkpoint: Path, reason: str) -> Path:
+    """Rename a damaged checkpoint to ``*.pt.damaged`` (kept for inspection, never picked or pruned again)."""
+    target = checkpoint.with_name(checkpoint.name + ".damaged")
+    os.replace(checkpoint, target)
+    log.warning("%s is damaged (%s); moved aside to %s", checkpoint, reason, target.name)
+    return target
+
+
+def load_resumable(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads and is healthy, falling back to older ones.
+
+    A checkpoint that cannot be read (truncated, corrupted) is quarantined with a warning; one recorded as
+    unhealthy (loss spike) is skipped while an older healthy one exists.
+
+    Returns:
+        (path, state), or None when the run has no checkpoint.
+
+    Raises:
+        ResumeError: checkpoints exist but none loads.
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        return None
+    candidates = [p for p in reversed(found) if is_healthy(p)] + [p for p in reversed(found) if not is_healthy(p)]
+    for path in candidates:
+        try:
+            state = load_checkpoint(path)
+        except ValueError as exc:
+            quarantine(path, one_line(exc, 200))
+            continue
+        if path != found[-1]:
+            log.warning("resuming from %s, not the newest checkpoint %s", path.name, found[-1].name)
+        return path, state
+    raise ResumeError(f"{checkpoint_dir(run_dir)}: none of the {len(found)} checkpoints could be read (moved aside "
+                      "as *.damaged); start a fresh run with --no-resume or another train.output_dir")
+
+
 def _model_and_optim_state(meta: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     params = list(meta.student.parameters())
     if params and hasattr(params[0], "full_tensor"):  # FSDP2: gather full tensors onto the CPU
@@ -101,6 +159,7 @@ def save_checkpoint(
     extra: dict | None = None,
     keep_last: int = 3,
     is_main: bool = True,
+    health: dict | None = None,
 ) -> Path:
     """Write the full state at ``iteration`` (the next iteration to run) on rank 0; all ranks must call it.
 
@@ -112,8 +171,10 @@ def save_checkpoint(
         samples_per_rank: samples consumed by each rank's sampler so far.
         config: resolved config dict.
         extra: more metadata (expert identities, world size, ...).
-        keep_last: complete checkpoints to keep (older ones are deleted after the new one is in place).
+        keep_last: complete checkpoints to keep (older ones are deleted after the new one is in place; the
+            newest healthy one is always kept).
         is_main: whether this process writes.
+        health: the health verdict written beside the checkpoint (``{"healthy": bool, "reason": str, ...}``).
 
     Returns:
         The checkpoint path.
@@ -133,10 +194,29 @@ def save_checkpoint(
             "extra": extra or {},
         }
         save_torch_atomic(state, path)
-        for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-            old.unlink(missing_ok=True)
+        write_json_atomic(health_path(path), {"iteration": iteration, **(health or {"healthy": True})})
+        prune_checkpoints(run_dir, keep_last)
         log.info("saved %s", path)
     return path
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Keep the newest ``keep_last`` checkpoints, and always the newest healthy one (the NaN-guard fallback)."""
+    if keep_last <= 0:
+        return
+    found = list_checkpoints(run_dir)
+    healthy = [p for p in found if is_healthy(p)]
+    keep = set(found[-keep_last:]) | ({healthy[-1]} if healthy else set())
+    for old in found:
+        if old not in keep:
+            old.unlink(missing_ok=True)
+            health_path(old).unlink(missing_ok=True)
+
+
+def latest_healthy_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint recorded as healthy, or None."""
+    healthy = [p for p in list_checkpoints(run_dir) if is_healthy(p)]
+    return healthy[-1] if healthy else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -149,9 +229,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ValueError(
-            f"{path}: cannot read the pretraining checkpoint ({type(exc).__name__}: {first}); "
+            f"{path}: cannot read the pretraining checkpoint ({type(exc).__name__}: {one_line(exc, 200)}); "
             "pass a checkpoint_<iteration>.pt written by gpfm pretrain"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -185,7 +264,14 @@ def restore_state(
             options=StateDictOptions(full_state_dict=True),
         )
     else:
-        meta.load_state_dict(state["model"], strict=True)
-        if optimizer is not None:
-            optimizer.load_state_dict(state["optimizer"])
+        try:
+            meta.load_state_dict(state["model"], strict=True)
+            if optimizer is not None:
+                optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ResumeError(
+                f"the checkpoint does not fit this model ({one_line(exc, 160)}); it was written with another "
+                "architecture or head configuration — resume with the run's own config.yaml, or start a new "
+                "train.output_dir"
+            ) from exc
     restore_rng(state["rng"][rank])

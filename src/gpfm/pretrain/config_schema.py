@@ -10,8 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpfm.errors import GpfmError
 
-class ConfigError(ValueError):
+
+class ConfigError(GpfmError, ValueError):
     """A configuration value or key is invalid; the message names it and the fix."""
 
 

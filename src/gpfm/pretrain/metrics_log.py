@@ -102,6 +102,28 @@ class MetricsLogger:
                 if value is not None:
                     self._tb.add_scalar(key, value, iteration)
 
+    def truncate_after(self, iteration: int) -> int:
+        """Drop records past ``iteration`` (the lost tail of a killed run, redone after resume); returns how many.
+
+        Without this a resumed run would log those iterations twice.
+        """
+        if not self.enabled or not self.path.is_file():
+            return 0
+        from gpfm.atomic import write_text_atomic
+
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                if int(json.loads(line).get("iteration", 0)) > iteration:
+                    continue
+            except (ValueError, TypeError, AttributeError):
+                continue  # a torn last line of a killed write
+            kept.append(line)
+        if len(kept) != len(lines):
+            write_text_atomic(self.path, "".join(kept))
+        return len(lines) - len(kept)
+
     def close(self) -> None:
         """Flush and close TensorBoard."""
         if self._tb is not None:

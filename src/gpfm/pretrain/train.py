@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
-from gpfm.pretrain.checkpoint import latest_checkpoint, load_checkpoint, restore_state, save_checkpoint
+from gpfm.errors import EXIT_DIVERGED, GpfmError
+from gpfm.pretrain.checkpoint import latest_healthy_checkpoint, load_resumable, restore_state, save_checkpoint
 from gpfm.pretrain.config import PretrainConfig, dump_yaml, total_steps
 from gpfm.pretrain.dist import (
     DistInfo,
@@ -35,13 +36,17 @@ from gpfm.pretrain.dist import (
 from gpfm.pretrain.meta_arch import MetaArch
 from gpfm.pretrain.metrics_log import MetricsLogger, PhaseTimer, plot_metrics
 from gpfm.pretrain.optim import apply_hyperparameters, build_optimizer, build_param_groups, clip_gradients
+from gpfm.pretrain.resume import LossSpikeGuard, check_resume_config, record_config_change
 from gpfm.pretrain.schedules import build_schedules
+from gpfm.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss (or a gradient norm) became NaN/inf; the run stopped before corrupting the weights."""
+class NonFiniteLossError(GpfmError, RuntimeError):
+    """The loss (or a gradient norm, or the weights) became NaN/inf; the run stopped before saving them."""
+
+    exit_code = EXIT_DIVERGED
 
 
 @dataclass
@@ -208,6 +213,7 @@ def train(
     experts: dict | None = None,
     dataset=None,
     batches: Iterable[dict] | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Run (or resume) pretraining until ``stop_at_iteration`` or the end of the schedules.
 
@@ -217,9 +223,14 @@ def train(
         experts: pre-built experts by name (tests/benchmarks); None builds the configured ones.
         dataset: a pre-built dataset (None: from ``cfg.data``).
         batches: an explicit batch iterator (benchmarks); bypasses the dataset/sampler.
+        allow_config_change: resume although the config differs from the checkpoint's in keys that shape the
+            weights (the change is recorded in ``config_history.jsonl`` and ``config.yaml`` is rewritten).
 
     Raises:
-        NonFiniteLossError: the loss or a gradient norm became NaN/inf (the last checkpoint is intact).
+        NonFiniteLossError: the loss, a gradient norm or the weights became NaN/inf (the last healthy
+            checkpoint is intact).
+        ResumeError: the config changed (without ``allow_config_change``), the checkpoint does not fit the
+            model, or no checkpoint of the run can be read.
     """
     info = init_distributed(cfg.train.device)
     device, run_dir = info.device, Path(cfg.train.output_dir)
@@ -246,11 +257,14 @@ def train(
     )
     schedules = build_schedules(cfg, info.world_size)
     start, last_ckpt = 0, None
-    found = latest_checkpoint(run_dir) if resume else None
-    if found is not None:
-        state = load_checkpoint(found)
+    loaded = load_resumable(run_dir) if resume else None
+    config_changes: list[str] = []
+    if loaded is not None:
+        found, state = loaded
+        config_changes = check_resume_config(state.get("config", {}), cfg.to_dict(), found, allow_config_change)
         restore_state(state, meta, optimizer, info.rank, info.world_size)
         start, last_ckpt = int(state["iteration"]), found
+        del state
         log.info("resumed from %s at iteration %d", found, start)
     stop = total_steps(cfg)
     b = cfg.data.batch_size_per_gpu
@@ -259,9 +273,14 @@ def train(
         batches = batch_stream(cfg, info, start, dataset)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
-        write_json_atomic(run_dir / "manifest.json", _manifest(cfg, meta, info, precision, dataset))
+        if loaded is None or config_changes:  # on a plain resume the recorded config still describes the run
+            write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+            write_json_atomic(run_dir / "manifest.json", _manifest(cfg, meta, info, precision, dataset))
+        if config_changes:
+            record_config_change(run_dir, start, config_changes)
     logger = MetricsLogger(run_dir, enabled=info.is_main)
+    if start:
+        logger.truncate_after(start)  # records past the checkpoint belong to the lost tail of the killed run
     probe_set = None
     if cfg.train.probe_root and info.is_main:
         if cfg.train.parallel == "fsdp2" and info.distributed:
@@ -275,6 +294,9 @@ def train(
     stream = iter(batches)
     meta.student.train()
     record: dict[str, float] = {}
+    guard = LossSpikeGuard()
+    bar = ProgressBar(stop - start, f"pretraining {run_dir.name} from iteration {start}", "it",
+                      enabled=None if info.is_main else False)
     window_start, window_iters, window_data = time.perf_counter(), 0, 0.0
     try:
         for it in range(start, stop):
@@ -290,18 +312,21 @@ def train(
             apply_hyperparameters(optimizer, sched["lr"], sched["last_layer_lr"], sched["wd"])
             total, terms = meta.compute(batch, sched["teacher_temp"], timer)
             if not all_reduce_min_flag(bool(torch.isfinite(total)), device):
-                raise NonFiniteLossError(_nonfinite_message(it, terms, last_ckpt))
+                raise NonFiniteLossError(_nonfinite_message(it, terms, latest_healthy_checkpoint(run_dir)))
+            guard.observe(it, float(total.detach()))
             with timer.phase("backward"):
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
             with timer.phase("optimizer"):
                 norms = clip_gradients(meta.clip_modules(), cfg.optim.clip_grad)
                 if not all_reduce_min_flag(all(np.isfinite(v) for v in norms.values()), device):
-                    raise NonFiniteLossError(_nonfinite_message(it, terms, last_ckpt, norms))
+                    raise NonFiniteLossError(
+                        _nonfinite_message(it, terms, latest_healthy_checkpoint(run_dir), norms))
                 optimizer.step()
             with timer.phase("ema"):
                 meta.update_teacher(sched["mom"])
             done = it + 1
+            bar.update(1, loss=f"{float(total.detach()):.4g}")
             window_iters += 1
             window_data += wait
             if done % cfg.train.log_every == 0 or done == stop:
@@ -322,6 +347,11 @@ def train(
                 logger.log(done, record)
                 window_start, window_iters, window_data = time.perf_counter(), 0, 0.0
             if done % cfg.train.checkpoint_every == 0 or done == stop:
+                health = guard.verdict(meta)
+                if not health["weights_finite"]:
+                    raise NonFiniteLossError(
+                        f"weights became non-finite by iteration {done}; not saving them. "
+                        + _nonfinite_message(it, terms, latest_healthy_checkpoint(run_dir)))
                 last_ckpt = save_checkpoint(
                     run_dir,
                     iteration=done,
@@ -332,7 +362,9 @@ def train(
                     extra={"world_size": info.world_size},
                     keep_last=cfg.train.keep_last,
                     is_main=info.is_main,
+                    health=health,
                 )
+                guard.reset()
             if probe_set is not None and done % cfg.train.probe_every == 0:
                 from gpfm.pretrain.probe import probe_backbone
 
@@ -345,6 +377,7 @@ def train(
                     meta, run_dir / "teacher" / f"iter_{done:08d}", iteration=done, write=info.is_main
                 )
     finally:
+        bar.close()
         logger.close()
     if info.is_main and logger.path.is_file():
         plot_metrics(logger.path, run_dir / "curves.png")
@@ -354,7 +387,7 @@ def train(
 def _nonfinite_message(it: int, terms: dict, ckpt: Path | None, norms: dict | None = None) -> str:
     values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
     where = f"grad norms {norms}" if norms else "loss"
-    keep = f"the last good checkpoint {ckpt} is intact" if ckpt else "no checkpoint had been written yet"
+    keep = f"the last healthy checkpoint {ckpt} is intact" if ckpt else "no healthy checkpoint had been written yet"
     return (
         f"non-finite {where} at iteration {it} ({values}); stopped before the optimizer step, {keep}. "
         "Lower optim.base_lr, check the data for blank/duplicate tiles, or resume from the checkpoint."

@@ -22,7 +22,15 @@ from gpfm.wsi.blocks import (
     read_tiles,
     resize_tiles,
 )
-from gpfm.wsi.errors import MissingMppError, SlideReadError, TilingError, UnsupportedSlideError, WsiError
+from gpfm.wsi.errors import (
+    MissingMppError,
+    SlideReadError,
+    TilingError,
+    TruncatedSlideError,
+    UnreadableSlideError,
+    UnsupportedSlideError,
+    WsiError,
+)
 from gpfm.wsi.geojson import (
     read_geojson,
     tiles_to_geojson,
@@ -81,6 +89,8 @@ __all__ = [
     "TilingError",
     "TissueMask",
     "TissueParams",
+    "TruncatedSlideError",
+    "UnreadableSlideError",
     "UnsupportedSlideError",
     "WsiError",
     "contours_image",

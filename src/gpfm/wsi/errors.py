@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from gpfm.errors import GpfmError
 
-class WsiError(Exception):
+
+class WsiError(GpfmError):
     """Base class of every slide-side error (catch this to isolate one slide in a batch)."""
 
 
@@ -16,6 +18,14 @@ class MissingMppError(WsiError, ValueError):
 
 class UnsupportedSlideError(WsiError):
     """No backend can read this file; the message says which backends were tried and why they refused."""
+
+
+class TruncatedSlideError(WsiError):
+    """The file starts like a slide format we read but ends before its own structure does (incomplete copy)."""
+
+
+class UnreadableSlideError(WsiError):
+    """The file's bytes cannot be read at all (permission, I/O error) or the file is empty."""
 
 
 class SlideReadError(WsiError):

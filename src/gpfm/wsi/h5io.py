@@ -9,7 +9,7 @@ Layout (TRIDENT-compatible names; CLAM-style readers use only ``features`` and `
                            weights_sha256, tiling_config_sha256, n_failed_tiles, …, complete=True (last)
                          coords: a full copy with all coordinate attributes; tile_status; optional extras
 
-Every write goes to a unique temp name through :func:`gpfm.atomic.atomic_path` (fsync + atomic rename), so
+Every write builds the file in memory and writes it through :func:`gpfm.atomic.atomic_h5` (fsync + atomic rename), so
 a file under its final name is always whole. Files are opened with HDF5 file locking disabled (NFS-safe;
 the rename makes HDF5 locks unnecessary). :func:`is_complete` is the only test of "done": the file opens,
 has the required datasets, ``complete`` is true, and the hashes match.
@@ -26,7 +26,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from gpfm.atomic import atomic_path
+from gpfm.atomic import atomic_h5
+from gpfm.hashing import array_sha256, verify_array
 
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # for HDF5 builds where locking=False is unavailable
 
@@ -40,6 +41,7 @@ ATTR_COMPLETE = "complete"
 ATTR_TILING_SHA = "tiling_config_sha256"
 ATTR_WEIGHTS_SHA = "weights_sha256"
 ATTR_N_FAILED = "n_failed_tiles"
+ATTR_FEATURES_SHA = "features_sha256"  # SHA-256 of the features array's C-order bytes, recorded at write time
 COORDS_CHUNK_ROWS = 4096
 FEATURES_CHUNK_ROWS = 1024
 
@@ -95,7 +97,7 @@ def write_coords(path: str | os.PathLike[str], grid: Any, attrs: Mapping[str, An
         attrs: extra / overriding attributes for ``coords`` (e.g. ``savetodir``, ``slide_relpath``).
     """
     merged = {**grid.attrs(), **(attrs or {})}
-    with atomic_path(path) as tmp, open_h5(tmp, "w") as h5:
+    with atomic_h5(path) as h5:
         ds = _write_coords_dataset(h5, grid.coords, merged)
         h5.create_dataset(TISSUE_FRACTION, data=np.asarray(grid.tissue_fraction, np.float32))
         h5.create_dataset(GRID_RC, data=np.asarray(grid.grid_rc, np.int32).reshape(-1, 2))
@@ -199,7 +201,12 @@ def write_features(
     if features.shape[0] != coords.shape[0]:
         raise ValueError(f"{path}: {features.shape[0]} feature rows but {coords.shape[0]} coordinates")
     n, dim = features.shape
+    if not np.isfinite(features).all():
+        bad = int((~np.isfinite(features)).any(axis=1).sum())
+        raise ValueError(f"{path}: {bad} of {n} feature rows are not finite (NaN/inf); refusing to write them — "
+                         "check the encoder precision (try --precision fp32)")
     attrs = dict(feature_attrs)
+    attrs[ATTR_FEATURES_SHA] = array_sha256(features)
     attrs.setdefault("dim", int(dim))
     attrs.setdefault("dtype", str(features.dtype))
     if tile_status is not None:
@@ -207,7 +214,7 @@ def write_features(
         if tile_status.shape[0] != n:
             raise ValueError(f"{path}: tile_status has {tile_status.shape[0]} rows, expected {n}")
         attrs.setdefault(ATTR_N_FAILED, int((tile_status == 2).sum()))
-    with atomic_path(path) as tmp, open_h5(tmp, "w") as h5:
+    with atomic_h5(path) as h5:
         _write_coords_dataset(h5, coords, {**coords_attrs, ATTR_COMPLETE: None})
         h5[COORDS].attrs[ATTR_COMPLETE] = True
         chunks = (max(1, min(FEATURES_CHUNK_ROWS, n)), max(1, dim))
@@ -230,6 +237,18 @@ def write_features(
     return Path(path)
 
 
+def verify_features(path: str | os.PathLike[str], features: np.ndarray, attrs: Mapping[str, Any]) -> None:
+    """Raise :class:`~gpfm.hashing.CorruptArtifactError` when ``features`` (all rows of ``path``) are damaged.
+
+    Checks finiteness always and the recorded ``features_sha256`` when the file has one (files of older
+    versions do not).
+    """
+    recorded = attrs.get(ATTR_FEATURES_SHA)
+    if isinstance(recorded, bytes):
+        recorded = recorded.decode()
+    verify_array(path, features, recorded or None, fix="delete it and rerun `gpfm extract` to rebuild it")
+
+
 def read_features(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``{"features", "coords", "attrs" (features), "coords_attrs", "tile_status"?, <extra datasets>}``."""
     with open_h5(path) as h5:
@@ -245,6 +264,16 @@ def read_features(path: str | os.PathLike[str]) -> dict[str, Any]:
             if name not in (FEATURES, COORDS):
                 out[name] = h5[name][:]
     return out
+
+
+def recorded_slide_fingerprint(path: str | os.PathLike[str]) -> str | None:
+    """The ``slide_fingerprint`` recorded in a coordinates or features file (None when unreadable)."""
+    try:
+        with open_h5(path) as h5:
+            value = h5[COORDS].attrs.get("slide_fingerprint", "") if COORDS in h5 else ""
+    except Exception:  # noqa: BLE001 - unreadable means "no record"
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def is_complete(

@@ -6,11 +6,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
-from gpfm.atomic import atomic_path
+from gpfm.atomic import atomic_h5
 from gpfm.eval.bags import BagDataset
 from gpfm.eval.mil.splits import FoldSplit, make_folds, split_hash, with_validation
 from gpfm.eval.protocol import Protocol
@@ -64,7 +63,7 @@ def write_attention(path: Path, data: BagDataset, scores: dict[str, np.ndarray])
         The artifact kinds written → file names.
     """
     rows = {bag_id: i for i, bag_id in enumerate(data.ids)}
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", locking=False) as fh:
+    with atomic_h5(path) as fh:
         for bag_id in data.ids:
             if bag_id not in scores:
                 continue
@@ -77,7 +76,7 @@ def write_attention(path: Path, data: BagDataset, scores: dict[str, np.ndarray])
     written = {"attention": path.name}
     if data.coords is not None:
         cpath = path.with_name(path.stem + "_coords.h5")
-        with atomic_path(cpath) as tmp, h5py.File(tmp, "w", locking=False) as fh:
+        with atomic_h5(cpath) as fh:
             for bag_id in data.ids:
                 if bag_id in scores:
                     fh.create_dataset(bag_id, data=np.asarray(data.coords[rows[bag_id]], dtype=np.int64))

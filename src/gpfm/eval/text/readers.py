@@ -26,11 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gpfm.errors import GpfmError
+
 SPLITS = ("train", "val", "test")
 YES_NO = frozenset({"yes", "no"})
 
 
-class RecordError(ValueError):
+class RecordError(GpfmError, ValueError):
     """A malformed record: the message names the file, the record index and the field."""
 
     def __init__(self, path: str | Path, index: int | str, field_name: str, problem: str) -> None:

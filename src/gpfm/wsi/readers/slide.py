@@ -88,6 +88,49 @@ def slide_id_from_path(path: Path) -> str:
     return path.stem
 
 
+def identity_file(path: Path) -> Path:
+    """The file whose bytes identify a slide: the file itself, or the first ``.dcm`` of a DICOM folder."""
+    if path.is_dir():
+        files = sorted(path.glob("*.dcm"))
+        return files[0] if files else path
+    return path
+
+
+def file_fingerprint(file: Path) -> str:
+    """``size:mtime_ns:sha256(first MiB + last MiB)``: a cheap content identity recorded in every output."""
+    stat = file.stat()
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        if stat.st_size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            digest.update(fh.read(1 << 20))
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"
+
+
+def same_slide_content(recorded: str, path: Path) -> bool:
+    """True when ``path`` still holds the slide whose :func:`file_fingerprint` was ``recorded``.
+
+    Size and the head/tail hash decide; the modification time is only a shortcut (equal size and mtime → same,
+    without reading), so a copy that loses mtimes is still recognised as the same slide, while a slide
+    replaced under the same name (another scan, a re-export) is not. An empty record (files written before
+    fingerprints existed) is accepted.
+    """
+    if not recorded:
+        return True
+    try:
+        size, mtime, digest = recorded.split(":", 2)
+        file = identity_file(path)
+        stat = file.stat()
+        if str(stat.st_size) != size:
+            return False
+        if str(stat.st_mtime_ns) == mtime:
+            return True
+        return file_fingerprint(file).split(":", 2)[2] == digest
+    except (OSError, ValueError):
+        return False
+
+
 class Slide:
     """A whole-slide image behind any backend. Use :func:`gpfm.wsi.open_slide` to create one.
 
@@ -134,11 +177,14 @@ class Slide:
                 )
             return files[0]
         if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: slide file not found")
+            raise FileNotFoundError(f"{self.path}: slide file not found; check the path (or the manifest row)")
         return self.path
 
     def _open(self) -> SlideBackend:
+        from gpfm.wsi.readers.integrity import check_not_truncated, check_readable, diagnose_unopenable
+
         file = self._file()
+        check_readable(file)
         names = [self._backend_name] if self._backend_name else auto_backends(self.path)
         reasons: list[str] = []
         for name in names:
@@ -150,7 +196,16 @@ class Slide:
                 reasons.append(f"{name}: {type(exc).__name__}: {str(exc).strip() or 'no message'}")
             else:
                 self._backend_name = name
+                if self._pid is None:  # first open in this process only: a re-open after a fork skips the scan
+                    try:
+                        check_not_truncated(file)
+                    except BaseException:
+                        handle.close()
+                        raise
                 return handle
+        specific = diagnose_unopenable(file, "; ".join(reasons))
+        if specific is not None:
+            raise specific
         hint = _HINTS.get(self.path.suffix.lower())
         raise UnsupportedSlideError(
             f"{self.path.name}: unsupported because "
@@ -277,15 +332,7 @@ class Slide:
 
     def fingerprint(self) -> str:
         """``size:mtime_ns:sha256(first MiB + last MiB)`` of the file: cheap identity for provenance."""
-        file = self._file()
-        stat = file.stat()
-        digest = hashlib.sha256()
-        with open(file, "rb") as fh:
-            digest.update(fh.read(1 << 20))
-            if stat.st_size > 2 << 20:
-                fh.seek(-(1 << 20), os.SEEK_END)
-                digest.update(fh.read(1 << 20))
-        return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"
+        return file_fingerprint(self._file())
 
     # -- pixels -------------------------------------------------------------------------------------------
     def level_origin(self, coord0: float, level: int) -> int:
