@@ -21,8 +21,26 @@ from gpfm.wsi import (
 
 
 def _per_tile(slide, grid):
+    """One plain read per tile, then the part past the image painted with the background (by hand)."""
     size = (grid.read_size_px, grid.read_size_px)
-    return np.stack([slide.read_region(x, y, grid.read_level, size) for x, y in grid.coords.tolist()])
+    tiles = np.stack([slide.read_region(x, y, grid.read_level, size) for x, y in grid.coords.tolist()])
+    width, height = slide.level_dimensions[grid.read_level]
+    for tile, (x, y) in zip(tiles, grid.coords.tolist(), strict=True):
+        lx, ly = slide.level_origin(x, grid.read_level), slide.level_origin(y, grid.read_level)
+        tile[:, max(0, width - lx):] = grid.background_rgb
+        tile[max(0, height - ly):, :] = grid.background_rgb
+    return tiles
+
+
+def test_edge_tiles_are_padded_with_the_slide_background_not_white_or_black(cmu_path):
+    s = open_slide(cmu_path)
+    grid = tile_slide(s, segment_tissue(s), TilingConfig())
+    padded = np.flatnonzero(grid.tile_status == 1)
+    assert padded.size and (grid.valid_fraction[padded] < 1).all() and (grid.valid_fraction[grid.tile_status == 0] == 1).all()
+    assert grid.background_rgb != (255, 255, 255) and min(grid.background_rgb) > 200  # CMU's glass, estimated
+    tiles = read_tiles(s, grid, padded)
+    outside = tiles[:, -2:, -2:].reshape(-1, 3)  # bottom-right corner: past the image for every edge tile
+    assert (outside == np.array(grid.background_rgb, np.uint8)).all()
 
 
 def test_cmu_block_tiles_equal_per_tile_reads(cmu_path):
@@ -38,7 +56,7 @@ def test_cmu_block_tiles_equal_per_tile_reads(cmu_path):
 def test_synthetic_level1_blocks_match_level_array(synthetic_pyramid, backend):
     path, levels = synthetic_pyramid
     s = open_slide(path, backend=backend)
-    cfg = TilingConfig(recipe="custom", target_mpp=0.5, tile_px=60)  # 120 level-0 px, read 60 px at level 1
+    cfg = TilingConfig(recipe="custom", target_mpp=0.5, tile_px=60, edge_policy="exclude")  # 120 px, 60 at level 1
     grid = tile_slide(s, shapely.box(0, 0, 1200, 700), cfg)
     assert grid.read_level == 1 and grid.read_size_px == 60
     tiles = read_tiles(s, grid, k=4)

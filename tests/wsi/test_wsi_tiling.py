@@ -61,7 +61,7 @@ def _expected_axis(extent: int, stride: float, patch: int) -> list[int]:
 
 def test_cmu_grid_is_exact_at_0499_mpp(cmu_path):
     s = open_slide(cmu_path)
-    grid = tile_slide(s, None, TilingConfig())
+    grid = tile_slide(s, None, TilingConfig(edge_policy="exclude"))  # whole tiles only: the lattice itself
     stride = 256 * 0.5 / 0.499
     assert grid.tile_size_level0_exact == pytest.approx(128 / 0.499)
     assert grid.stride_level0_exact == pytest.approx(stride)
@@ -83,7 +83,7 @@ def test_cmu_tissue_tiles(cmu_path):
     grid = tile_slide(s, tissue, TilingConfig())
     full = tile_slide(s, None, TilingConfig())
     assert 0 < len(grid) < len(full)
-    assert (grid.tissue_fraction >= 0.25).all()
+    assert (grid.tissue_fraction >= TilingConfig().min_tissue_fraction).all()
     # Independent coverage check for every kept tile: shapely intersection with the tissue polygons.
     for (x, y), frac in zip(grid.coords, grid.tissue_fraction, strict=True):
         box = shapely.box(x, y, x + 257, y + 257)
@@ -104,8 +104,8 @@ def test_tcga_level_choice(tcga_path):
 def test_synthetic_keep_rule_fraction_holes_and_four_point(synthetic_pyramid):
     path, _ = synthetic_pyramid
     s = open_slide(path)  # 0.25 µm/px, 1200 × 1000
-    cfg = TilingConfig(recipe="custom", target_mpp=0.5, tile_px=64)  # 32 µm → 128 level-0 px
-    # Tissue covers x ∈ [0, 320): columns 0, 1 fully, column 2 half (256..384 ∩ [0,320) = 64/128).
+    cfg = TilingConfig(recipe="custom", target_mpp=0.5, tile_px=64, edge_policy="exclude", min_tissue_fraction=0.25)
+    # 32 µm → 128 level-0 px. Tissue covers x ∈ [0, 320): columns 0, 1 fully, column 2 half (256..384 ∩ [0,320) = 64/128).
     strip = shapely.box(0, 0, 320, 1000)
     g = tile_slide(s, strip, cfg)
     assert set(g.grid_rc[:, 1].tolist()) == {0, 1, 2}
@@ -132,13 +132,13 @@ def test_edges_exclude_and_pad(synthetic_pyramid):
     path, _ = synthetic_pyramid
     s = open_slide(path)
     cfg = dict(recipe="custom", target_mpp=0.5, tile_px=100)  # 200 level-0 px, stride 200
-    ex = tile_slide(s, None, TilingConfig(**cfg))
+    ex = tile_slide(s, None, TilingConfig(**cfg, edge_policy="exclude"))
     assert len(ex) == (1200 // 200) * (1000 // 200) == 30
     pad = tile_slide(s, None, TilingConfig(**cfg, edge_policy="pad"))
     assert len(pad) == 30  # 1200 and 1000 are multiples of 200: no partial tile
     cfg = dict(recipe="custom", target_mpp=0.5, tile_px=96)  # 192 px: 6.25 columns, 5.2 rows
     ex, pad = (
-        tile_slide(s, None, TilingConfig(**cfg)),
+        tile_slide(s, None, TilingConfig(**cfg, edge_policy="exclude")),
         tile_slide(s, None, TilingConfig(**cfg, edge_policy="pad")),
     )
     assert len(ex) == 6 * 5 and len(pad) == 7 * 6

@@ -16,6 +16,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(EXIT_INPUT)
 
 
+def _seg_params(method: str, holes_are_tissue: bool, weights: str | None, device: str | None) -> dict | None:
+    from gpfm.wsi.tissue import PRESETS
+
+    params: dict = {"holes_are_tissue": True} if holes_are_tissue else {}
+    if method not in PRESETS:  # a learned segmenter: its weights, on the extraction device
+        params.update({"weights": weights, "device": device})
+    elif weights is not None:
+        _fail(f"--seg-weights is for learned segmenters; {method!r} is a threshold method")
+    return params or None
+
+
 def extract(
     slides: list[Path] = typer.Argument(..., help="Slide files, folders, and/or CSV manifests (slide_id,path[,mpp])."),
     encoder: str = typer.Option("gpfm", "--encoder", "-e", help="Registered encoder (see `gpfm models`)."),
@@ -26,8 +37,12 @@ def extract(
     target_mpp: float | None = typer.Option(None, help="Override the recipe's µm/px of the stored tile."),
     tile_px: int | None = typer.Option(None, help="Override the recipe's tile size (px at the target µm/px)."),
     overlap: int | None = typer.Option(None, help="Tile overlap in px at the target µm/px."),
-    min_tissue_fraction: float | None = typer.Option(None, help="Keep tiles with at least this tissue cover [0.25]."),
-    seg_method: str = typer.Option("hsv", help="Tissue detection: hsv, otsu, clam-tcga."),
+    min_tissue_fraction: float | None = typer.Option(
+        None, help="Keep tiles with at least this tissue cover (0.05: covers ≥ 99 % of the tissue)."),
+    seg_method: str = typer.Option(
+        "hsv", help="Tissue detection: hsv, otsu, clam-tcga, or a learned segmenter (deeplabv3-hest, "
+        "deeplabv3-mobilenet)."),
+    seg_weights: str | None = typer.Option(None, help="Weights of a learned segmenter (file, or 'random')."),
     holes_are_tissue: bool = typer.Option(False, help="Keep lumina/holes as tissue (TRIDENT's default)."),
     batch_size: int | None = typer.Option(None, help="Tiles per encoder batch (default: 256 on CUDA, 32 on CPU)."),
     workers: int | None = typer.Option(None, help="Reader processes (default: 0.75 × cores)."),
@@ -41,6 +56,8 @@ def extract(
     skip_errors: bool = typer.Option(True, help="Record a failing slide and go on (--no-skip-errors stops)."),
     force: bool = typer.Option(False, help="Replace a different tiling configuration recorded in --out."),
     recursive: bool = typer.Option(False, help="Scan folders recursively."),
+    qc: str = typer.Option("standard", help="Tile QC: standard (pen removal; ink/black tiles excluded), strict "
+                           "(also background and blur), off."),
 ) -> None:
     """Embed every tissue tile of every slide; one TRIDENT-compatible HDF5 per slide under OUT.
 
@@ -58,10 +75,10 @@ def extract(
         tiling = TilingConfig.from_recipe(recipe, **overrides)
         summary = extract_slides(
             [str(s) for s in slides], encoder, out, weights=weights, tiling=tiling, seg_method=seg_method,
-            seg_params={"holes_are_tissue": True} if holes_are_tissue else None, mpp=mpp,
+            seg_params=_seg_params(seg_method, holes_are_tissue, seg_weights, device), mpp=mpp,
             device=device, precision=precision, batch_size=batch_size, workers=workers, block_k=block_k,
             shard=shard, steal=steal, overwrite=overwrite, retry_failed=retry_failed, skip_errors=skip_errors,
-            force=force, recursive=recursive,
+            force=force, recursive=recursive, qc=qc,
         )
     except (SlideListError, TilingConfigMismatchError, WeightsNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -71,6 +88,8 @@ def extract(
                f"{summary.seconds:.1f} s ({summary.tiles_per_s:.1f} tiles/s)")
     for s in summary.failures:
         typer.echo(f"  FAILED {s.slide_id}: {s.error_class}: {s.error}")
+    for path, reason in summary.skipped_files:
+        typer.echo(f"  NOT A SLIDE {path}: {reason}")
     if summary.counts.get("failed_earlier"):
         typer.echo("  (slides that failed in earlier runs were not retried; pass --retry-failed)")
     typer.echo(f"summary: {summary.summary_csv}  run record: {summary.record_path}")

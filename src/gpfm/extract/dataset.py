@@ -18,7 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-TileBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: ``(indices int64 (B,), tiles uint8 (B, H, W, 3), status uint8 (B,), qc float32 (B, 5))``; the QC columns are
+#: :data:`gpfm.wsi.qc.SCORE_COLUMNS` then the reason code (all zero when QC is off).
+TileBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+QC_COLUMNS = 5
 
 
 def default_workers() -> int:
@@ -39,10 +42,11 @@ class TileBlockDataset(Dataset):
         blocks: the read plan from :func:`gpfm.wsi.blocks.plan_blocks`.
     """
 
-    def __init__(self, slide: Any, grid: Any, blocks: Sequence[Any]) -> None:
+    def __init__(self, slide: Any, grid: Any, blocks: Sequence[Any], qc: Any = None) -> None:
         self.slide = slide
         self.grid = grid
         self.blocks = list(blocks)
+        self.qc = qc
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -51,14 +55,21 @@ class TileBlockDataset(Dataset):
         """Number of tiles in block ``i``."""
         return len(self.blocks[i])
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from gpfm.wsi.blocks import read_block_tiles_safe
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        from gpfm.wsi.blocks import fill_outside, read_block_tiles_safe
 
         indices, tiles, status = read_block_tiles_safe(self.slide, self.grid, self.blocks[i])
         indices = np.asarray(indices, dtype=np.int64)
+        fill_outside(self.slide, self.grid, indices, tiles)  # edge tiles: slide background past the image
         # a read failure (2) outranks the padded-edge flag (1) the grid carries
         status = np.maximum(np.asarray(status, dtype=np.uint8), np.asarray(self.grid.tile_status)[indices])
-        return indices, tiles, status.astype(np.uint8)
+        qc = np.zeros((len(indices), QC_COLUMNS), dtype=np.float32)
+        if self.qc is not None:  # scored here, in the reader worker, beside the decode
+            from gpfm.wsi.qc import qc_tiles
+
+            scores, reasons = qc_tiles(tiles, self.qc)
+            qc[:, :-1], qc[:, -1] = scores, reasons
+        return indices, tiles, status.astype(np.uint8), qc
 
 
 class PackedBlockSampler(Sampler[list[int]]):
@@ -86,12 +97,13 @@ class PackedBlockSampler(Sampler[list[int]]):
         return len(self.batches)
 
 
-def collate_blocks(items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> TileBatch:
-    """Concatenate blocks into ``(indices int64 (B,), tiles uint8 (B, H, W, 3), status uint8 (B,))``."""
+def collate_blocks(items: list[tuple[np.ndarray, ...]]) -> TileBatch:
+    """Concatenate blocks into a :data:`TileBatch`."""
     indices = torch.from_numpy(np.concatenate([it[0] for it in items]))
     tiles = torch.from_numpy(np.ascontiguousarray(np.concatenate([it[1] for it in items])))
     status = torch.from_numpy(np.concatenate([it[2] for it in items]))
-    return indices, tiles, status
+    qc = torch.from_numpy(np.concatenate([it[3] for it in items]))
+    return indices, tiles, status, qc
 
 
 def rebatch(batches: Iterable[TileBatch], size: int) -> Iterator[TileBatch]:
@@ -107,14 +119,15 @@ def rebatch(batches: Iterable[TileBatch], size: int) -> Iterator[TileBatch]:
         pending.append(batch)
         filled += len(batch[0])
         while filled >= size:
-            merged = [torch.cat([b[j] for b in pending]) for j in range(3)] if len(pending) > 1 else list(pending[0])
-            yield merged[0][:size], merged[1][:size], merged[2][:size]
-            rest = (merged[0][size:], merged[1][size:], merged[2][size:])
+            width = len(pending[0])
+            merged = [torch.cat([b[j] for b in pending]) for j in range(width)] if len(pending) > 1 else list(
+                pending[0])
+            yield tuple(m[:size] for m in merged)
+            rest = tuple(m[size:] for m in merged)
             filled -= size
             pending = [rest] if filled else []
     if filled:
-        merged = [torch.cat([b[j] for b in pending]) for j in range(3)]
-        yield merged[0], merged[1], merged[2]
+        yield tuple(torch.cat([b[j] for b in pending]) for j in range(len(pending[0])))
 
 
 def tile_loader(
@@ -126,6 +139,7 @@ def tile_loader(
     block_k: int = 4,
     pin_memory: bool = False,
     prefetch_batches: int = 2,
+    qc: Any = None,
 ) -> DataLoader:
     """A DataLoader of uint8 tile batches covering every tile of ``grid`` exactly once.
 
@@ -137,10 +151,11 @@ def tile_loader(
         block_k: block side in tiles (1 = one read per tile).
         pin_memory: pin batches for fast host-to-device copies (CUDA).
         prefetch_batches: batches each worker reads ahead.
+        qc: a :class:`gpfm.wsi.qc.QCParams` to score every tile in the reader (None: no QC).
     """
     from gpfm.wsi.blocks import plan_blocks
 
-    dataset = TileBlockDataset(slide, grid, plan_blocks(grid, block_k))
+    dataset = TileBlockDataset(slide, grid, plan_blocks(grid, block_k), qc)
     sampler = PackedBlockSampler([dataset.block_size(i) for i in range(len(dataset))], batch_size)
     kwargs: dict[str, Any] = {}
     if workers > 0:

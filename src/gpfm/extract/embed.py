@@ -29,6 +29,8 @@ class EmbedResult:
         read_wait_s: time the encoder waited for the reader (0 when reading fully overlaps compute).
         encode_s: time spent preprocessing + encoding (device-synchronised).
         total_s: wall time of the loop.
+        qc: (N, 5) float32 QC scores and reason code per tile (:data:`gpfm.extract.dataset.TileBatch`), or None
+            when the batches carried none.
     """
 
     features: np.ndarray
@@ -37,6 +39,7 @@ class EmbedResult:
     read_wait_s: float
     encode_s: float
     total_s: float
+    qc: np.ndarray | None = None
 
     @property
     def tiles_per_s(self) -> float:
@@ -58,7 +61,7 @@ def encode_uint8(encoder: Encoder, tiles: torch.Tensor) -> torch.Tensor:
 
 def embed_batches(
     encoder: Encoder,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, ...]],
     n_tiles: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> EmbedResult:
@@ -66,8 +69,8 @@ def embed_batches(
 
     Args:
         encoder: the encoder (its device and precision are used).
-        batches: yields ``(indices int64 (B,), tiles uint8 (B, H, W, 3), status uint8 (B,))``; indices are grid
-            rows, in any order; every row in ``[0, n_tiles)`` must be delivered exactly once.
+        batches: yields ``(indices int64 (B,), tiles uint8 (B, H, W, 3), status uint8 (B,)[, qc (B, 5)])``;
+            indices are grid rows, in any order; every row in ``[0, n_tiles)`` must be delivered exactly once.
         n_tiles: number of grid rows.
         on_batch: called with the batch size after each batch (progress).
 
@@ -77,15 +80,17 @@ def embed_batches(
     features = np.zeros((n_tiles, encoder.embed_dim), dtype=np.float32)
     status = np.zeros(n_tiles, dtype=np.uint8)
     seen = np.zeros(n_tiles, dtype=bool)
+    qc: np.ndarray | None = None
     read_wait = encode = 0.0
     start = time.perf_counter()
     iterator = iter(batches)
     while True:
         t0 = time.perf_counter()
         try:
-            indices, tiles, tile_status = next(iterator)
+            batch = next(iterator)
         except StopIteration:
             break
+        indices, tiles, tile_status = batch[:3]
         t1 = time.perf_counter()
         feats = encode_uint8(encoder, tiles)
         _sync(encoder.device)
@@ -98,9 +103,13 @@ def embed_batches(
         seen[idx] = True
         features[idx] = feats.numpy()
         status[idx] = tile_status.numpy()
+        if len(batch) > 3:
+            if qc is None:
+                qc = np.zeros((n_tiles, batch[3].shape[1]), dtype=np.float32)
+            qc[idx] = batch[3].numpy()
         if on_batch is not None:
             on_batch(len(idx))
     if not seen.all():
         missing = np.flatnonzero(~seen)
         raise RuntimeError(f"{len(missing)} of {n_tiles} tile rows were never read (first: {missing[:5].tolist()})")
-    return EmbedResult(features, status, n_tiles, read_wait, encode, time.perf_counter() - start)
+    return EmbedResult(features, status, n_tiles, read_wait, encode, time.perf_counter() - start, qc)

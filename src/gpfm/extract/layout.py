@@ -7,6 +7,7 @@
     <job>/contours_geojson/<slide>.geojson       <job>/summary.csv
     <job>/<tiling>/patches/<slide>_patches.h5
     <job>/<tiling>/visualization/<slide>.jpg
+    <job>/<tiling>/qc/<slide>.jpg                 (tile QC overlay)
     <job>/<tiling>/features_<encoder>/<slide>.h5
     <job>/<tiling>/feature_maps_<encoder>/<slide>.jpg
     <job>/<tiling>/tiling_config.json
@@ -97,6 +98,10 @@ class JobLayout:
     def visualization(self, slide_id: str) -> Path:
         """``<tiling>/visualization/<slide>.jpg``."""
         return self.tiling_dir / "visualization" / f"{_safe(slide_id)}.jpg"
+
+    def qc_overlay(self, slide_id: str) -> Path:
+        """``<tiling>/qc/<slide>.jpg``: tile QC over the thumbnail (excluded tiles filled by reason)."""
+        return self.tiling_dir / "qc" / f"{_safe(slide_id)}.jpg"
 
     def features(self, slide_id: str) -> Path:
         """``<tiling>/features_<encoder>/<slide>.h5``."""

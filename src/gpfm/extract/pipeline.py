@@ -25,6 +25,8 @@ from gpfm.extract.slide import (
     embed_slide,
     empty_result,
     prepare_grid,
+    split_by_qc,
+    write_qc_overlay,
     write_slide_features,
 )
 from gpfm.extract.slides import SlideEntry
@@ -76,6 +78,14 @@ class JobContext:
     progress: Progress
     writer: AsyncWriter
     stop_reason: list[str] = field(default_factory=list)  # set when the batch must stop (e.g. disk full)
+    qc: Any = None  # gpfm.wsi.qc.QCParams, or None when QC is off
+
+    @property
+    def qc_json(self) -> str:
+        """The QC configuration as recorded in every features file (``off`` when QC is off)."""
+        import json
+
+        return "off" if self.qc is None else json.dumps(self.qc.to_dict(), sort_keys=True)
 
 
 def cost_of(entry: SlideEntry, layout: JobLayout, fov_um: float) -> float:
@@ -175,7 +185,8 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
         return "held", None  # another worker of this job did it (also under --overwrite: once per run)
     changed = _slide_changed(entry, ctx)
     overwrite = ctx.overwrite or changed
-    if not overwrite and is_complete(final, ctx.tiling_sha, weights_sha):
+    qc_changed = final.is_file() and _recorded_qc(final) != ctx.qc_json  # features only: coordinates stay
+    if not overwrite and not qc_changed and is_complete(final, ctx.tiling_sha, weights_sha):
         # a writer killed between the atomic rename and its lock release leaves a complete file + a dead lock
         break_stale_lock(lock_path_for(final), ctx.lock_ttl_s)
         if previous is not None and previous.status in ("done", "empty"):
@@ -192,7 +203,7 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     t0 = time.perf_counter()
     previous = load_state(ctx.layout.state_dir, entry.slide_id)  # another process may have just finished it
     if _finished_during_this_run(previous, ctx) or (
-            not overwrite and is_complete(final, ctx.tiling_sha, weights_sha)):
+            not overwrite and not qc_changed and is_complete(final, ctx.tiling_sha, weights_sha)):
         lock.release()
         return "held", None
     for output in (final, ctx.layout.patches(entry.slide_id)):  # leftovers of a killed writer of this slide
@@ -219,6 +230,21 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
         return "processed", fail_slide(ctx, state, exc, t0, lock)
     slide.close()  # the embedding stage reopens it lazily (in its reader workers)
     return "ready", Prepared(entry, state, lock, slide, grid, t0)
+
+
+def _recorded_qc(features: Path) -> str | None:
+    """The QC configuration a features file was made with (``off`` for files made before QC existed)."""
+    from gpfm.wsi import open_h5
+
+    try:
+        with open_h5(features) as h5:
+            attrs = h5["features"].attrs
+            if attrs.get("qc_preset", "off") in ("off", b"off"):
+                return "off"
+            value = attrs.get("qc_json", "")
+    except Exception:  # noqa: BLE001 - unreadable: is_complete decides
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _slide_changed(entry: SlideEntry, ctx: JobContext) -> bool:
@@ -250,7 +276,7 @@ def embed(prepared: Prepared, ctx: JobContext) -> tuple[str, SlideState | Future
         if len(grid):
             result = embed_slide(prepared.slide, grid, ctx.encoder, batch_size=ctx.batch_size,
                                  workers=ctx.workers, block_k=ctx.block_k, on_batch=ctx.progress.advance_tiles,
-                                 max_failed_fraction=ctx.max_failed_fraction)
+                                 max_failed_fraction=ctx.max_failed_fraction, qc=ctx.qc)
         else:
             result = empty_result(ctx.encoder)
     except Exception as exc:  # noqa: BLE001 - one slide's failure must not stop the batch
@@ -260,14 +286,18 @@ def embed(prepared: Prepared, ctx: JobContext) -> tuple[str, SlideState | Future
         raise
     finally:
         prepared.slide.close()  # release the reader handle before the next slide (memory stays flat)
-    state.n_tiles = result.n_tiles
+    split = split_by_qc(result, ctx.qc)
+    state.n_excluded_tiles = 0 if split is None else split.n_excluded
+    state.n_tiles = result.n_tiles - state.n_excluded_tiles
     state.n_failed_tiles = int((result.tile_status == 2).sum())
 
     def write() -> SlideState:
         try:
             state.stage = "write"
-            write_slide_features(final, grid, ctx.encoder, result, run_id=ctx.run_id)
-            state.stage, state.status = "done", "done" if result.n_tiles else "empty"
+            write_slide_features(final, grid, ctx.encoder, result, run_id=ctx.run_id, qc=ctx.qc)
+            write_qc_overlay(grid, result, ctx.qc, ctx.layout.thumbnail(entry.slide_id),
+                             ctx.layout.qc_overlay(entry.slide_id))
+            state.stage, state.status = "done", "done" if state.n_tiles else "empty"
             state.outputs = {"features": {"path": str(final), "bytes": final.stat().st_size},
                              "patches": {"path": str(ctx.layout.patches(entry.slide_id))}}
             return finish_slide(ctx, state, t0, lock)

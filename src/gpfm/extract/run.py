@@ -64,6 +64,7 @@ class RunSummary:
         record_path: the run record JSON.
         summary_csv: the job's summary table.
         stopped: why the batch stopped before its last slide (e.g. disk full), or "" when it ran to the end.
+        skipped_files: (path, reason) of files in the given folders that are not slides.
     """
 
     run_id: str
@@ -78,6 +79,7 @@ class RunSummary:
     record_path: Path | None = None
     summary_csv: Path | None = None
     stopped: str = ""
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failures(self) -> list[SlideState]:
@@ -124,7 +126,7 @@ def check_options(*, batch_size: int | None, workers: int | None, block_k: int, 
         raise ExtractOptionError("; ".join(problems) + "; nothing was run")
 
 
-def _entries(slides: Any, mpp: float | None, recursive: bool) -> list[SlideEntry]:
+def _entries(slides: Any, mpp: float | None, recursive: bool, skipped: list | None = None) -> list[SlideEntry]:
     """SlideEntry items as given, plus paths / folders / manifests expanded (ids must stay unique)."""
     from gpfm.extract.slides import SlideListError, check_slide_id
 
@@ -133,7 +135,7 @@ def _entries(slides: Any, mpp: float | None, recursive: bool) -> list[SlideEntry
     for entry in given:
         check_slide_id(entry.slide_id, f"SlideEntry for {entry.path}")
     paths = [s for s in items if not isinstance(s, SlideEntry)]
-    entries = given + (collect_slides(paths, mpp=mpp, recursive=recursive) if paths else [])
+    entries = given + (collect_slides(paths, mpp=mpp, recursive=recursive, skipped=skipped) if paths else [])
     ids = [e.slide_id for e in entries]
     if len(set(ids)) != len(ids):
         raise SlideListError("duplicate slide ids between the given entries and paths; ids must be unique")
@@ -174,6 +176,7 @@ def extract_slides(
     thumbnail_px: int = 1024,
     progress: bool | None = None,
     recursive: bool = False,
+    qc: str = "standard",
 ) -> RunSummary:
     """Embed every tissue tile of every slide with a registered encoder; one HDF5 file per slide.
 
@@ -203,6 +206,8 @@ def extract_slides(
         thumbnail_px: longest side of thumbnails.
         progress: show progress bars (None: only on a terminal).
         recursive: scan folders recursively.
+        qc: tile QC preset (:mod:`gpfm.wsi.qc`): ``standard`` (default: pen ink removed from the tissue mask,
+            ink- and black-dominated tiles excluded and listed), ``strict`` (also background and blur), ``off``.
 
     Returns:
         The :class:`RunSummary` (also written to ``runs/<run_id>.json``; ``summary.csv`` covers the whole job).
@@ -216,15 +221,20 @@ def extract_slides(
     from gpfm.extract.tiling_setup import resolve_tiling
     from gpfm.models import create_encoder
     from gpfm.runtime import machine_info
+    from gpfm.wsi.qc import qc_preset
 
     started, t_start = utc_now(), time.perf_counter()
     check_options(batch_size=batch_size, workers=workers, block_k=block_k, lock_ttl_s=lock_ttl_s,
                   max_failed_fraction=max_failed_fraction, thumbnail_px=thumbnail_px)
-    entries = _entries(slides, mpp, recursive)
+    skipped_files: list = []
+    entries = _entries(slides, mpp, recursive, skipped_files)
     if isinstance(shard, ShardSpec):
         spec = shard
     else:
         spec = parse_shard(shard) if shard else shard_from_env()
+    qc_params = qc_preset(qc)
+    if qc_params is not None and qc_params.remove_pen and seg_method != "geojson":
+        seg_params = {"remove_pen": True, **(seg_params or {})}  # the caller's explicit choice wins
     tiling_cfg, segmentation, tiling_sha, tiling_config = resolve_tiling(recipe, tiling, seg_method, seg_params)
     enc = create_encoder(encoder, weights, device=device or local_device_from_env(), precision=precision)
     batch_size = batch_size or (256 if enc.device.type == "cuda" else 32)
@@ -234,14 +244,15 @@ def extract_slides(
     by_id = {e.slide_id: e for e in entries}
     fov = tiling_cfg.tile_px * (tiling_cfg.target_mpp or 0.5)
     own, stolen = plan_order(list(by_id), lambda s: cost_of(by_id[s], layout, fov), spec, steal=steal)
-    summary = RunSummary(run_id, layout.root, enc.name, f"{spec} ({spec.source})", encoder_metadata=enc.metadata())
+    summary = RunSummary(run_id, layout.root, enc.name, f"{spec} ({spec.source})", encoder_metadata=enc.metadata(),
+                         skipped_files=[(str(f.path), f.reason) for f in skipped_files])
     bar = Progress(len(own), enabled=progress)
     outcomes: list[tuple[str, SlideState | Future[SlideState]]] = []
     held = 0
     last_summary = time.perf_counter()
     ctx = JobContext(layout, enc, tiling_cfg, segmentation, tiling_sha, run_id, started, batch_size,
                default_workers() if workers is None else workers, block_k, overwrite, retry_failed, lock_ttl_s,
-               max_failed_fraction, thumbnail_px, bar, AsyncWriter())
+               max_failed_fraction, thumbnail_px, bar, AsyncWriter(), qc=qc_params)
     order = [by_id[sid] for sid in (*own, *stolen)]
     # the preparer thread locks, opens and tiles slide s+1 while slide s is being embedded (no idle encoder)
     preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpfm-prepare")
@@ -299,6 +310,8 @@ def extract_slides(
         "n_slides_listed": len(entries), "n_own": len(own), "counts": summary.counts, "n_tiles": summary.n_tiles,
         "tiles_per_s": round(summary.tiles_per_s, 2), "encoder": summary.encoder_metadata,
         "tiling_config_sha256": tiling_sha, "tiling_config": tiling_config,
+        "qc": None if qc_params is None else qc_params.to_dict(),
+        "skipped_files": [{"path": p, "reason": r} for p, r in summary.skipped_files],
         "failures": [{"slide_id": s.slide_id, "error_class": s.error_class, "error": s.error}
                      for s in summary.failures],
         "slides": [asdict(s) for s in summary.slides], "machine": machine_info(), "stopped": summary.stopped,

@@ -28,6 +28,7 @@ from gpfm.wsi import (
     tile_slide,
     write_coords,
 )
+from gpfm.wsi.qc import QCParams
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def embed_slide(
     block_k: int = 4,
     on_batch: Callable[[int], None] | None = None,
     max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
+    qc: QCParams | None = None,
 ) -> EmbedResult:
     """Embed every tile of ``grid`` (row-aligned with ``grid.coords``).
 
@@ -65,12 +67,13 @@ def embed_slide(
         block_k: read k×k blocks of neighbouring tiles with one region read.
         on_batch: progress callback with the number of tiles done.
         max_failed_fraction: fail the slide when more tiles than this fraction were unreadable.
+        qc: tile QC to score every tile with while it is read (None: no QC); the result's ``qc`` holds it.
 
     Raises:
         SlideReadError: too many unreadable tiles.
     """
     loader = tile_loader(slide, grid, batch_size=batch_size, workers=workers, block_k=block_k,
-                         pin_memory=encoder.device.type == "cuda")
+                         pin_memory=encoder.device.type == "cuda", qc=qc)
     batches = loader if encoder.device.type == "cuda" else rebatch(loader, batch_size)
     result = embed_batches(encoder, batches, len(grid), on_batch=on_batch)
     n_failed = int((result.tile_status == 2).sum())
@@ -112,15 +115,59 @@ def feature_attrs(encoder: Encoder, grid: TileGrid, *, savetodir: str = "", run_
     }
 
 
-def write_slide_features(path: Path, grid: TileGrid, encoder: Encoder, result: EmbedResult, *,
-                         run_id: str = "") -> Path:
-    """Write one self-contained features file atomically (``complete=True`` last)."""
-    from gpfm.wsi import write_features
+@dataclass(frozen=True)
+class QCSplit:
+    """Which tiles of a slide QC keeps for the features and which it excludes (with reasons)."""
 
-    n_failed = int((result.tile_status == 2).sum())
-    attrs = feature_attrs(encoder, grid, savetodir=str(path.parent), run_id=run_id, n_failed_tiles=n_failed)
-    return write_features(path, result.features, grid.coords, grid.attrs(savetodir=str(path.parent)), attrs,
-                          tile_status=result.tile_status)
+    keep: np.ndarray  # (N,) bool over the grid
+    scores: np.ndarray  # (N, 4) float32, gpfm.wsi.qc.SCORE_COLUMNS
+    reasons: np.ndarray  # (N,) uint8 codes into gpfm.wsi.qc.REASONS
+
+    @property
+    def n_excluded(self) -> int:
+        """Tiles kept out of the features."""
+        return int((~self.keep).sum())
+
+
+def split_by_qc(result: EmbedResult, qc: QCParams | None) -> QCSplit | None:
+    """The QC verdicts of an embedded slide (None when QC was off)."""
+    from gpfm.wsi.qc import excluded_mask
+
+    if qc is None or result.qc is None:
+        return None
+    reasons = result.qc[:, -1].astype(np.uint8)
+    return QCSplit(~excluded_mask(reasons, qc), result.qc[:, :-1].astype(np.float32), reasons)
+
+
+def write_slide_features(path: Path, grid: TileGrid, encoder: Encoder, result: EmbedResult, *,
+                         run_id: str = "", qc: QCParams | None = None) -> Path:
+    """Write one self-contained features file atomically (``complete=True`` last).
+
+    With QC, only the tiles QC keeps become feature rows; ``qc_scores``/``qc_reason`` are row-aligned with
+    them, and every excluded tile is listed in ``excluded_coords``/``excluded_reason``/``excluded_qc_scores``.
+    """
+    from gpfm.wsi import write_features
+    from gpfm.wsi.qc import REASONS
+
+    split = split_by_qc(result, qc)
+    keep = np.ones(len(grid), dtype=bool) if split is None else split.keep
+    kept = grid.select(keep) if split is not None else grid
+    status = result.tile_status[keep]
+    n_failed = int((status == 2).sum())
+    attrs = feature_attrs(encoder, kept, savetodir=str(path.parent), run_id=run_id, n_failed_tiles=n_failed)
+    extra: dict[str, np.ndarray] = {"valid_fraction": np.asarray(kept.valid_fraction, np.float32)}
+    attrs["qc_preset"] = "off" if qc is None else qc.name
+    if split is not None:
+        attrs["qc_json"] = json.dumps(qc.to_dict(), sort_keys=True)
+        attrs["qc_reasons"] = json.dumps(list(REASONS))
+        attrs["n_excluded_tiles"] = split.n_excluded
+        extra.update({
+            "qc_scores": split.scores[keep], "qc_reason": split.reasons[keep],
+            "excluded_coords": np.asarray(grid.coords, np.int64)[~keep].reshape(-1, 2),
+            "excluded_reason": split.reasons[~keep], "excluded_qc_scores": split.scores[~keep],
+        })
+    return write_features(path, result.features[keep], kept.coords, kept.attrs(savetodir=str(path.parent)), attrs,
+                          tile_status=status, extra_datasets=extra)
 
 
 def _write_pictures(slide: Any, tissue: Any, grid: TileGrid, layout: JobLayout, thumbnail_px: int) -> None:
@@ -133,6 +180,25 @@ def _write_pictures(slide: Any, tissue: Any, grid: TileGrid, layout: JobLayout, 
     viz.save_jpeg(viz.contours_image(thumb, scale, tissue), layout.contours(sid))
     geojson.write_geojson(layout.contours_geojson(sid), tissue)
     viz.save_jpeg(viz.tile_grid_image(thumb, scale, grid, tissue=tissue), layout.visualization(sid))
+
+
+def write_qc_overlay(grid: TileGrid, result: EmbedResult, qc: QCParams | None, thumbnail: Path,
+                     out_path: Path) -> Path | None:
+    """Draw the QC verdicts over the slide's saved thumbnail (None when QC was off or there is no thumbnail)."""
+    from PIL import Image
+
+    from gpfm.wsi import viz
+
+    split = split_by_qc(result, qc)
+    if split is None or not thumbnail.is_file():
+        return None
+    with Image.open(thumbnail) as image:
+        thumb = np.asarray(image.convert("RGB"))
+    scale = grid.level0_width / thumb.shape[1]
+    caption = f"{grid.slide_id} | QC {qc.name}: {len(grid) - split.n_excluded} of {len(grid)} tiles kept"
+    picture = viz.qc_overlay_image(thumb, scale, grid.coords, grid.patch_size_level0, split.reasons, ~split.keep,
+                                   caption)
+    return viz.save_jpeg(picture, out_path)
 
 
 def write_feature_map(slide: Any, features_path: Path, out_path: Path, thumbnail_px: int = 1024) -> Path:
@@ -163,6 +229,7 @@ def prepare_grid(
     Returns:
         (grid, made) — ``made`` is False when existing coordinates were reused.
     """
+    from gpfm.wsi.coverage import tissue_coverage
     from gpfm.wsi.tissue import segment_tissue
 
     patches = layout.patches(slide.slide_id)
@@ -176,7 +243,8 @@ def prepare_grid(
             "segmentation parameters were not canonical"
         )
     _write_pictures(slide, tissue, grid, layout, thumbnail_px)
-    write_coords(patches, grid, {"savetodir": str(patches.parent)})
+    coverage = tissue_coverage(grid, tissue)
+    write_coords(patches, grid, {"savetodir": str(patches.parent), "tissue_coverage": coverage})
     return grid, True
 
 

@@ -8,6 +8,7 @@ an error, never a silent "last one wins".
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 from collections import Counter
@@ -17,11 +18,24 @@ from pathlib import Path
 
 from gpfm.errors import GpfmError
 
-#: File endings scanned in folders (lower case; compound endings such as ``.ome.tiff`` end in one of these).
-SLIDE_EXTENSIONS: tuple[str, ...] = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm",
-    ".png", ".jpg", ".jpeg",
-)
+log = logging.getLogger(__name__)
+
+#: File endings scanned in folders (lower case; compound endings such as ``.ome.tiff`` end in one of these), with
+#: the reader that opens them. OpenSlide 4 (bundled by openslide-bin): Aperio .svs/.tif, Hamamatsu .ndpi/.vms/
+#: .vmu, Leica .scn, MIRAX .mrxs, Philips .tiff, Sakura .svslide, Ventana .bif, Zeiss .czi, DICOM .dcm and generic
+#: tiled TIFF; tiffslide: SVS, NDPI and generic/OME TIFF; pydicom: DICOM-WSI; Pillow: plain images (with --mpp).
+#: A folder holding ``.dcm`` files is one DICOM-WSI series (one slide, named after the folder).
+SLIDE_FORMATS: dict[str, str] = {
+    ".svs": "Aperio (OpenSlide, tiffslide)", ".tif": "TIFF: Aperio, Ventana, Trestle, generic/OME (OpenSlide, "
+    "tiffslide)", ".tiff": "TIFF: Philips, generic/OME (OpenSlide, tiffslide)", ".ndpi": "Hamamatsu (OpenSlide, "
+    "tiffslide)", ".vms": "Hamamatsu VMS (OpenSlide)", ".vmu": "Hamamatsu VMU (OpenSlide)", ".mrxs": "MIRAX "
+    "(OpenSlide; needs its side folder)", ".scn": "Leica (OpenSlide)", ".bif": "Ventana (OpenSlide)",
+    ".svslide": "Sakura (OpenSlide)", ".czi": "Zeiss (OpenSlide 4)", ".dcm": "DICOM-WSI (OpenSlide, pydicom)",
+    ".png": "plain image (needs --mpp)", ".jpg": "plain image (needs --mpp)", ".jpeg": "plain image (needs --mpp)",
+}
+SLIDE_EXTENSIONS: tuple[str, ...] = tuple(SLIDE_FORMATS)
+#: Files that belong to a slide without being one (MIRAX side files, sidecars): never reported as skipped.
+_COMPANION_SUFFIXES = (".dat", ".ini", ".xml", ".json", ".csv", ".txt", ".md", ".geojson", ".h5", ".lock")
 
 #: Columns a manifest must (``slide_id``, ``path``) or may (``mpp``) have.
 MANIFEST_REQUIRED = ("slide_id", "path")
@@ -89,6 +103,8 @@ class SlideEntry:
 
 def slide_id_for(path: Path) -> str:
     """The default slide id: the file name without its (possibly compound) extension."""
+    if path.is_dir():
+        return path.name  # a DICOM-WSI series folder
     name = path.name
     for compound in (".ome.tiff", ".ome.tif"):
         if name.lower().endswith(compound):
@@ -159,11 +175,58 @@ def _read_manifest(path: Path) -> list[SlideEntry]:
     return entries
 
 
-def scan_folder(folder: Path, extensions: Sequence[str] = SLIDE_EXTENSIONS, recursive: bool = False) -> list[Path]:
-    """Slide files in ``folder`` with one of ``extensions`` (case-insensitive), sorted by path."""
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file of a scanned folder that is not read as a slide, and why."""
+
+    path: Path
+    reason: str
+
+
+def _is_dicom_series(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir())
+
+
+def scan_folder_report(folder: Path, extensions: Sequence[str] = SLIDE_EXTENSIONS,
+                       recursive: bool = False) -> tuple[list[Path], list[SkippedFile]]:
+    """Slides of ``folder`` (files with a slide ending; sub-folders that are DICOM-WSI series) and the skipped files.
+
+    Nothing is skipped silently: every other non-hidden file is returned with its reason (companion files such as
+    MIRAX ``.dat`` or sidecar ``.csv``/``.json`` are not slides and are not listed).
+    """
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     candidates: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in candidates if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith("."))
+    slides: list[Path] = []
+    skipped: list[SkippedFile] = []
+    series_dirs: set[Path] = set()
+    for path in sorted(candidates):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.is_dir():
+            if path.suffix.lower() == ".mrxs" or path.parent in series_dirs:
+                continue
+            if ".dcm" in exts and _is_dicom_series(path) and not any(p.suffix.lower() in exts and p.suffix.lower()
+                                                                      != ".dcm" for p in path.iterdir()):
+                slides.append(path)
+                series_dirs.add(path)
+            continue
+        if path.parent in series_dirs or any(parent in series_dirs for parent in path.parents):
+            continue  # an instance of a DICOM series listed as one slide
+        if path.parent != folder and path.parent.suffix == "" and (path.parent.with_suffix(".mrxs")).is_file():
+            continue  # MIRAX side folder
+        name = path.name.lower()
+        if name.endswith(exts):
+            slides.append(path)
+        elif not name.endswith(_COMPANION_SUFFIXES):
+            suffix = path.suffix.lower() or "(no ending)"
+            skipped.append(SkippedFile(path, f"{suffix} is not a slide format gpfm reads (readable: "
+                                             f"{', '.join(exts)}); convert it or pass it in a CSV manifest"))
+    return slides, skipped
+
+
+def scan_folder(folder: Path, extensions: Sequence[str] = SLIDE_EXTENSIONS, recursive: bool = False) -> list[Path]:
+    """Slides in ``folder`` (see :func:`scan_folder_report`), sorted by path."""
+    return scan_folder_report(folder, extensions, recursive)[0]
 
 
 def collect_slides(
@@ -172,6 +235,7 @@ def collect_slides(
     mpp: float | None = None,
     extensions: Sequence[str] = SLIDE_EXTENSIONS,
     recursive: bool = False,
+    skipped: list[SkippedFile] | None = None,
 ) -> list[SlideEntry]:
     """Build the ordered slide list from paths, folders and CSV manifests.
 
@@ -181,6 +245,7 @@ def collect_slides(
             A per-slide manifest value is more specific and wins.
         extensions: file endings accepted when scanning folders.
         recursive: scan folders recursively.
+        skipped: a list that receives the files of scanned folders that are not slides (with the reason).
 
     Returns:
         Entries in input order (folders expanded in sorted order).
@@ -196,11 +261,19 @@ def collect_slides(
         path = Path(item).expanduser()
         if not path.exists():
             raise SlideListError(f"{path}: no such file or folder; pass slide files, a folder or a CSV manifest")
-        if path.is_dir():
-            found = scan_folder(path, extensions, recursive)
+        if path.is_dir() and _is_dicom_series(path) and not scan_folder(path, [e for e in extensions
+                                                                             if e != ".dcm"], recursive):
+            entries.append(SlideEntry(check_slide_id(path.name, str(path)), path))  # the folder is one series
+        elif path.is_dir():
+            found, not_slides = scan_folder_report(path, extensions, recursive)
+            for item in not_slides:
+                log.warning("skipped %s: %s", item.path, item.reason)
+            if skipped is not None:
+                skipped.extend(not_slides)
             if not found:
+                shown = f" (found: {', '.join(p.path.name for p in not_slides[:3])})" if not_slides else ""
                 raise SlideListError(
-                    f"{path}: folder has no slide files ending in {', '.join(extensions)}; "
+                    f"{path}: folder has no slide files ending in {', '.join(extensions)}{shown}; "
                     "check the folder, or pass --recursive for nested folders"
                 )
             entries.extend(SlideEntry(check_slide_id(slide_id_for(p), str(p)), p) for p in found)

@@ -23,7 +23,8 @@ from gpfm.atomic import write_json_atomic, write_text_atomic
 Status = Literal["pending", "running", "done", "failed", "skipped", "empty"]
 
 SUMMARY_COLUMNS = (
-    "slide_id", "status", "stage", "n_tiles", "n_failed_tiles", "seconds", "tiles_per_s", "error_class", "error",
+    "slide_id", "status", "stage", "n_tiles", "n_failed_tiles", "n_excluded_tiles", "seconds", "tiles_per_s",
+    "error_class", "error",
     "features_path", "slide_path", "run_id", "updated_utc",
 )
 
@@ -59,6 +60,7 @@ class SlideState:
         attempts: how many runs tried this slide.
         n_tiles: tiles embedded.
         n_failed_tiles: tiles that could not be read (white-filled and flagged in ``tile_status``).
+        n_excluded_tiles: tiles tile QC kept out of the features (listed in the features file with reasons).
         seconds: wall time of the last attempt.
         tiles_per_s: end-to-end throughput of the last attempt.
         mpp: the µm/px used and ``mpp_source`` where it came from.
@@ -81,6 +83,7 @@ class SlideState:
     attempts: int = 0
     n_tiles: int = 0
     n_failed_tiles: int = 0
+    n_excluded_tiles: int = 0
     seconds: float = 0.0
     tiles_per_s: float = 0.0
     mpp: float | None = None

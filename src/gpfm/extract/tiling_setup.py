@@ -17,11 +17,16 @@ from gpfm.wsi import TilingConfig, tiling_config_dict, tiling_config_sha256
 
 def canonical_seg_params(method: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """The parameter record ``segment_tissue(method=..., **overrides)`` stores (spec §4.2 ``seg_params_json``)."""
-    from gpfm.wsi.tissue import METHODS, PRESETS
+    from gpfm.wsi.tissue import METHODS, PRESETS, learned_params, learned_record
 
-    if method not in PRESETS:
+    if method not in METHODS:
         raise ValueError(f"unknown tissue method {method!r}; choose one of {', '.join(METHODS)}")
     overrides = dict(overrides or {})
+    if method not in PRESETS:  # a learned segmenter: its weights' identity is part of the configuration
+        from gpfm.wsi.tissue_models import weights_identity
+
+        p, _ = learned_params(method, None, **overrides)
+        return learned_record(method, p, weights_identity(method, overrides.get("weights")))
     if method == "geojson":
         if "path" not in overrides:
             raise ValueError("seg_method='geojson' needs seg_params={'path': 'tissue.geojson'}")

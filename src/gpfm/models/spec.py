@@ -14,6 +14,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
+from gpfm.weights import WeightSource  # noqa: F401 - re-exported: encoders declare their sources here
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,34 +69,6 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description, recorded in every output file."""
         return {**asdict(self), "antialias": True}
-
-
-@dataclass(frozen=True)
-class WeightSource:
-    """Where an encoder's pretrained weights come from, and how they are verified.
-
-    Attributes:
-        env_var: environment variable that may hold a local path to the weights (e.g. ``GPFM_WEIGHTS``).
-        hf_repo: Hugging Face repository id (optional download when online).
-        hf_filename: file inside ``hf_repo``.
-        url: official direct download location (informational; shown in the error message).
-        pinned: published checksums as ``(checkpoint_format, algorithm, hexdigest)``; a file whose detected
-            layout has a pinned checksum must match it (``md5`` only where that is all that was published).
-        license: licence of the weights.
-        gated: whether the hub repository requires accepting terms.
-        packaged: callable returning the path of weights shipped inside an installed Python package.
-        notes: extra instructions shown when the weights are missing.
-    """
-
-    env_var: str
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    url: str | None = None
-    pinned: tuple[tuple[str, str, str], ...] = ()
-    license: str = "unknown"
-    gated: bool = False
-    packaged: Callable[[], str] | None = None
-    notes: str = ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gpfm.wsi.readers.slide import TILE_FAILED, Slide, level_origin
+from gpfm.wsi.readers.slide import TILE_FAILED, TILE_PADDED, Slide, level_origin
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,27 @@ def read_block_tiles_safe(slide: Slide, grid, block: Block) -> tuple[np.ndarray,
     return block.tile_indices, tiles, np.minimum(status, TILE_FAILED).astype(np.uint8)
 
 
+def fill_outside(slide: Slide, grid, indices: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """Paint the part of each edge tile that lies past the image with the slide's background colour (in place).
+
+    Readers return white outside the image; the background of a scan is glass, which is rarely pure white, so
+    padded tiles get ``grid.background_rgb`` there instead (what the tissue detector saw around the tissue).
+    """
+    padded = np.flatnonzero(np.asarray(grid.tile_status)[indices] == TILE_PADDED)
+    if padded.size == 0:
+        return tiles
+    level = int(grid.read_level)
+    lw, lh = slide.level_dimensions[level]
+    origins = tile_level_origins(grid.select(np.asarray(indices)[padded]))
+    size = tiles.shape[1]
+    fill = np.asarray(grid.background_rgb, dtype=np.uint8)
+    for j, (lx, ly) in zip(padded.tolist(), origins.tolist(), strict=True):
+        valid_w, valid_h = max(0, min(size, lw - lx)), max(0, min(size, lh - ly))
+        tiles[j, :, valid_w:] = fill
+        tiles[j, valid_h:, :] = fill
+    return tiles
+
+
 def read_tiles(slide: Slide, grid, indices: np.ndarray | None = None, k: int = 4) -> np.ndarray:
     """Tiles of ``grid`` (all, or ``indices``) in grid order, read through blocks; (n, s, s, 3) uint8."""
     wanted = np.arange(len(grid)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -126,6 +147,7 @@ def read_tiles(slide: Slide, grid, indices: np.ndarray | None = None, k: int = 4
     sub = grid.select(wanted) if indices is not None else grid
     for block in plan_blocks(sub, k):
         idx, tiles = read_block_tiles(slide, sub, block)
+        fill_outside(slide, sub, idx, tiles)
         for local, tile in zip(idx.tolist(), tiles, strict=True):
             out[position[int(wanted[local])]] = tile
     return out

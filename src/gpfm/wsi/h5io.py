@@ -36,6 +36,7 @@ FEATURES = "features"
 TISSUE_FRACTION = "tissue_fraction"
 GRID_RC = "grid_rc"
 TILE_STATUS = "tile_status"
+VALID_FRACTION = "valid_fraction"  # part of each tile on the slide (< 1 for padded edge tiles)
 PATCH_TOKENS = "patch_tokens"
 ATTR_COMPLETE = "complete"
 ATTR_TILING_SHA = "tiling_config_sha256"
@@ -102,6 +103,7 @@ def write_coords(path: str | os.PathLike[str], grid: Any, attrs: Mapping[str, An
         h5.create_dataset(TISSUE_FRACTION, data=np.asarray(grid.tissue_fraction, np.float32))
         h5.create_dataset(GRID_RC, data=np.asarray(grid.grid_rc, np.int32).reshape(-1, 2))
         h5.create_dataset(TILE_STATUS, data=np.asarray(grid.tile_status, np.uint8))
+        h5.create_dataset(VALID_FRACTION, data=np.asarray(grid.valid_fraction, np.float32))
         h5.flush()
         ds.attrs[ATTR_COMPLETE] = True
     return Path(path)
@@ -121,7 +123,7 @@ def read_tiling(path: str | os.PathLike[str]) -> dict[str, Any]:
     """All datasets of a coordinates file (coords, tissue_fraction, grid_rc, tile_status) and attrs."""
     with open_h5(path) as h5:
         out: dict[str, Any] = {"attrs": _read_attrs(h5[COORDS])}
-        for name in (COORDS, TISSUE_FRACTION, GRID_RC, TILE_STATUS):
+        for name in (COORDS, TISSUE_FRACTION, GRID_RC, TILE_STATUS, VALID_FRACTION):
             if name in h5:
                 out[name] = h5[name][:]
     return out
@@ -167,6 +169,8 @@ def load_tile_grid(path: str | os.PathLike[str]) -> Any:
         bounds=bounds,
         seg_method=cfg["segmentation"]["method"],
         seg_params=cfg["segmentation"]["params"],
+        valid_fraction=data.get(VALID_FRACTION),
+        background_rgb=tuple(int(v) for v in a.get("background_rgb", (255, 255, 255))),
     )
 
 

@@ -9,6 +9,9 @@ Methods (``segment_tissue(slide, method, **overrides)``):
 * ``otsu``: grayscale Otsu after suppressing grey/black/white (low-saturation) pixels; small objects and
   holes removed.
 * ``geojson``: polygons from a QuPath/GeoJSON file (``path=...``), level-0 px; overrides segmentation.
+* learned segmenters (:mod:`gpfm.wsi.tissue_models`): ``deeplabv3-hest`` (HEST-1k's DeepLabV3, as TRIDENT) and
+  ``deeplabv3-mobilenet``; options ``weights=`` (path or ``random``) and ``device=``; their masks go through the
+  same polygon extraction and area filters.
 
 Area thresholds are in µm² (``area_unit="um2"``): minimum component 262,144 µm² (0.26 mm²), minimum hole
 65,536 µm², at most 8 holes per component — the CLAM TCGA values on a 40× slide, now resolution-independent.
@@ -87,7 +90,16 @@ PRESETS: dict[str, TissueParams] = {
     "clam-tcga": TissueParams(use_otsu=True, min_tissue_area=16, min_hole_area=4, area_unit="ref512"),
     "geojson": TissueParams(),
 }
-METHODS = tuple(PRESETS)
+THRESHOLD_METHODS = tuple(PRESETS)
+
+
+def _learned_methods() -> tuple[str, ...]:
+    from gpfm.wsi.tissue_models import TISSUE_MODELS
+
+    return tuple(TISSUE_MODELS.names())
+
+
+METHODS = THRESHOLD_METHODS + _learned_methods()
 
 
 @dataclass
@@ -100,6 +112,8 @@ class TissueMask:
         scale: level-0 px per mask px.
         mpp: level-0 µm/px of the slide (x), used for areas.
         method: segmentation method name; ``params`` its parameters (recorded in outputs).
+        background_rgb: the slide's background (glass) colour, the median of the pixels well away from tissue
+            and ink; padding of edge tiles uses it (white when the image has no such pixels).
     """
 
     geometry: Polygon | MultiPolygon
@@ -108,6 +122,7 @@ class TissueMask:
     mpp: float
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    background_rgb: tuple[int, int, int] = (255, 255, 255)
 
     @property
     def area_um2(self) -> float:
@@ -260,8 +275,10 @@ def segment_tissue(
     Returns:
         The tissue polygons (possibly empty) in level-0 px with the low-res mask.
     """
-    if method not in PRESETS:
+    if method not in METHODS:
         raise ValueError(f"unknown tissue method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in PRESETS:
+        return _segment_learned(slide, method, params, **overrides)
     geojson_path = overrides.pop("path", None)
     classification = overrides.pop("classification", None)
     p = dataclasses.replace(params or PRESETS[method], **overrides)
@@ -280,7 +297,53 @@ def segment_tissue(
         return TissueMask(geometry, rasterize(geometry, shape, scale), scale, mpp0, method, recorded)
     rgb = slide.read_scaled(scale)
     geometry, clean = mask_to_geometry(threshold_mask(rgb, method, p), scale, mpp0, p)
-    return TissueMask(geometry, clean, scale, mpp0, method, recorded)
+    return TissueMask(geometry, clean, scale, mpp0, method, recorded, background_colour(rgb, clean))
+
+
+def learned_params(method: str, params: TissueParams | None = None, **overrides: Any) -> tuple[TissueParams, str]:
+    """The area-filter parameters of a learned segmenter (``hsv`` preset at the model's µm/px) and its weights."""
+    from gpfm.wsi.tissue_models import TISSUE_MODELS
+
+    spec = TISSUE_MODELS.get(method)
+    overrides = {k: v for k, v in overrides.items() if k not in ("weights", "device")}
+    p = dataclasses.replace(params or PRESETS["hsv"], **{**overrides, "seg_mpp": spec.seg_mpp})
+    return p, spec.name
+
+
+def learned_record(method: str, p: TissueParams, weights_sha256: str) -> dict[str, Any]:
+    """The parameter record of a learned segmentation (hashed into the tiling configuration)."""
+    keep = ("seg_mpp", "min_tissue_area", "min_hole_area", "max_holes", "area_unit", "holes_are_tissue",
+            "simplify_px", "close_px")
+    return {"model": method, "weights_sha256": weights_sha256, **{k: getattr(p, k) for k in keep}}
+
+
+def _segment_learned(slide: Slide, method: str, params: TissueParams | None, **overrides: Any) -> TissueMask:
+    from gpfm.wsi.tissue_models import load_tissue_model, predict_tissue
+
+    loaded = load_tissue_model(method, overrides.get("weights"), overrides.get("device"))
+    p, _ = learned_params(method, params, **overrides)
+    mpp0 = slide.mpp
+    scale = max(1.0, p.seg_mpp / mpp0)
+    rgb = slide.read_scaled(scale)
+    mask = predict_tissue(loaded, rgb)
+    if p.close_px > 0:
+        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((p.close_px,) * 2, np.uint8)) > 0
+    geometry, clean = mask_to_geometry(mask, scale, mpp0, p)
+    return TissueMask(geometry, clean, scale, mpp0, method, learned_record(method, p, loaded.weights_sha256),
+                      background_colour(rgb, clean))
+
+
+#: Fewest background pixels from which a background colour is estimated (else white).
+MIN_BACKGROUND_PX = 64
+
+
+def background_colour(rgb: np.ndarray, tissue: np.ndarray, margin_px: int = 3) -> tuple[int, int, int]:
+    """Median RGB of the pixels at least ``margin_px`` away from tissue and not ink; white when too few."""
+    near = cv2.dilate(tissue.astype(np.uint8), np.ones((2 * margin_px + 1,) * 2, np.uint8)).astype(bool)
+    away = ~near & ~pen_mask(rgb)
+    if int(away.sum()) < MIN_BACKGROUND_PX:
+        return (255, 255, 255)
+    return tuple(int(v) for v in np.median(rgb[away], axis=0))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

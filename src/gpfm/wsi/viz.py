@@ -140,3 +140,48 @@ def feature_map_image(
             continue
         out[y0:y1, x0:x1] = (1 - alpha) * out[y0:y1, x0:x1] + alpha * color
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+#: Colours of the QC overlay: excluded reasons filled, kept tiles outlined (flagged ones in their reason's colour).
+QC_RGB = {"ok": (0, 200, 0), "background": (160, 160, 160), "pen": (40, 90, 255), "black": (0, 0, 0),
+          "blur": (255, 140, 0)}
+
+
+def qc_overlay_image(thumbnail: np.ndarray, scale: float, coords: np.ndarray, patch_size_level0: int,
+                     reasons: np.ndarray, excluded: np.ndarray, caption: str = "", alpha: float = 0.55) -> np.ndarray:
+    """Tile QC over the thumbnail: excluded tiles filled in their reason's colour, kept tiles outlined.
+
+    Args:
+        thumbnail: RGB uint8 thumbnail.
+        scale: level-0 px per thumbnail px.
+        coords: (N, 2) level-0 top-left of every tiled tile (kept and excluded).
+        patch_size_level0: tile side in level-0 px.
+        reasons: (N,) reason codes (:data:`gpfm.wsi.qc.REASONS`).
+        excluded: (N,) True for tiles kept out of the features.
+        caption: text under the picture (a legend is appended).
+        alpha: opacity of the fill of excluded tiles.
+    """
+    from gpfm.wsi.qc import REASONS
+
+    out = thumbnail.astype(np.float32).copy()
+    side = patch_size_level0 / scale
+    h, w = out.shape[:2]
+    boxes = []
+    for (x, y), code, gone in zip(np.asarray(coords).tolist(), np.asarray(reasons).tolist(),
+                                  np.asarray(excluded).tolist(), strict=True):
+        x0, y0 = round(x / scale), round(y / scale)
+        x1, y1 = min(w, max(x0 + 1, round(x0 + side))), min(h, max(y0 + 1, round(y0 + side)))
+        color = QC_RGB[REASONS[int(code)]]
+        if gone and x0 < w and y0 < h:
+            out[y0:y1, x0:x1] = (1 - alpha) * out[y0:y1, x0:x1] + alpha * np.asarray(color, np.float32)
+        boxes.append((x0, y0, x1 - 1, y1 - 1, color))
+    image = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    for x0, y0, x1, y1, color in boxes:
+        cv2.rectangle(image, (x0, y0), (x1, y1), color, 1)
+    counts = {r: int(((np.asarray(reasons) == i) & np.asarray(excluded)).sum()) for i, r in enumerate(REASONS)}
+    legend = "excluded: " + ", ".join(f"{r} {n}" for r, n in counts.items() if n) if any(counts.values()) else (
+        "no tile excluded")
+    flagged = int(((np.asarray(reasons) != 0) & ~np.asarray(excluded)).sum())
+    text = " | ".join(t for t in (caption, legend, f"flagged, kept: {flagged}",
+                                  "fill = excluded (blue pen, black, grey background, orange blur)") if t)
+    return _caption(image, text)

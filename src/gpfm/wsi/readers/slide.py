@@ -47,6 +47,7 @@ _SLIDE_SUFFIXES = (
     ".vmu",
     ".dcm",
     ".svslide",
+    ".czi",
 )
 _IMAGE_ONLY = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _HINTS = {
