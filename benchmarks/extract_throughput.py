@@ -11,7 +11,13 @@ For each encoder, on CMU-1-Small-Region (or ``--slide``), tiled with the ``gpfm-
   alternating passes; ``overlap_efficiency`` = encode time / wall time within the end-to-end pass (immune to
   load changes between passes on a shared machine); ``read_wait_s`` is the time the encoder waited for reads.
 
-Peak RSS of this process and of its (reader) children is reported. Usage::
+Tile QC (``--qc``, default ``standard`` as in ``gpfm extract``) runs in the reader workers during the end-to-end
+pass, so its cost is part of the ratio. Peak RSS of this process and of its (reader) children is reported.
+On the 24k px benchmark slide (``benchmarks/make_benchmark_slide.py``)::
+
+    python benchmarks/extract_throughput.py --slide /tmp/gpfm_bench_slide.tif --max-tiles 1024 --vit-tiles 32
+
+Usage::
 
     python benchmarks/extract_throughput.py                        # gpfm (ViT-L, random) + EfficientNet-Lite0
     python benchmarks/extract_throughput.py --vit-tiles 16 --repeats 2 --out bench.json
@@ -37,6 +43,7 @@ from gpfm.models import create_encoder
 from gpfm.runtime import machine_info
 from gpfm.wsi import TilingConfig, open_slide, tile_slide
 from gpfm.wsi.blocks import plan_blocks, read_block_tiles
+from gpfm.wsi.qc import qc_preset
 from gpfm.wsi.tissue import segment_tissue
 
 DEFAULT_SLIDE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
@@ -91,14 +98,14 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
     for _ in range(args.repeats):
         encoder_passes.append(_encoder_only(enc, tiles, batch))
         e2e_passes.append(embed_slide(slide, grid, enc, batch_size=batch, workers=args.workers,
-                                      block_k=args.block_k))
+                                      block_k=args.block_k, qc=qc_preset(args.qc)))
     n = len(grid)
     encoder_s = min(encoder_passes)
     best = min(e2e_passes, key=lambda r: r.total_s)
     e2e, enc_only = n / best.total_s, n / encoder_s
     return {
         "encoder": name, "precision": enc.precision, "device": str(enc.device), "batch_size": batch,
-        "workers": args.workers, "block_k": args.block_k, "tiles": n, "read_size_px": int(grid.read_size_px),
+        "workers": args.workers, "block_k": args.block_k, "qc": args.qc, "tiles": n, "read_size_px": int(grid.read_size_px),
         "model_input_px": enc.spec.preprocess.input_size, "repeats": args.repeats,
         "read_tiles_per_s": round(n / read_s, 1), "read_s": round(read_s, 3),
         "encoder_only_tiles_per_s": round(enc_only, 2), "encoder_only_s_passes": [round(t, 2) for t in encoder_passes],
@@ -123,6 +130,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, int(0.75 * (os.cpu_count() or 1))))
     ap.add_argument("--block-k", type=int, default=4)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--qc", default="standard", help="tile QC preset during the end-to-end pass (off, standard, strict)")
     ap.add_argument("--precision", default=None, help="fp32, bf16, fp16 (default: the encoder's hardware default)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()

@@ -82,3 +82,30 @@ def test_edge_tiles_carry_valid_fraction_and_background(tmp_path, cmu, tiny_enco
     bottom = data["coords"][:, 1].max() + data["coords_attrs"]["patch_size_level0"]
     assert bottom > data["coords_attrs"]["level0_height"]  # the last partial row is tiled
     assert tuple(data["coords_attrs"]["background_rgb"]) != (255, 255, 255)
+
+
+def test_a_learned_segmenter_runs_through_extract(tmp_path, cmu, tiny_encoder, gpfm_weights_offline):
+    summary = extract_slides([cmu], "test-tiny", tmp_path / "job", weights="random", device="cpu",
+                             precision="fp32", batch_size=8, workers=0, progress=False,
+                             seg_method="deeplabv3-mobilenet", seg_params={"weights": "random"})
+    state = summary.slides[0]
+    assert state.status in ("done", "empty"), state.error
+    recorded = json.loads((tmp_path / "job" / "20x_256px_0px_overlap" / "tiling_config.json").read_text())
+    assert recorded["config"]["segmentation"]["params"]["model"] == "deeplabv3-mobilenet"
+    assert recorded["config"]["segmentation"]["params"]["weights_sha256"] == "random"
+
+
+@pytest.fixture
+def gpfm_weights_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_learned_segmenter_without_weights_is_one_clear_cli_error(tmp_path, cmu, tiny_encoder, gpfm_weights_offline):
+    from typer.testing import CliRunner
+
+    from gpfm.cli import app
+
+    result = CliRunner().invoke(app, ["extract", str(cmu), "--encoder", tiny_encoder, "--weights", "random", "--out",
+                                      str(tmp_path / "job"), "--seg-method", "deeplabv3-hest"])
+    assert result.exit_code == 2 and "tissue segmenter 'deeplabv3-hest'" in result.output
+    assert "--seg-weights" in result.output

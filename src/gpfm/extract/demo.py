@@ -50,6 +50,16 @@ def choose_encoder(weights: str | os.PathLike[str] | None) -> tuple[str, str | o
     return "gpfm", resolved.path, False
 
 
+def _coverage(patches: Path) -> str:
+    """The recorded tissue coverage of a coordinates file, as a percentage (``?`` when not recorded)."""
+    from gpfm.wsi import read_coords
+
+    try:
+        return f"{100 * float(read_coords(patches)[1]['tissue_coverage']):.1f} %"
+    except (KeyError, OSError, ValueError):
+        return "?"
+
+
 def run_demo(
     slide: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "gpfm_demo",
@@ -108,6 +118,7 @@ def run_demo(
         "tissue contours": layout.contours(sid),
         "tissue GeoJSON (QuPath)": layout.contours_geojson(sid),
         "tile grid": layout.visualization(sid),
+        "tile QC": layout.qc_overlay(sid),
         "feature map (PCA)": layout.feature_map(sid),
         "summary": layout.summary_csv,
     }
@@ -116,8 +127,12 @@ def run_demo(
             write_feature_map(opened, outputs["features"], outputs["feature map (PCA)"])
     else:
         outputs.pop("feature map (PCA)")
+    if not outputs["tile QC"].is_file():  # a result made before QC existed
+        outputs.pop("tile QC")
+    coverage = _coverage(outputs["coordinates"])
     echo(f"{state.n_tiles} tiles → {summary.encoder_metadata['dim']}-d features with {encoder} "
-         f"({summary.encoder_metadata['precision']}); status {state.status}")
+         f"({summary.encoder_metadata['precision']}); {state.n_excluded_tiles} excluded by tile QC; tissue "
+         f"coverage {coverage}; status {state.status}")
     width = max(len(k) for k in outputs)
     for name, path in outputs.items():
         echo(f"  {name:<{width}}  {path}")
