@@ -105,7 +105,8 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
     e2e, enc_only = n / best.total_s, n / encoder_s
     return {
         "encoder": name, "precision": enc.precision, "device": str(enc.device), "batch_size": batch,
-        "workers": args.workers, "block_k": args.block_k, "qc": args.qc, "tiles": n, "read_size_px": int(grid.read_size_px),
+        "workers": args.workers, "block_k": args.block_k, "qc": args.qc, "tiles": n,
+        "read_size_px": int(grid.read_size_px),
         "model_input_px": enc.spec.preprocess.input_size, "repeats": args.repeats,
         "read_tiles_per_s": round(n / read_s, 1), "read_s": round(read_s, 3),
         "encoder_only_tiles_per_s": round(enc_only, 2), "encoder_only_s_passes": [round(t, 2) for t in encoder_passes],
@@ -130,7 +131,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, int(0.75 * (os.cpu_count() or 1))))
     ap.add_argument("--block-k", type=int, default=4)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--qc", default="standard", help="tile QC preset during the end-to-end pass (off, standard, strict)")
+    ap.add_argument("--qc", default="standard", help="tile QC preset in the end-to-end pass (off, standard, strict)")
     ap.add_argument("--precision", default=None, help="fp32, bf16, fp16 (default: the encoder's hardware default)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
