@@ -143,3 +143,15 @@ def test_bench_cli_exit_code_is_nonzero_when_runs_fail(tmp_path, gpfm_cli, lc250
                       "--device", "cpu")
     assert result.code == EXIT_PARTIAL
     assert "1 run(s) failed" in result.err and "0/1 runs ok" in result.out
+
+
+def test_an_edited_result_is_run_again_not_reused(tmp_path, lc25000_dir, lc25000_table, caplog):
+    suite = _suite(tmp_path, lc25000_dir, _subset(lc25000_table, tmp_path / "s.csv"))
+    first = _run(suite, tmp_path / "run").rows[0]
+    result_file = tmp_path / "run" / first.result_path
+    text = result_file.read_text()
+    result_file.write_text(text.replace(f"{first.value}", "0.99999", 1))  # a hand-edited score
+    with caplog.at_level("WARNING"):
+        again = _run(suite, tmp_path / "run").rows[0]
+    assert not again.reused and again.value == pytest.approx(first.value) and "checksum" in caplog.text
+    assert _run(suite, tmp_path / "run").rows[0].reused  # an untouched result is reused

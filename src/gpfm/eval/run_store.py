@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -20,6 +21,9 @@ from typing import Any
 from gpfm.atomic import write_json_atomic, write_text_atomic
 from gpfm.eval.protocol import ProtocolResult
 from gpfm.eval.results import STATUS_OK, ResultRow
+from gpfm.hashing import file_digest
+
+log = logging.getLogger(__name__)
 
 
 def one_line(err: BaseException) -> str:
@@ -73,6 +77,10 @@ def load_finished(run_dir: Path, key: str) -> tuple[ProtocolResult, float] | Non
     try:
         meta = json.loads((run_dir / "run.json").read_text())
         if meta.get("status") != STATUS_OK or meta.get("run_key") != key:
+            return None
+        recorded = meta.get("result_sha256")
+        if recorded and file_digest(run_dir / "result.json") != recorded:
+            log.warning("%s: result.json does not match the checksum recorded with it; running it again", run_dir)
             return None
         return ProtocolResult.load(run_dir / "result.json"), float(meta.get("seconds", 0.0))
     except (OSError, ValueError, TypeError, KeyError):

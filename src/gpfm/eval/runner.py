@@ -47,6 +47,7 @@ from gpfm.eval.run_store import (
     weights_identity,
 )
 from gpfm.eval.suite import Suite, TaskSpec, load_suite, missing_data_paths, resolve_data_paths
+from gpfm.hashing import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,7 @@ def _run_protocol(
             "status": STATUS_OK,
             "seconds": seconds,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "result_sha256": file_digest(staging / "result.json"),  # a reused result must be this file
         },
     )
     swap_in(staging, run_dir)
