@@ -75,11 +75,6 @@ def resolve_precision(precision: str | None, device: torch.device, half_parity_o
     return precision  # type: ignore[return-value]
 
 
-def torch_dtype(precision: str) -> torch.dtype:
-    """The torch dtype for a precision name."""
-    return _DTYPES[precision]
-
-
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Autocast to ``precision`` on ``device`` (a no-op for fp32)."""

@@ -116,18 +116,11 @@ def encoder_identity(
     name: str, weights: str | None = None, device: str | None = "cpu", precision: str | None = None
 ) -> tuple[str, str, str]:
     """(weights sha256, recipe hash, precision) of an encoder, without building the model."""
-    from gpfm.models import get_encoder_spec
-    from gpfm.models.checkpoints import file_sha256
-    from gpfm.models.weights import resolve_weights
-    from gpfm.runtime import resolve_device, resolve_precision
+    from gpfm.models.identity import resolve_encoder
 
-    spec = get_encoder_spec(name)
-    resolved = resolve_weights(spec, weights)
-    sha = "random" if resolved.path is None else file_sha256(resolved.path)
-    prec = resolve_precision(
-        precision, resolve_device(device), half_parity_ok="bf16" in spec.half_precision_ok
-    )
-    return sha, recipe_hash(spec.preprocess.to_dict(), spec.pooling), prec
+    identity = resolve_encoder(name, weights, device, precision)
+    return identity.weights_sha256, recipe_hash(identity.spec.preprocess.to_dict(), identity.spec.pooling), \
+        identity.precision
 
 
 def embed_images(

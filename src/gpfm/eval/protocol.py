@@ -111,6 +111,16 @@ class Protocol(ABC):
     family: ClassVar[str]
     Config: ClassVar[type]
     primary_metric: ClassVar[str]
+    data_kind: ClassVar[type | None] = None  # None: any data (test-only protocols)
+
+    @classmethod
+    def check_data(cls, data: Any) -> None:
+        """Refuse data of another kind than the protocol accepts, naming both (a suite wiring mistake)."""
+        if cls.data_kind is not None and not isinstance(data, cls.data_kind):
+            raise TypeError(
+                f"protocol {cls.name} needs {cls.data_kind.__name__} data but the task's loader gave "
+                f"{type(data).__name__}; use a loader of the {cls.family} family for this task"
+            )
 
     def __init__(self, **overrides: Any) -> None:
         fields = {f.name for f in dataclasses.fields(self.Config)}

@@ -130,10 +130,6 @@ class ResultsTable:
     rows: list[ResultRow]
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def ok_rows(self) -> list[ResultRow]:
-        """Rows that hold a number."""
-        return [r for r in self.rows if r.ok]
-
     def encoders(self) -> list[str]:
         """Encoder names in first-seen order."""
         return list(dict.fromkeys([*self.meta.get("encoders", []), *(r.encoder for r in self.rows)]))

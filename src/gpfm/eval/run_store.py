@@ -63,15 +63,6 @@ def data_fingerprint(block: Mapping[str, Any], encoder: str) -> dict[str, Any]:
     return prints
 
 
-def weights_identity(encoder: str, weights: str | None) -> str:
-    """SHA-256 of the weights the encoder would load (``random`` for explicit random init)."""
-    from gpfm.models import get_encoder_spec, resolve_weights
-    from gpfm.models.checkpoints import file_sha256
-
-    resolved = resolve_weights(get_encoder_spec(encoder), weights)
-    return "random" if resolved.path is None else file_sha256(resolved.path)
-
-
 def load_finished(run_dir: Path, key: str) -> tuple[ProtocolResult, float] | None:
     """The stored result and its original wall time, if it finished with the same run key."""
     try:

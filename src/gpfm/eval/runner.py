@@ -44,7 +44,6 @@ from gpfm.eval.run_store import (
     record_failure,
     stable_hash,
     swap_in,
-    weights_identity,
 )
 from gpfm.eval.suite import Suite, TaskSpec, load_suite, missing_data_paths, resolve_data_paths
 from gpfm.hashing import file_digest
@@ -87,20 +86,16 @@ class _EncoderState:
     """
 
     def __init__(self, name: str, weights: str | None, device: str, precision: str | None) -> None:
-        from gpfm.models import get_encoder_spec
-        from gpfm.runtime import resolve_device, resolve_precision
+        from gpfm.models.identity import resolve_encoder
 
         self.name, self.weights = name, weights
         self.weights_sha256: str | None = None
         self.precision: str | None = precision
         self.error: str | None = None
         try:
-            spec = get_encoder_spec(name)
-            self.precision = resolve_precision(
-                precision, resolve_device(device), half_parity_ok="bf16" in spec.half_precision_ok
-            )
-            self.weights_sha256 = weights_identity(name, weights)
-        except Exception as err:  # unknown encoder, bad precision or missing weights: all its tasks fail
+            identity = resolve_encoder(name, weights, device, precision)
+            self.precision, self.weights_sha256 = identity.precision, identity.weights_sha256
+        except Exception as err:  # bad precision or missing weights: all its tasks fail (recorded)
             self.error = one_line(err)
 
 
@@ -361,6 +356,7 @@ def _run_protocol(
     staging = new_staging_dir(run_dir)
     t0 = time.perf_counter()
     try:
+        proto.check_data(data)
         result = proto.run(data, staging, task=task.id, encoder=enc.name)
         if not isinstance(result, ProtocolResult):
             raise TypeError(f"protocol {proto.name} returned {type(result).__name__}, not a ProtocolResult")

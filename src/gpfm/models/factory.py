@@ -9,12 +9,12 @@ from typing import Any
 import torch
 
 from gpfm.errors import one_line
-from gpfm.models.checkpoints import CheckpointError, file_md5, file_sha256, load_strict, read_checkpoint
+from gpfm.models.checkpoints import CheckpointError, file_md5, load_strict, read_checkpoint
 from gpfm.models.encoder import Encoder
+from gpfm.models.identity import resolve_encoder
 from gpfm.models.spec import EncoderSpec
-from gpfm.models.weights import RANDOM, resolve_weights
+from gpfm.models.weights import RANDOM
 from gpfm.registry import Registry
-from gpfm.runtime import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def get_encoder_spec(name: str) -> EncoderSpec:
 
 
 def create_encoder(
-    name: str,
+    name: str | EncoderSpec,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     precision: str | None = None,
@@ -56,7 +56,8 @@ def create_encoder(
     """Build a registered encoder and load its weights strictly.
 
     Args:
-        name: registry name, e.g. ``gpfm``, ``uni``, ``efficientnet-lite0-imagenet`` (see :func:`list_encoders`).
+        name: registry name, e.g. ``gpfm``, ``uni``, ``efficientnet-lite0-imagenet`` (see :func:`list_encoders`),
+            or an unregistered :class:`EncoderSpec` (e.g. an exported pretraining teacher).
         weights: a path, ``"random"`` (explicit random init, for tests and timing), or None to search
             ``$<NAME>_WEIGHTS``, the local weights folder, packaged files and the Hugging Face cache.
         device: ``cpu``, ``cuda``, ``cuda:1`` ... or None for CUDA when available.
@@ -77,24 +78,22 @@ def create_encoder(
         >>> enc.embed_dim
         1024
     """
-    spec = get_encoder_spec(name)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev, half_parity_ok="bf16" in spec.half_precision_ok)
-    resolved = resolve_weights(spec, weights)
+    identity = resolve_encoder(name, weights, device, precision)
+    spec, sha = identity.spec, identity.weights_sha256
     model = spec.build()
-    if resolved.path is None:
-        sha, fmt, path = RANDOM, RANDOM, None
+    if identity.weights_path is None:
+        fmt, path = RANDOM, None
     else:
-        path = str(resolved.path)
-        sha = file_sha256(resolved.path)
-        state_dict, fmt = _convert(spec, resolved.path)
-        _verify_checksum(spec, resolved.path, fmt, sha, allow_unverified)
+        path = str(identity.weights_path)
+        state_dict, fmt = _convert(spec, identity.weights_path)
+        _verify_checksum(spec, identity.weights_path, fmt, sha, allow_unverified)
         load_strict(model, state_dict, source=path)
         if verbose:
-            log.info("%s: loaded %s (%s layout, from %s) sha256=%s", name, path, fmt, resolved.source, sha)
-    model.eval().requires_grad_(False).to(dev)
-    return Encoder(spec, model, device=dev, precision=prec, weights_sha256=sha, weights_path=path,
-                   checkpoint_format=fmt)
+            log.info("%s: loaded %s (%s layout, from %s) sha256=%s", spec.name, path, fmt, identity.weights_source,
+                     sha)
+    model.eval().requires_grad_(False).to(identity.device)
+    return Encoder(spec, model, device=identity.device, precision=identity.precision, weights_sha256=sha,
+                   weights_path=path, checkpoint_format=fmt)
 
 
 #: Environment variable that accepts a weights file whose checksum differs from the published one (any command).

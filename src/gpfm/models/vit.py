@@ -7,7 +7,7 @@ loads strictly into :func:`build_vit` with ``mask_token=False``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -159,8 +159,3 @@ def vit_cls_mean_tokens(model: nn.Module, images: torch.Tensor) -> TokenOutput:
     """``forward_tokens`` for ViTs whose prescribed embedding is CLS ⊕ mean(patch tokens) (Virchow style)."""
     out = vit_cls_tokens(model, images)
     return out._replace(pooled=torch.cat([out.cls, out.patch.mean(dim=1)], dim=-1))
-
-
-def with_overrides(cfg: ViTConfig, **changes: object) -> ViTConfig:
-    """A copy of ``cfg`` with fields replaced (for pretraining: drop path, mask token sizes)."""
-    return replace(cfg, **changes)

@@ -192,8 +192,8 @@ def build_expert(
         weights: as :func:`gpfm.models.create_encoder`: a path, ``"random"``, or None to search the usual
             places.
         device: ``cpu``, ``cuda``, ... (None: CUDA when available).
-        dtype: autocast precision (``bf16``/``fp16``/``fp32`` or a torch dtype); None → bf16 on CUDA, fp32
-            on CPU.
+        dtype: autocast precision (``bf16``/``fp16``/``fp32`` or a torch dtype); None → the training rule of
+            :func:`gpfm.pretrain.precision.training_precision` (bf16 on CUDA, fp32 on CPU).
         input_norm: ``shared_imagenet`` [F] or ``per_expert`` [I].
         student_mean: the student crops' normalisation mean.
         student_std: the student crops' normalisation std.
@@ -206,13 +206,11 @@ def build_expert(
     if isinstance(name, Encoder):
         encoder = name
     else:
+        from gpfm.pretrain.precision import training_precision
         from gpfm.runtime import resolve_device
 
         dev = resolve_device(device)
-        if isinstance(dtype, torch.dtype):
-            precision = _PRECISION_OF[dtype]
-        else:
-            precision = dtype or ("bf16" if dev.type == "cuda" else "fp32")
+        precision = _PRECISION_OF[dtype] if isinstance(dtype, torch.dtype) else training_precision(dtype, dev)
         encoder = create_encoder(name, weights=weights, device=dev, precision=precision, verbose=False)
     return Expert(
         encoder,

@@ -24,8 +24,6 @@ import torch
 from gpfm.atomic import write_json_atomic
 from gpfm.models.checkpoints import (
     gpfm_to_timm,
-    load_strict,
-    read_checkpoint,
     save_safetensors_atomic,
     save_torch_atomic,
     timm_to_gpfm_teacher,
@@ -136,10 +134,8 @@ def load_exported_encoder(
         device: where to put the encoder.
         precision: ``fp32``/``bf16``/None (hardware default).
     """
-    from gpfm.models.checkpoints import file_sha256
-    from gpfm.models.encoder import Encoder
+    from gpfm.models import create_encoder
     from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
-    from gpfm.runtime import resolve_device, resolve_precision
 
     folder = Path(export_dir)
     info = json.loads((folder / CONFIG_FILE).read_text())
@@ -160,18 +156,4 @@ def load_exported_encoder(
         weights=WeightSource(env_var="GPFM_PRETRAINED_WEIGHTS", license="as the training data allows"),
         description="EMA teacher exported by gpfm pretrain-export",
     )
-    model = spec.build()
-    state_dict, fmt = gpfm_to_timm(read_checkpoint(path))
-    load_strict(model, state_dict, source=str(path))
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model.eval().requires_grad_(False).to(dev)
-    return Encoder(
-        spec,
-        model,
-        device=dev,
-        precision=prec,
-        weights_sha256=file_sha256(path),
-        weights_path=str(path),
-        checkpoint_format=fmt,
-    )
+    return create_encoder(spec, weights=path, device=device, precision=precision, verbose=False)

@@ -109,7 +109,7 @@ class MetaArch(nn.Module):
         self.dino_loss = DINOLoss(h.dino_out_dim, s.student_temp, s.center_momentum).to(device)
         ibot_dim = h.ibot_out_dim if h.ibot_separate_head else h.dino_out_dim
         self.ibot_loss = IBOTPatchLoss(ibot_dim, s.student_temp, s.center_momentum).to(device)
-        self.koleo_loss = KoLeoLoss()
+        self.koleo_loss = KoLeoLoss(upcast_fp32=cfg.ssl.koleo_fp32)
         self.expert_cls_loss = ExpertClsLoss()
         tokens = "unmasked_only" if cfg.distill.expert_patch_tokens == "unmasked_only" else "all"
         self.expert_patch_loss = ExpertPatchLoss(
@@ -202,8 +202,7 @@ class MetaArch(nn.Module):
             "dino_local": pairs[2:].sum() / n_terms,
             "ibot": self.ibot_loss.forward_masked(out.ibot_logits, teacher.ibot_probs, masks),
         }
-        cls = out.global_cls.float() if self.cfg.ssl.koleo_fp32 else out.global_cls
-        terms["koleo"] = sum(self.koleo_loss(chunk) for chunk in cls.split(b))
+        terms["koleo"] = sum(self.koleo_loss(chunk) for chunk in out.global_cls.split(b))  # dtype: ssl.koleo_fp32
         for name, ecfg in self.expert_cfgs.items():
             target = experts[name]
             if ecfg.cls_weight:

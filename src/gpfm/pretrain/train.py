@@ -67,10 +67,10 @@ class TrainResult:
 
 
 def resolve_train_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → bf16 autocast on CUDA, fp32 on CPU (bit-exact resume needs no autocast on CPU)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
+    """The training precision (:func:`gpfm.pretrain.precision.training_precision`)."""
+    from gpfm.pretrain.precision import training_precision
+
+    return training_precision(precision, device)
 
 
 def build_dataset(cfg: PretrainConfig):

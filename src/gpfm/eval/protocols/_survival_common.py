@@ -70,6 +70,7 @@ class SurvivalBase(Protocol):
     """Result assembly shared by the survival protocols."""
 
     family = "survival"
+    data_kind = BagDataset
     version = 1
     primary_metric = "c_index"
     val_equals_test = False

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gpfm.atomic import write_json_atomic
+from gpfm.eval.data import RoiFeatures
 from gpfm.eval.metrics import metrics_from_confusion
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
 from gpfm.eval.protocols._roi_common import check_roi_data, provenance
@@ -127,6 +128,7 @@ class SimpleShot(Protocol):
     name = "roi.fewshot.simpleshot"
     version = 1
     family = "roi_classification"
+    data_kind = RoiFeatures
     primary_metric = "balanced_accuracy"
 
     @dataclass

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gpfm.atomic import write_json_atomic
+from gpfm.eval.data import RoiFeatures
 from gpfm.eval.metrics import (
     bootstrap_classification,
     confusion_counts,
@@ -58,6 +59,7 @@ def macro_jaccard(cm: np.ndarray) -> float:
 
 class _RoiRetrieval(Protocol):
     family = "roi_retrieval"
+    data_kind = RoiFeatures
 
 
 @register_protocol

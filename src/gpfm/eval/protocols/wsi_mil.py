@@ -135,6 +135,7 @@ def _write_predictions(path: Path, rows: list[dict[str, Any]], names: list[str])
 class _MILProtocol(Protocol):
     """Shared ``run`` of the MIL classification protocols."""
 
+    data_kind = BagDataset
     family = "wsi_classification"
     version = 1
     primary_metric = "macro_auroc"

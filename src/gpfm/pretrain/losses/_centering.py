@@ -45,12 +45,16 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, n_iteratio
         n_iterations: Sinkhorn iterations (3 in DINOv2).
 
     Returns:
-        (B, K) fp32 probabilities, each row summing to 1.
+        (B, K) fp32 probabilities, each row summing to 1; (0, K) when no process has a row (e.g. a batch with no
+        masked token for iBOT): every process takes the same branch, so the collectives stay matched.
     """
     logits = teacher_logits.float() / teacher_temp
-    global_max = all_reduce_(logits.max().detach().clone(), op="max")
+    local_max = logits.max().detach().clone() if logits.numel() else torch.tensor(float("-inf"), device=logits.device)
+    global_max = all_reduce_(local_max, op="max")
+    n_rows = all_reduce_(torch.tensor(float(logits.shape[0]), device=logits.device))
+    if float(n_rows) == 0:
+        return torch.zeros_like(logits)
     q = torch.exp(logits - global_max).t()  # (K, B)
-    n_rows = all_reduce_(torch.tensor(float(q.shape[1]), device=q.device))
     k = q.shape[0]
     q /= all_reduce_(q.sum())
     for _ in range(n_iterations):
