@@ -1,12 +1,19 @@
-"""One generic name → factory registry, used for encoders, losses, protocols and tasks.
+"""One generic name → factory registry, for every kind of constructible thing.
 
-Every constructible thing in gpfm is created from its name, so configs, the CLI and tests hold only strings.
+Encoders, tissue segmenters, losses, task families, protocols, task loaders and MIL aggregators all use it. Every constructible thing in gpfm is created from its name, so configs, the CLI and tests hold only strings.
 A registry refuses duplicate names and fails loudly, listing the known names, on an unknown one.
+
+A registry can *discover* its entries: given ``discover="gpfm.models.encoders"``, the first lookup imports every
+module of that package (sorted; names starting with ``_`` are skipped), and each module registers what it
+defines. Adding an entry is therefore adding one file to the package — no list to edit, and no module has to
+import all the others for its side effects.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -27,6 +34,7 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds, used in error messages ("encoder", "protocol", ...).
+        discover: a package whose modules are imported on the first lookup (they register the entries).
 
     Example:
         >>> losses = Registry[type]("loss")
@@ -36,9 +44,11 @@ class Registry(Generic[T]):
         True
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, discover: str | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._discover = discover
+        self._discovered = discover is None
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
@@ -51,8 +61,14 @@ class Registry(Generic[T]):
 
         return _add if obj is None else _add(obj)
 
+    def _ensure_discovered(self) -> None:
+        if not self._discovered:
+            self._discovered = True  # first: modules that register while being imported must not recurse
+            import_package_modules(str(self._discover))
+
     def get(self, name: str) -> T:
         """Return the object registered under ``name``, or raise with the known names and a suggestion."""
+        self._ensure_discovered()
         try:
             return self._items[name]
         except KeyError:
@@ -64,13 +80,30 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Return the registered names, sorted."""
+        self._ensure_discovered()
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, object) pairs, sorted by name."""
+        self._ensure_discovered()
+        return sorted(self._items.items())
+
     def __contains__(self, name: object) -> bool:
+        self._ensure_discovered()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._ensure_discovered()
         return len(self._items)
+
+
+def import_package_modules(package: str) -> list[str]:
+    """Import every module of ``package`` (sorted, skipping ``_private`` ones); returns their names."""
+    pkg = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

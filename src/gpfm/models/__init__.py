@@ -7,9 +7,10 @@ Example:
     torch.Size([1, 1280])
 """
 
+from gpfm.models.catalog import ENCODERS, get_encoder_spec, list_encoders, register_encoder
 from gpfm.models.checkpoints import CheckpointError, detect_gpfm_format, gpfm_to_timm, timm_to_gpfm_teacher
 from gpfm.models.encoder import Encoder
-from gpfm.models.factory import ENCODERS, create_encoder, get_encoder_spec, list_encoders, register_encoder
+from gpfm.models.factory import create_encoder
 from gpfm.models.spec import EncoderSpec, Preprocess, TokenOutput, WeightSource
 from gpfm.models.vit import ViT, ViTConfig, build_vit
 from gpfm.models.weights import WeightsNotFoundError, resolve_weights

@@ -1,4 +1,4 @@
-"""``create_encoder(name, ...)`` and ``list_encoders()``: every encoder is constructible by name."""
+"""``create_encoder(name, ...)``: build a registered encoder (:mod:`gpfm.models.catalog`) and load its weights."""
 
 from __future__ import annotations
 
@@ -9,40 +9,14 @@ from typing import Any
 import torch
 
 from gpfm.errors import one_line
+from gpfm.models.catalog import ENCODERS, get_encoder_spec, list_encoders, register_encoder  # noqa: F401
 from gpfm.models.checkpoints import CheckpointError, file_md5, load_strict, read_checkpoint
 from gpfm.models.encoder import Encoder
 from gpfm.models.identity import resolve_encoder
 from gpfm.models.spec import EncoderSpec
 from gpfm.models.weights import RANDOM
-from gpfm.registry import Registry
 
 log = logging.getLogger(__name__)
-
-ENCODERS: Registry[EncoderSpec] = Registry("encoder")
-
-
-def register_encoder(spec: EncoderSpec) -> EncoderSpec:
-    """Add an encoder spec to the registry (names must be unique)."""
-    ENCODERS.register(spec.name, spec)
-    return spec
-
-
-def _ensure_registered() -> None:
-    # importing the package registers every entry once
-    import gpfm.models.encoders  # noqa: F401
-
-
-def list_encoders() -> list[str]:
-    """Names of all registered encoders, sorted."""
-    _ensure_registered()
-    return ENCODERS.names()
-
-
-def get_encoder_spec(name: str) -> EncoderSpec:
-    """The registry entry for ``name`` (raises with the known names if unknown)."""
-    _ensure_registered()
-    return ENCODERS.get(name)
-
 
 def create_encoder(
     name: str | EncoderSpec,

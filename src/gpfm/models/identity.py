@@ -65,8 +65,8 @@ def resolve_encoder(
         UnknownNameError: the name is not registered (the message lists the known ones).
         WeightsNotFoundError: no weights offline (the message says where to get them).
     """
+    from gpfm.models.catalog import get_encoder_spec
     from gpfm.models.checkpoints import file_sha256
-    from gpfm.models.factory import get_encoder_spec
 
     spec = name if isinstance(name, EncoderSpec) else get_encoder_spec(name)
     dev = resolve_device(device)

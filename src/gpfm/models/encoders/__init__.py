@@ -1,12 +1,4 @@
-"""One module per weight source; importing this package registers every encoder once."""
+"""One module per weight source; each registers its encoders with :func:`gpfm.models.catalog.register_encoder`.
 
-from gpfm.models.encoders import (  # noqa: F401
-    conch,
-    efficientnet,
-    gpfm,
-    hoptimus,
-    phikon,
-    resnet,
-    uni,
-    virchow,
-)
+The registry imports every module of this folder on its first lookup: a new encoder is one new file here.
+"""

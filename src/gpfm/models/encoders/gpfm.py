@@ -4,8 +4,8 @@ Both circulating ``GPFM.pth`` layouts load (detected automatically): the DINOv2 
 GitHub release (format A) and the timm state dict on the Hugging Face hub (format B).
 """
 
+from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import FORMAT_A, gpfm_to_timm
-from gpfm.models.factory import register_encoder
 from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
 from gpfm.models.vit import GPFM_VITL14, build_vit, vit_cls_tokens
 

@@ -1,7 +1,7 @@
 """H-optimus-0 (Bioptimus): ViT-g/14, 4 registers, SwiGLU, its own normalisation; 1536-d CLS. Apache-2.0."""
 
+from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import unwrap_timm_state_dict
-from gpfm.models.factory import register_encoder
 from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
 from gpfm.models.vit import ViTConfig, build_vit, vit_cls_tokens
 

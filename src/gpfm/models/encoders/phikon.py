@@ -4,7 +4,7 @@ Keys are mapped explicitly to timm (q, k, v stacked into qkv). Phikon is built W
 tanh layer is untrained and must never produce features. Embedding = ``last_hidden_state[:, 0]``.
 """
 
-from gpfm.models.factory import register_encoder
+from gpfm.models.catalog import register_encoder
 from gpfm.models.hf_vit import hf_dinov2_to_timm, hf_vit_to_timm
 from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
 from gpfm.models.vit import ViTConfig, build_vit, vit_cls_tokens

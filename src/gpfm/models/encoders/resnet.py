@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
+from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import unwrap_timm_state_dict
-from gpfm.models.factory import register_encoder
 from gpfm.models.spec import EncoderSpec, Preprocess, TokenOutput, WeightSource
 
 TORCHVISION_FILE = "resnet50-19c8e357.pth"

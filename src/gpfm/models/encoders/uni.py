@@ -3,8 +3,8 @@
 Weights are gated on Hugging Face (CC-BY-NC-ND-4.0); they load strictly from a local file.
 """
 
+from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import unwrap_timm_state_dict
-from gpfm.models.factory import register_encoder
 from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
 from gpfm.models.vit import ViTConfig, build_vit, vit_cls_tokens
 

@@ -3,8 +3,8 @@
 The patch mean skips ALL prefix tokens (CLS + 4 registers for Virchow2). Weights: gated, CC-BY-NC-ND-4.0.
 """
 
+from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import unwrap_timm_state_dict
-from gpfm.models.factory import register_encoder
 from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
 from gpfm.models.vit import ViTConfig, build_vit, vit_cls_mean_tokens
 
