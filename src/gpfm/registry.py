@@ -1,6 +1,7 @@
 """One generic name → factory registry, for every kind of constructible thing.
 
-Encoders, tissue segmenters, losses, task families, protocols, task loaders and MIL aggregators all use it. Every constructible thing in gpfm is created from its name, so configs, the CLI and tests hold only strings.
+Encoders, tissue segmenters, losses, task families, protocols, task loaders and MIL aggregators all use it.
+Every constructible thing in gpfm is created from its name, so configs, the CLI and tests hold only strings.
 A registry refuses duplicate names and fails loudly, listing the known names, on an unknown one.
 
 A registry can *discover* its entries: given ``discover="gpfm.models.encoders"``, the first lookup imports every
