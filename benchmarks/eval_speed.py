@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from gpfm.eval import create_protocol
-from gpfm.eval.data import RoiFeatures
+from gpfm.eval.data.roi import RoiFeatures
 from gpfm.runtime import machine_info
 
 
@@ -78,7 +78,7 @@ def time_protocol(name: str, data: Any, **overrides: Any) -> dict[str, Any]:
 
 def time_scoring(data: RoiFeatures) -> dict[str, Any]:
     """The one-off test scoring every classification protocol pays (metrics, bootstrap CIs, artifacts)."""
-    from gpfm.eval.protocols._roi_common import classification_result
+    from gpfm.eval.roi.common import classification_result
 
     test = data.indices("test")
     proba = np.random.default_rng(0).dirichlet(np.ones(data.num_classes), size=len(test))
@@ -99,9 +99,9 @@ def time_scoring(data: RoiFeatures) -> dict[str, Any]:
 def bench_abmil(bags: int, tiles: int, dim: int, unique: int, epochs: int) -> dict[str, Any]:
     """``wsi.abmil.gpfm`` for a few epochs on one fixed split of ``bags`` bags of ``tiles`` tiles."""
     try:  # the MIL protocol module registers wsi.abmil.gpfm when imported
-        import gpfm.eval.protocols.wsi_mil  # noqa: F401
-        from gpfm.eval.bags import BagDataset
-        from gpfm.eval.mil.splits import FoldSplit
+        import gpfm.eval.families.wsi_classification  # noqa: F401
+        from gpfm.eval.data.bags import BagDataset
+        from gpfm.eval.data.folds import FoldSplit
     except ImportError as err:
         return bench_abmil_fallback(bags, tiles, dim, unique, epochs, str(err))
 

@@ -4,7 +4,7 @@ Pipeline (all real data, nothing synthetic):
 
 1. LC25000 lung (900 tiles, 3 classes) is split 70/30 into probe-train / probe-test WITHOUT splitting a
    duplicate group: tiles sharing a SHA-256 or a rotation/flip-invariant 8x8 average hash (LC25000 is built by
-   rotating/flipping 750 source images) are one group (``gpfm.eval.splits``: union-find + stratified split).
+   rotating/flipping 750 source images) are one group (``gpfm.eval.data.splits``: union-find + stratified split).
 2. Extra unlabeled tiles are cut from the real slides in ``../shared/data/wsi`` with :mod:`gpfm.wsi`
    (tissue segmentation, the ``gpfm-128um`` recipe with 50% overlap: 128 µm tiles stored at 224 px;
    slides without a recorded µm/px are skipped and reported).
@@ -50,7 +50,7 @@ def dihedral_ahash(path: Path) -> str:
 
 def split_lc25000(seed: int = 0) -> dict:
     """Rows, labels and the duplicate-aware probe split of LC25000."""
-    from gpfm.eval.splits import check_groups_disjoint, merge_groups, stratified_group_split
+    from gpfm.eval.data.splits import check_groups_disjoint, merge_groups, stratified_group_split
 
     with open(LC / "labels.csv", newline="") as fh:
         rows = sorted(csv.DictReader(fh), key=lambda r: r["file"])

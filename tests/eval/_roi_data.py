@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpfm.eval.data import RoiFeatures
+from gpfm.eval.data.roi import RoiFeatures
 
 
 def lc25000_roi(feats: dict[str, np.ndarray], test_size: float = 0.3, val_size: float = 0.1) -> RoiFeatures:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gpfm.eval.bags import BagDataset, H5Bags, check_event_rate, load_slide_task, load_survival_task, read_bag
-from gpfm.eval.mil.splits import FoldSplit, make_folds, split_hash
+from gpfm.eval.data.bags import BagDataset, H5Bags, check_event_rate, load_slide_task, load_survival_task, read_bag
+from gpfm.eval.data.folds import FoldSplit, make_folds, split_hash
 from gpfm.eval.protocol import TASK_LOADERS, TaskContext
 
 D = 8
@@ -236,7 +236,7 @@ def test_event_rate_check_refuses_flipped_real_brca(shared_data) -> None:
 
 
 def test_attention_artifact_keeps_case_members(slide_task: dict, tmp_path: Path) -> None:
-    from gpfm.eval.protocols._slide_common import write_attention
+    from gpfm.eval.mil.common import write_attention
 
     data = load_slide_task(
         {"labels": "labels.csv", "features": "features_toy", "level": "case"}, slide_task["ctx"]

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-import gpfm.eval.cache as cache_mod
+import gpfm.eval.data.cache as cache_mod
 from gpfm.eval import TASK_LOADERS, TaskContext
-from gpfm.eval.cache import RoiFeatureCache, dataset_hash, encoder_identity, recipe_hash
-from gpfm.eval.data import RoiFeatures, list_csv, list_folder
+from gpfm.eval.data.cache import RoiFeatureCache, dataset_hash, encoder_identity, recipe_hash
+from gpfm.eval.data.roi import RoiFeatures, list_csv, list_folder
 
 ENCODER = "efficientnet-lite0-imagenet"
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from gpfm.eval.bags import BagDataset
-from gpfm.eval.mil.splits import FoldSplit
+from gpfm.eval.data.bags import BagDataset
+from gpfm.eval.data.folds import FoldSplit
 from gpfm.eval.protocol import ProtocolResult, create_protocol
 
 pytestmark = pytest.mark.realdata

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpfm.eval.mil import AGGREGATORS, create_aggregator
-from gpfm.eval.mil.transmil import NystromAttention, _pinv
+from gpfm.eval.mil.aggregators.transmil import NystromAttention, _pinv
 from gpfm.eval.training import Objective, TrainConfig, fit, seed_everything
 from gpfm.registry import UnknownNameError
 
@@ -160,7 +160,7 @@ def test_mil_protocol_folds_times_seeds(tmp_path) -> None:
 
     import h5py
 
-    from gpfm.eval.bags import BagDataset
+    from gpfm.eval.data.bags import BagDataset
     from gpfm.eval.protocol import create_protocol
 
     g = torch.Generator().manual_seed(0)

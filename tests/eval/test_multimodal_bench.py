@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpfm.eval.runner import run_suite
+from gpfm.eval.run.runner import run_suite
 from tests.eval._multimodal_data import caption_records, vqa_records
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from gpfm.eval.multimodal.data import ReportTaskData, assign_splits, collate_bags
-from gpfm.eval.multimodal.loaders import load_report_records
+from gpfm.eval.data.multimodal import load_report_records
 from gpfm.eval.multimodal.report_model import ReportGenerator, ReportModelConfig
 from gpfm.eval.protocol import TaskContext, create_protocol
-from gpfm.eval.protocols.report_generation import load_report_model
+from gpfm.eval.families.report_generation import load_report_model
 from gpfm.eval.text.readers import TextRecord, read_patchgastric_captions
 from gpfm.eval.text.scores import score_texts
 from tests.conftest import shared_path
@@ -217,7 +217,7 @@ def test_report_records_loader_csv_npz_and_histgen(tmp_path: Path) -> None:
     assert data.dim == 5 and [r.split for r in data.records] == ["train"] * 4 + ["test"] * 2
     assert data.meta["split_counts"] == {"train": 4, "val": 0, "test": 2}
 
-    # HistGen JSON + slide HDF5 bags (gpfm.eval.bags layout), ids with prefix matching (patient → slides).
+    # HistGen JSON + slide HDF5 bags (gpfm.eval.data.bags layout), ids with prefix matching (patient → slides).
     import h5py
 
     (tmp_path / "slides").mkdir()

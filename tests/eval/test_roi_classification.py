@@ -13,7 +13,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from gpfm.eval import PROTOCOLS, ProtocolResult, create_protocol
 from gpfm.eval.metrics import classification_metrics
-from gpfm.eval.protocols.roi_linear import sklearn_c_grid, train_lbfgs_logreg
+from gpfm.eval.roi.probes import sklearn_c_grid, train_lbfgs_logreg
 
 ROI_PROTOCOLS = ["roi.linear.gpfm", "roi.linear.uni", "roi.linear.sk", "roi.knn.dinov2", "roi.knn.cl2n"]
 

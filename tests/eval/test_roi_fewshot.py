@@ -10,7 +10,7 @@ from _roi_data import lc25000_roi, synthetic_roi
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from gpfm.eval import create_protocol
-from gpfm.eval.protocols.roi_fewshot import episode_confusions, sample_supports, simpleshot_predictions
+from gpfm.eval.roi.fewshot import episode_confusions, sample_supports, simpleshot_predictions
 
 
 def _episode_by_hand(x_train, y_train_support_idx, x_query):

@@ -15,7 +15,7 @@ from gpfm.eval.metrics.retrieval import (
     retrieval_hits,
     topk_macro_accuracy,
 )
-from gpfm.eval.protocols.roi_retrieval import macro_jaccard
+from gpfm.eval.families.roi_retrieval import macro_jaccard
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpfm.eval.splits import (
+from gpfm.eval.data.splits import (
     carve_val,
     check_groups_disjoint,
     merge_groups,

@@ -16,8 +16,8 @@ import pytest
 import torch
 from sksurv.metrics import concordance_index_censored
 
-from gpfm.eval.bags import BagDataset
-from gpfm.eval.mil.splits import FoldSplit
+from gpfm.eval.data.bags import BagDataset
+from gpfm.eval.data.folds import FoldSplit
 from gpfm.eval.protocol import create_protocol
 
 FAST = {

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from gpfm.eval.multimodal.data import VqaTaskData, ensure_val_split, inference_chunks
-from gpfm.eval.multimodal.loaders import load_vqa_records
+from gpfm.eval.data.multimodal import load_vqa_records
 from gpfm.eval.multimodal.training import TrainConfig, fit
 from gpfm.eval.multimodal.vqa_model import restrict_to_choices
 from gpfm.eval.protocol import TaskContext, create_protocol
-from gpfm.eval.protocols.vqa import normalize_answer, question_prior_answers
+from gpfm.eval.families.vqa import normalize_answer, question_prior_answers
 from gpfm.eval.text.readers import VqaRecord
 from tests.conftest import shared_path
 from tests.eval._multimodal_data import bags_and_labels, vqa_records

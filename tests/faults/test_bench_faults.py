@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpfm.errors import EXIT_INPUT, EXIT_PARTIAL
-from gpfm.eval.runner import run_suite
+from gpfm.eval.run.runner import run_suite
 from gpfm.hashing import CorruptArtifactError
 from tests.faults._helpers import assert_one_line_error
 
@@ -72,7 +72,7 @@ def test_one_class_task_is_a_recorded_failure_not_a_rank(tmp_path, lc25000_dir, 
     suite = _suite(tmp_path, lc25000_dir, _subset(lc25000_table, tmp_path / "one.csv", classes={"lung_n"}))
     row = _run(suite, tmp_path / "run").rows[0]
     assert row.status == "failed" and "only one class" in row.reason and row.value is None
-    from gpfm.eval.aggregate import aggregate
+    from gpfm.eval.run.aggregate import aggregate
 
     board = aggregate([row], [ENCODER])
     assert all(e.average_rank is None and e.n_tasks == 0 for e in board.overall.entries)
@@ -111,7 +111,7 @@ def _bag_file(path: Path, n: int, seed: int) -> None:
 
 
 def test_damaged_slide_features_are_refused_by_name(tmp_path):
-    from gpfm.eval.bags import read_bag
+    from gpfm.eval.data.bags import read_bag
 
     path = tmp_path / "slide1.h5"
     _bag_file(path, 20, 0)

@@ -41,8 +41,8 @@ def bench(
     from rich.console import Console
     from rich.table import Table
 
-    from gpfm.eval.aggregate import aggregate
-    from gpfm.eval.runner import parse_weights_overrides, run_suite
+    from gpfm.eval.run.aggregate import aggregate
+    from gpfm.eval.run.runner import parse_weights_overrides, run_suite
     from gpfm.eval.suite import SuiteError
 
     console = Console(stderr=True, width=160)
@@ -130,7 +130,7 @@ def bench_check(
     from rich.table import Table
 
     from gpfm.eval.suite import SuiteError
-    from gpfm.eval.suite_check import check_suite
+    from gpfm.eval.suite.check import check_suite
 
     try:
         checks = check_suite(suite, _split(encoders) or None, data_root)

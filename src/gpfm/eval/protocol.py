@@ -153,7 +153,7 @@ class Protocol(ABC):
         """Evaluate on ``data`` and write artifacts under ``out_dir``."""
 
 
-PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", discover="gpfm.eval.families")
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:
@@ -164,8 +164,6 @@ def register_protocol(cls: type[Protocol]) -> type[Protocol]:
 
 def create_protocol(name: str, **overrides: Any) -> Protocol:
     """Instantiate a registered protocol with option overrides (unknown options are errors)."""
-    import gpfm.eval.protocols  # noqa: F401  (registers all protocols)
-
     return PROTOCOLS.get(name)(**overrides)
 
 
@@ -193,7 +191,7 @@ class TaskContext:
 
 
 TaskLoader = Callable[[dict[str, Any], TaskContext], Any]
-TASK_LOADERS: Registry[TaskLoader] = Registry("task data kind")
+TASK_LOADERS: Registry[TaskLoader] = Registry("task data kind", discover="gpfm.eval.families")
 
 
 def register_task_loader(kind: str) -> Callable[[TaskLoader], TaskLoader]:

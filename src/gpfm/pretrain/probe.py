@@ -43,7 +43,7 @@ def load_probe_set(root: str | Path, size: int, max_images: int = 2000, seed: in
     """
     from PIL import Image
 
-    from gpfm.eval.splits import stratified_group_split
+    from gpfm.eval.data.splits import stratified_group_split
     from gpfm.models.spec import Preprocess
     from gpfm.models.transforms import PilTransform
 

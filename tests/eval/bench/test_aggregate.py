@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import friedmanchisquare
 
-from gpfm.eval.aggregate import aggregate, rank_values
-from gpfm.eval.results import STATUS_FAILED, STATUS_OK, ResultRow, metric_higher_is_better
+from gpfm.eval.run.aggregate import aggregate, rank_values
+from gpfm.eval.run.results import STATUS_FAILED, STATUS_OK, ResultRow, metric_higher_is_better
 
 
 def _row(
@@ -143,7 +143,7 @@ def test_random_tables_match_naive_computation() -> None:
 
 
 def test_holm_and_nemenyi_by_hand() -> None:
-    from gpfm.eval.significance import holm, nemenyi_cd
+    from gpfm.eval.run.significance import holm, nemenyi_cd
 
     # sorted 0.005, 0.01, 0.03, 0.04 -> 4x, 3x, 2x, 1x, then running maximum
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -154,7 +154,7 @@ def test_holm_and_nemenyi_by_hand() -> None:
 
 
 def test_pairwise_wilcoxon_by_hand() -> None:
-    from gpfm.eval.significance import pairwise_wilcoxon
+    from gpfm.eval.run.significance import pairwise_wilcoxon
 
     scores = {f"t{i}": {"A": 0.9 + 0.01 * i, "B": 0.8} for i in range(6)}
     scores["loss"] = {"A": 0.1, "B": 0.3}  # lower is better: A better here too
@@ -167,7 +167,7 @@ def test_pairwise_wilcoxon_by_hand() -> None:
 
 
 def test_leaderboard_significance_fields(rows: list[ResultRow]) -> None:
-    from gpfm.eval.significance import nemenyi_cd
+    from gpfm.eval.run.significance import nemenyi_cd
 
     board = aggregate(rows).overall
     assert board.complete_units == ["t1", "t2", "t3"]
@@ -181,7 +181,7 @@ def test_leaderboard_significance_fields(rows: list[ResultRow]) -> None:
 
 def test_report_with_three_encoders_draws_cd_diagram(rows: list[ResultRow], tmp_path) -> None:
     from gpfm.eval.report import build_report_html
-    from gpfm.eval.results import ResultsTable
+    from gpfm.eval.run.results import ResultsTable
 
     text = build_report_html(ResultsTable(rows=rows, meta={"suite": "hand"}), tmp_path)
     assert 'alt="critical difference diagram"' in text and "Pairwise Wilcoxon" in text

@@ -21,7 +21,7 @@ import pytest
 from bench_fixtures import SUITE_YAML, registered_test_protocols
 from PIL import Image
 
-from gpfm.eval.runner import run_suite
+from gpfm.eval.run.runner import run_suite
 
 CHROMIUM = next(
     (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None

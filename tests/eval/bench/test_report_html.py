@@ -12,7 +12,7 @@ from bench_fixtures import SUITE_YAML, registered_test_protocols
 from typer.testing import CliRunner
 
 from gpfm.cli import app
-from gpfm.eval.runner import run_suite
+from gpfm.eval.run.runner import run_suite
 
 
 @pytest.fixture(scope="module")

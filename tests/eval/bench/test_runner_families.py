@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from gpfm.eval.runner import run_suite
+from gpfm.eval.run.runner import run_suite
 
 ENCODERS = {"gpfm": 4.0, "resnet50-imagenet": 0.0}  # shift of the tumour tiles along feature 0
 N_SLIDES, N_TILES, DIM = 40, 12, 16

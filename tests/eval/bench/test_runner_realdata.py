@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gpfm.eval.runner import run_suite
+from gpfm.eval.run.runner import run_suite
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 PER_CLASS = 15

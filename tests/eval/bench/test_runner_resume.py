@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from bench_fixtures import SUITE_YAML
 
-from gpfm.eval.results import ResultsTable
-from gpfm.eval.runner import parse_weights_overrides, run_suite
+from gpfm.eval.run.results import ResultsTable
+from gpfm.eval.run.runner import parse_weights_overrides, run_suite
 
 ENCODERS = ["gpfm", "resnet50-imagenet"]
 WEIGHTS = {"gpfm": "random", "resnet50-imagenet": "random"}

@@ -68,7 +68,7 @@ _TASK = "  - id: t1\n    family: roi_classification\n    protocol: p\n    data: 
         ),
         (
             "name: s\ntasks:\n  - id: t1\n    family: roi\n    protocol: p\n    data: {kind: k}\n",
-            r"'family' must be one of roi_classification",
+            r"'family' must be one of .*roi_classification",
         ),
         ("name: s\ntasks:\n" + _TASK + _TASK, r"task id 't1' appears twice"),
         (

@@ -58,7 +58,9 @@ def test_gpfm_public_parses_without_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["gpfm_public", "lc25000_demo"])
 def test_named_protocols_and_loaders_are_registered(name: str, tmp_path: Path) -> None:
     """Every protocol and data kind a shipped suite names exists, and its options are accepted."""
-    import gpfm.eval.protocols  # noqa: F401  (registers everything)
+    from gpfm.eval.protocol import PROTOCOLS
+
+    PROTOCOLS.names()  # discover every family first
 
     suite = load_suite(name, data_root=tmp_path, environ={})
     assert suite.unregistered() == {"protocols": [], "data_kinds": []}
@@ -73,7 +75,7 @@ def test_bench_check_reports_missing_and_ready(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from gpfm.cli import app
-    from gpfm.eval.suite_check import check_suite
+    from gpfm.eval.suite.check import check_suite
 
     bach = tmp_path / "roi" / "BACH"
     bach.mkdir(parents=True)

@@ -31,7 +31,7 @@ class MILOutput:
     attention: Tensor | None = None
 
 
-AGGREGATORS: Registry[Callable[..., nn.Module]] = Registry("MIL aggregator")
+AGGREGATORS: Registry[Callable[..., nn.Module]] = Registry("MIL aggregator", discover="gpfm.eval.mil.aggregators")
 
 
 def create_aggregator(name: str, *, in_dim: int, n_outputs: int, **kwargs: Any) -> nn.Module:
@@ -43,6 +43,4 @@ def create_aggregator(name: str, *, in_dim: int, n_outputs: int, **kwargs: Any) 
         n_outputs: bag outputs K.
         **kwargs: architecture options of that aggregator (unknown ones raise ``TypeError``).
     """
-    import gpfm.eval.mil  # noqa: F401  (registers the built-in aggregators)
-
     return AGGREGATORS.get(name)(in_dim=in_dim, n_outputs=n_outputs, **kwargs)

@@ -11,7 +11,7 @@ Definitions (``T_e`` = the ranked tasks encoder ``e`` has a number for):
 * **Firsts**: tasks where ``e`` has the best value (ties for best count for every tied encoder).
 * **Friedman test** over the tasks every encoder ran (needs ≥ 3 encoders and ≥ 2 such tasks), with the
   Nemenyi critical difference of the average ranks on those tasks, and pairwise Wilcoxon signed-rank tests
-  with Holm correction (:mod:`gpfm.eval.significance`).
+  with Holm correction (:mod:`gpfm.eval.run.significance`).
 
 A task enters the headline aggregate through its headline protocol (the first one the suite lists), so a
 task evaluated with two probe variants is not counted twice; :func:`aggregate` with ``headline_only=False``
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import friedmanchisquare, rankdata
 
-from gpfm.eval.results import ResultRow
-from gpfm.eval.significance import PairwiseTest, nemenyi_cd, pairwise_wilcoxon
+from gpfm.eval.run.results import ResultRow
+from gpfm.eval.run.significance import PairwiseTest, nemenyi_cd, pairwise_wilcoxon
 
 
 @dataclass

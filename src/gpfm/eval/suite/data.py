@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gpfm.errors import GpfmError
-
-if TYPE_CHECKING:
-    from gpfm.eval.suite import DataSpec
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -33,6 +31,24 @@ _PATH_KEYS = {
     "labels",
 }
 _PATH_SUFFIXES = ("_path", "_dir", "_file", "_csv", "_json", "_root", "_h5", "_table", "_split", "_splits")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The ``data:`` block of a task.
+
+    Attributes:
+        kind: the task loader name (a key of :data:`gpfm.eval.protocol.TASK_LOADERS`).
+        options: every other key, after ``${VAR}`` expansion (paths may still be relative).
+    """
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_block(self) -> dict[str, Any]:
+        """The block as a loader receives it (``kind`` included)."""
+        return {"kind": self.kind, **self.options}
+
 
 
 class SuiteError(GpfmError, ValueError):

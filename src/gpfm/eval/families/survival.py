@@ -30,15 +30,21 @@ from typing import Any
 import numpy as np
 
 from gpfm.atomic import write_json_atomic
+from gpfm.eval.data.bags import load_survival_task
+from gpfm.eval.family import Family, register_family
 from gpfm.eval.metrics.survival import concordance_index
 from gpfm.eval.mil import create_aggregator
-from gpfm.eval.protocol import ProtocolResult, register_protocol
-from gpfm.eval.protocols._slide_common import check_bags, write_attention
-from gpfm.eval.protocols._survival_common import SurvivalBase, survival_objective
+from gpfm.eval.mil.common import check_bags, write_attention
+from gpfm.eval.protocol import ProtocolResult, register_protocol, register_task_loader
 from gpfm.eval.survival.coxnet import fit_coxnet
 from gpfm.eval.survival.nll import quantile_bins
+from gpfm.eval.survival.protocol_base import SurvivalBase, survival_objective
 from gpfm.eval.training import TrainConfig, cpu_threads, fit, predict, seed_everything
 from gpfm.runtime import resolve_device
+
+register_family(Family(
+    "survival", "predict patient survival from slide features (c-index)"))
+register_task_loader("survival_h5")(load_survival_task)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What the survival protocols share: the NLL / Cox training objective and the result assembly.
 
 The result holds the mean ± sd c-index over folds × seeds, a fold-stratified bootstrap CI of the mean
-per-fold c-index, predictions and the Kaplan–Meier risk-group curves (:mod:`gpfm.eval.protocols.survival`).
+per-fold c-index, predictions and the Kaplan–Meier risk-group curves (:mod:`gpfm.eval.families.survival`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from gpfm.atomic import atomic_path, write_json_atomic
-from gpfm.eval.bags import BagDataset
+from gpfm.eval.data.bags import BagDataset
+from gpfm.eval.data.folds import FoldSplit
 from gpfm.eval.metrics.bootstrap import bootstrap_statistic, summarize_run_dicts
 from gpfm.eval.metrics.survival import concordance_index
-from gpfm.eval.mil.splits import FoldSplit
+from gpfm.eval.mil.common import resolve_folds, slide_provenance
 from gpfm.eval.protocol import Protocol, ProtocolResult
-from gpfm.eval.protocols._slide_common import resolve_folds, slide_provenance
 from gpfm.eval.survival.cox import cox_ph_loss
 from gpfm.eval.survival.km import km_curves, risk_groups
 from gpfm.eval.survival.nll import NLLSurvLoss, TimeBins, risk_from_logits

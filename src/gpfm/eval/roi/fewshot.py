@@ -1,4 +1,4 @@
-"""``roi.fewshot.simpleshot``: SimpleShot few-shot classification over many seeded episodes (§1.3).
+"""SimpleShot few-shot classification maths (the ``roi.fewshot.simpleshot`` protocol is in the ROI family).
 
 Per episode and shot count n: draw n train items per class (without replacement) as support; centre support
 and queries on the **support mean** μ and L2-normalise ("CL2N"); prototypes p_c are the class means of the
@@ -14,18 +14,8 @@ Reported per shot count: mean, sd and the 2.5/97.5 percentiles over episodes of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
-
-from gpfm.atomic import write_json_atomic
-from gpfm.eval.data import RoiFeatures
-from gpfm.eval.metrics import metrics_from_confusion
-from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
-from gpfm.eval.protocols._roi_common import check_roi_data, provenance
 
 
 def sample_supports(
@@ -111,7 +101,8 @@ def episode_confusions(y_true: np.ndarray, preds: np.ndarray, num_classes: int) 
     )
 
 
-def _summary(values: np.ndarray) -> dict[str, float]:
+def episode_summary(values: np.ndarray) -> dict[str, float]:
+    """Mean, sd and the 2.5/97.5 percentiles of a metric over episodes."""
     low, high = np.percentile(values, [2.5, 97.5])
     return {
         "mean": float(values.mean()),
@@ -119,89 +110,3 @@ def _summary(values: np.ndarray) -> dict[str, float]:
         "p2.5": float(low),
         "p97.5": float(high),
     }
-
-
-@register_protocol
-class SimpleShot(Protocol):
-    """SimpleShot few-shot evaluation (UNI / THUNDER definition, CL2N on the support mean)."""
-
-    name = "roi.fewshot.simpleshot"
-    version = 1
-    family = "roi_classification"
-    data_kind = RoiFeatures
-    primary_metric = "balanced_accuracy"
-
-    @dataclass
-    class Config:
-        """Pinned defaults."""
-
-        shots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-        episodes: int = 1000
-        primary_shots: int = 16
-        seed: int = 0
-
-    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
-        """Evaluate every feasible shot count on the test split."""
-        data = check_roi_data(self, data, need_val=False)
-        c = self.config
-        (xtr, ytr), (xte, yte) = data.arrays("train"), data.arrays("test")
-        members = [np.flatnonzero(ytr == k) for k in range(data.num_classes)]
-        smallest = min(len(m) for m in members)
-        if smallest == 0:
-            empty = [data.label_names[k] for k, m in enumerate(members) if not len(m)]
-            raise ValueError(
-                f"roi.fewshot.simpleshot: classes {empty} have no train items; all classes are needed"
-            )
-        feasible = [n for n in c.shots if n <= smallest]
-        if not feasible:
-            raise ValueError(
-                f"roi.fewshot.simpleshot: no shot count in {list(c.shots)} fits {smallest} train items"
-            )
-        flags = []
-        dropped = [n for n in c.shots if n > smallest]
-        if dropped:
-            flags.append(f"shots {dropped} skipped (smallest class has {smallest} train items)")
-        primary = c.primary_shots if c.primary_shots in feasible else max(feasible)
-        if primary != c.primary_shots:
-            flags.append(f"headline at {primary} shots (primary_shots {c.primary_shots} not feasible)")
-        rng = np.random.default_rng(c.seed)
-        metrics: dict[str, float] = {}
-        sds: dict[str, float] = {}
-        ci95: dict[str, tuple[float, float]] = {}
-        curve: dict[str, Any] = {"shots": [], "balanced_accuracy": [], "macro_f1": []}
-        for n in feasible:
-            preds = simpleshot_predictions(xtr, sample_supports(members, n, c.episodes, rng), xte)
-            scores = metrics_from_confusion(episode_confusions(yte, preds, data.num_classes))
-            curve["shots"].append(n)
-            for name in ("balanced_accuracy", "macro_f1"):
-                summary = _summary(scores[name])
-                key = f"{name}@{n}shot"
-                metrics[key], sds[key], ci95[key] = (
-                    summary["mean"],
-                    summary["sd"],
-                    (summary["p2.5"], summary["p97.5"]),
-                )
-                curve[name].append(summary)
-                if n == primary:
-                    metrics[name], sds[name], ci95[name] = metrics[key], sds[key], ci95[key]
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "fewshot.json", curve)
-        return self.make_result(
-            task=task,
-            encoder=encoder,
-            metrics=metrics,
-            metrics_sd=sds,
-            ci95=ci95,
-            provenance=provenance(
-                self,
-                data,
-                seeds=[c.seed],
-                episodes=c.episodes,
-                shots_run=feasible,
-                primary_shots=primary,
-                interval="episode percentiles 2.5/97.5",
-            ),
-            artifacts={"fewshot": "fewshot.json"},
-            flags=flags,
-        )

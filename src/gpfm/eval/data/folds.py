@@ -1,6 +1,6 @@
 """Train / validation / test splits of bags: pre-defined in the label table, or made here, case-grouped.
 
-A :class:`FoldSplit` holds row indices into a :class:`~gpfm.eval.bags.BagDataset`. Rules enforced everywhere:
+A :class:`FoldSplit` holds row indices into a :class:`~gpfm.eval.data.bags.BagDataset`. Rules enforced everywhere:
 train, val and test are disjoint (val never equals test — the GPFM survival splits' flaw, spec §12.3),
 and no case has bags on two sides.
 

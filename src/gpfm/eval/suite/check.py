@@ -48,12 +48,11 @@ def check_suite(
         suite_path: suite YAML or shipped suite name.
         encoders: encoders whose per-encoder data (``{encoder}`` paths) to check; None checks only the
             encoder-independent paths.
-        data_root: as for :func:`gpfm.eval.runner.run_suite`.
+        data_root: as for :func:`gpfm.eval.run.runner.run_suite`.
 
     Raises:
         SuiteError: the file itself is malformed.
     """
-    import gpfm.eval.protocols  # noqa: F401  (registers protocols and loaders)
     from gpfm.eval.protocol import PROTOCOLS, TASK_LOADERS, create_protocol
 
     suite = load_suite(suite_path, data_root=data_root)

@@ -20,7 +20,7 @@ from typing import Any
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
 from gpfm.eval.protocol import ProtocolResult
-from gpfm.eval.results import STATUS_OK, ResultRow
+from gpfm.eval.run.results import STATUS_OK, ResultRow
 from gpfm.hashing import file_digest
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from gpfm.eval.cache import RoiFeatureCache
-from gpfm.eval.label_checks import check_two_classes, handle_missing_labels
-from gpfm.eval.protocol import TaskContext, register_task_loader
-from gpfm.eval.splits import (
+from gpfm.eval.data.cache import RoiFeatureCache
+from gpfm.eval.data.labels import check_two_classes, handle_missing_labels
+from gpfm.eval.data.splits import (
     SPLITS,
     carve_val,
     check_groups_disjoint,
@@ -41,6 +40,7 @@ from gpfm.eval.splits import (
     straddling_groups,
     stratified_group_split,
 )
+from gpfm.eval.protocol import TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,6 @@ def _resolve(base: Path, value: Any) -> Path:
     return path if path.is_absolute() else base / path
 
 
-@register_task_loader("roi_images")
 def load_roi_images(data: dict[str, Any], ctx: TaskContext) -> RoiFeatures:
     """Embed (or read from the cache) an ROI image dataset and split it, for one encoder.
 

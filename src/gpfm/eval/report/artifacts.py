@@ -1,7 +1,7 @@
 """HTML fragments drawn from protocol artifacts (see the artifact conventions in :mod:`gpfm.eval.protocol`).
 
 Each function takes the artifact files of one task × protocol keyed by encoder and returns HTML: figures as
-inline PNG data URIs (:mod:`gpfm.eval.report_plots`), tables as escaped HTML. A broken artifact is logged and
+inline PNG data URIs (:mod:`gpfm.eval.report.plots`), tables as escaped HTML. A broken artifact is logged and
 skipped; it never breaks the report.
 """
 
@@ -11,12 +11,14 @@ import html
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpfm.eval import report_plots as plots
+import gpfm.eval.report.plots as plots
+from gpfm.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,24 @@ def _attention_summary(path: Path) -> dict[str, float] | None:
         return None
 
 
+#: Artifact kind → (section title, function drawing ``{encoder: loaded JSON}`` as a data-URI image). The kinds
+#: every family may write are registered here; a family with its own kind registers a drawer in its module.
+DRAWERS: Registry[tuple[str, Callable[[dict[str, Any]], str]]] = Registry("report drawer",
+                                                                        discover="gpfm.eval.families")
+
+
+def register_drawer(kind: str, title: str, draw: Callable[[dict[str, Any]], str]) -> None:
+    """Draw artifacts of ``kind`` (JSON files named in ``ProtocolResult.artifacts``) in the HTML report."""
+    DRAWERS.register(kind, (title, draw))
+
+
+register_drawer("roc_curves", "ROC curves", plots.roc_figure)
+register_drawer("confusion_matrix", "Confusion matrices", plots.confusion_figure)
+register_drawer("km_curves", "Kaplan–Meier curves of predicted risk groups", plots.km_figure)
+register_drawer("curves", "Training curves", plots.curves_figure)
+register_drawer("fewshot", "Few-shot accuracy", plots.fewshot_figure)
+
+
 def artifact_sections(run_dir: Path, results: dict[str, Any]) -> str:
     """Figures and tables drawn from the artifacts of one task × protocol, one panel per encoder."""
     by_kind: dict[str, dict[str, Path]] = defaultdict(dict)
@@ -83,14 +103,7 @@ def artifact_sections(run_dir: Path, results: dict[str, Any]) -> str:
             if (base / rel).is_file():
                 by_kind[kind][enc] = base / rel
     parts = []
-    drawers = (
-        ("roc_curves", "ROC curves", plots.roc_figure),
-        ("confusion_matrix", "Confusion matrices", plots.confusion_figure),
-        ("km_curves", "Kaplan–Meier curves of predicted risk groups", plots.km_figure),
-        ("curves", "Training curves", plots.curves_figure),
-        ("fewshot", "Few-shot accuracy", plots.fewshot_figure),
-    )
-    for kind, title, draw in drawers:
+    for kind, (title, draw) in DRAWERS.items():
         loaded = {enc: d for enc, p in by_kind.get(kind, {}).items() if (d := load_json(p)) is not None}
         if loaded:
             try:

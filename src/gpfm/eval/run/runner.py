@@ -28,7 +28,7 @@ from typing import Any
 
 from gpfm.atomic import write_json_atomic
 from gpfm.eval.protocol import ProtocolResult, TaskContext
-from gpfm.eval.results import (
+from gpfm.eval.run.results import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -36,7 +36,7 @@ from gpfm.eval.results import (
     ResultsTable,
     metric_higher_is_better,
 )
-from gpfm.eval.run_store import (
+from gpfm.eval.run.store import (
     data_fingerprint,
     load_finished,
     new_staging_dir,
@@ -246,7 +246,6 @@ def _run_task_encoder(
     suite: Suite, task: TaskSpec, enc: _EncoderState, ctx: TaskContext, out: Path, rerun: bool
 ) -> list[ResultRow]:
     """All protocols of one task for one encoder; the loader is called at most once."""
-    import gpfm.eval.protocols  # noqa: F401  (registers protocols and loaders)
     from gpfm.eval.protocol import PROTOCOLS, TASK_LOADERS, create_protocol
 
     block = resolve_data_paths(task.data, suite.base_dir)

@@ -16,7 +16,7 @@ keep a case on one side), ``folds`` optional pre-defined :class:`FoldSplit` obje
 concatenates the case's slides in table order.
 
 Task loaders (``data.kind`` in a suite YAML) and their keys are documented in docs/eval-slide.md and on
-:func:`load_slide_task` / :func:`load_survival_task`; splits are described in :mod:`gpfm.eval.mil.splits`.
+:func:`load_slide_task` / :func:`load_survival_task`; splits are described in :mod:`gpfm.eval.data.folds`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gpfm.eval.label_checks import check_two_classes, handle_missing_labels
-from gpfm.eval.mil.splits import FoldSplit, folds_from_table
-from gpfm.eval.protocol import TaskContext, register_task_loader
+from gpfm.eval.data.folds import FoldSplit, folds_from_table
+from gpfm.eval.data.labels import check_two_classes, handle_missing_labels
+from gpfm.eval.protocol import TaskContext
 from gpfm.hashing import verify_array
 
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".vms", ".bif", ".czi", ".h5")
@@ -326,7 +326,6 @@ def _meta(path: Path, info: dict[str, Any], spec: dict[str, Any]) -> dict[str, A
     }
 
 
-@register_task_loader("slide_h5")
 def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     """Slide- or case-level classification bags from a label CSV and per-slide HDF5 features.
 
@@ -335,7 +334,7 @@ def load_slide_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     ``label_column``
     (``label``), ``label_names`` (class order; default sorted), ``level`` (``slide``/``case``), ``max_tiles``,
     ``tile_seed``, ``missing`` (``error``/``skip``) and the split keys of
-    :func:`gpfm.eval.mil.splits.folds_from_table`.
+    :func:`gpfm.eval.data.folds.folds_from_table`.
     """
     _check_keys(spec, _SLIDE_KEYS, "slide_h5")
     table, path = _read_table(spec, ctx)
@@ -429,7 +428,6 @@ def check_event_rate(
     return rate
 
 
-@register_task_loader("survival_h5")
 def load_survival_task(spec: dict[str, Any], ctx: TaskContext) -> BagDataset:
     """Case-level (default) survival bags from a clinical CSV and per-slide HDF5 features.
 

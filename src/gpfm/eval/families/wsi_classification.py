@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from gpfm.atomic import atomic_path, write_json_atomic
-from gpfm.eval.bags import BagDataset
+from gpfm.eval.data.bags import BagDataset, load_slide_task
+from gpfm.eval.family import Family, register_family
 from gpfm.eval.metrics import (
     bootstrap_classification,
     classification_metrics,
@@ -40,10 +41,14 @@ from gpfm.eval.metrics import (
 )
 from gpfm.eval.metrics.bootstrap import summarize_run_dicts
 from gpfm.eval.mil import create_aggregator
-from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
-from gpfm.eval.protocols._slide_common import check_bags, resolve_folds, slide_provenance, write_attention
+from gpfm.eval.mil.common import check_bags, resolve_folds, slide_provenance, write_attention
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol, register_task_loader
 from gpfm.eval.training import Objective, TrainConfig, cpu_threads, fit, predict, seed_everything
 from gpfm.runtime import resolve_device
+
+register_family(Family(
+    "wsi_classification", "classify whole slides (or cases) by multiple-instance learning on tile features"))
+register_task_loader("slide_h5")(load_slide_task)
 
 
 @dataclass
@@ -358,7 +363,7 @@ class WsiLinearPooled(_MILProtocol):
 
     def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
         """Fit per fold on pooled bag features (C fixed, or swept on val for ``auto``); score test."""
-        from gpfm.eval.protocols.roi_linear import train_sklearn_logreg
+        from gpfm.eval.roi.probes import train_sklearn_logreg
 
         cfg = self.config
         data = check_bags(self, data, survival=False)

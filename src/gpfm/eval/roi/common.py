@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from gpfm.atomic import atomic_path, write_json_atomic
-from gpfm.eval.data import RoiFeatures, code_version
+from gpfm.eval.data.roi import RoiFeatures, code_version
+from gpfm.eval.data.splits import split_hash
 from gpfm.eval.metrics import (
     bootstrap_classification,
     classification_metrics,
@@ -17,7 +18,6 @@ from gpfm.eval.metrics import (
     roc_curves,
 )
 from gpfm.eval.protocol import Protocol, ProtocolResult
-from gpfm.eval.splits import split_hash
 
 
 def check_roi_data(protocol: Protocol, data: Any, *, need_val: bool) -> RoiFeatures:

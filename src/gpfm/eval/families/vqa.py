@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
-from gpfm.eval.multimodal import loaders as _loaders  # noqa: F401  (registers report_records, vqa_records)
+from gpfm.eval.data.multimodal import load_vqa_records
+from gpfm.eval.family import Family, register_family
 from gpfm.eval.multimodal.data import (
     VqaTaskData,
     cap_bag,
@@ -45,9 +46,13 @@ from gpfm.eval.multimodal.data import (
 from gpfm.eval.multimodal.question_encoders import FrozenMiniLM, TransformerQuestionEncoder
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit
 from gpfm.eval.multimodal.vqa_model import VqaFusionModel, VqaModelConfig, restrict_to_choices
-from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol, register_task_loader
 from gpfm.eval.text.readers import VqaRecord
 from gpfm.eval.text.tokenizer import WordTokenizer, split_words
+
+register_family(Family(
+    "vqa", "answer questions about slides from their features"))
+register_task_loader("vqa_records")(load_vqa_records)
 
 QUESTION_ENCODERS = ("transformer", "minilm")
 

@@ -18,11 +18,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import gpfm.eval.report.plots as plots
 from gpfm.atomic import write_json_atomic, write_text_atomic
-from gpfm.eval import report_plots as plots
-from gpfm.eval.aggregate import Aggregate, Leaderboard, aggregate
-from gpfm.eval.report_artifacts import artifact_sections, load_json
-from gpfm.eval.results import ResultRow, ResultsTable
+from gpfm.eval.report.artifacts import artifact_sections, load_json
+from gpfm.eval.run.aggregate import Aggregate, Leaderboard, aggregate
+from gpfm.eval.run.results import ResultRow, ResultsTable
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from gpfm.atomic import atomic_h5
-from gpfm.eval.bags import BagDataset
-from gpfm.eval.mil.splits import FoldSplit, make_folds, split_hash, with_validation
+from gpfm.eval.data.bags import BagDataset
+from gpfm.eval.data.folds import FoldSplit, make_folds, split_hash, with_validation
 from gpfm.eval.protocol import Protocol
 
 
@@ -88,7 +88,7 @@ def slide_provenance(
     protocol: Protocol, data: BagDataset, folds: list[FoldSplit], **extra: Any
 ) -> dict[str, Any]:
     """Protocol id, split hash and counts, bag sizes, data meta, code and library versions."""
-    from gpfm.eval.data import code_version
+    from gpfm.eval.data.roi import code_version
 
     sizes = np.array([b.shape[0] for b in data.bags])
     return {

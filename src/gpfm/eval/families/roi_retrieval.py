@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 
 from gpfm.atomic import write_json_atomic
-from gpfm.eval.data import RoiFeatures
+from gpfm.eval.data.roi import RoiFeatures
+from gpfm.eval.family import Family, register_family
 from gpfm.eval.metrics import (
     bootstrap_classification,
     confusion_counts,
@@ -30,7 +31,10 @@ from gpfm.eval.metrics.retrieval import (
     topk_macro_accuracy,
 )
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
-from gpfm.eval.protocols._roi_common import check_roi_data, classification_result, provenance
+from gpfm.eval.roi.common import check_roi_data, classification_result, provenance
+
+register_family(Family(
+    "roi_retrieval", "retrieve ROI tiles of the same class (the roi_images loader of the ROI family)"))
 
 
 def _ci(values: np.ndarray) -> tuple[float, float]:

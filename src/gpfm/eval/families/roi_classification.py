@@ -1,4 +1,7 @@
-"""ROI classification protocols on frozen features: three linear probes and two kNN definitions.
+"""The ROI classification family: three linear probes, two kNN definitions and SimpleShot few-shot.
+
+Registers the ``roi_classification`` family, its protocols and the ``roi_images`` task loader
+(:func:`gpfm.eval.data.roi.load_roi_images`, shared with the retrieval family).
 
 Pinned defaults are the ``Config`` field defaults (benchmark-protocols.md §1.1–1.2). Every protocol scores the
 test split once with the model chosen without looking at test, and reports accuracy, balanced accuracy (the
@@ -15,12 +18,18 @@ from typing import Any, Literal
 import numpy as np
 
 from gpfm.atomic import write_json_atomic
-from gpfm.eval.data import RoiFeatures
-from gpfm.eval.metrics import classification_metrics
+from gpfm.eval.data.roi import RoiFeatures, load_roi_images
+from gpfm.eval.family import Family, register_family
+from gpfm.eval.metrics import classification_metrics, metrics_from_confusion
 from gpfm.eval.metrics.retrieval import l2_normalize, nearest_neighbours
-from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
-from gpfm.eval.protocols._roi_common import check_roi_data, classification_result
-from gpfm.eval.protocols.roi_linear import train_adamw_probe, train_lbfgs_logreg, train_sklearn_logreg
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol, register_task_loader
+from gpfm.eval.roi.common import check_roi_data, classification_result, provenance
+from gpfm.eval.roi.fewshot import episode_confusions, episode_summary, sample_supports, simpleshot_predictions
+from gpfm.eval.roi.probes import train_adamw_probe, train_lbfgs_logreg, train_sklearn_logreg
+
+register_family(Family(
+    "roi_classification", "classify ROI tiles from frozen features (linear probes, kNN, few-shot)"))
+register_task_loader("roi_images")(load_roi_images)
 
 
 class _RoiClassification(Protocol):
@@ -264,4 +273,90 @@ class KnnCL2N(_RoiClassification):
             encoder=encoder,
             proba=proba,
             extra_provenance={"gallery": self.config.gallery, "k_used": k},
+        )
+
+
+@register_protocol
+class SimpleShot(Protocol):
+    """SimpleShot few-shot evaluation (UNI / THUNDER definition, CL2N on the support mean)."""
+
+    name = "roi.fewshot.simpleshot"
+    version = 1
+    family = "roi_classification"
+    data_kind = RoiFeatures
+    primary_metric = "balanced_accuracy"
+
+    @dataclass
+    class Config:
+        """Pinned defaults."""
+
+        shots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+        episodes: int = 1000
+        primary_shots: int = 16
+        seed: int = 0
+
+    def run(self, data: Any, out_dir: Path, *, task: str, encoder: str) -> ProtocolResult:
+        """Evaluate every feasible shot count on the test split."""
+        data = check_roi_data(self, data, need_val=False)
+        c = self.config
+        (xtr, ytr), (xte, yte) = data.arrays("train"), data.arrays("test")
+        members = [np.flatnonzero(ytr == k) for k in range(data.num_classes)]
+        smallest = min(len(m) for m in members)
+        if smallest == 0:
+            empty = [data.label_names[k] for k, m in enumerate(members) if not len(m)]
+            raise ValueError(
+                f"roi.fewshot.simpleshot: classes {empty} have no train items; all classes are needed"
+            )
+        feasible = [n for n in c.shots if n <= smallest]
+        if not feasible:
+            raise ValueError(
+                f"roi.fewshot.simpleshot: no shot count in {list(c.shots)} fits {smallest} train items"
+            )
+        flags = []
+        dropped = [n for n in c.shots if n > smallest]
+        if dropped:
+            flags.append(f"shots {dropped} skipped (smallest class has {smallest} train items)")
+        primary = c.primary_shots if c.primary_shots in feasible else max(feasible)
+        if primary != c.primary_shots:
+            flags.append(f"headline at {primary} shots (primary_shots {c.primary_shots} not feasible)")
+        rng = np.random.default_rng(c.seed)
+        metrics: dict[str, float] = {}
+        sds: dict[str, float] = {}
+        ci95: dict[str, tuple[float, float]] = {}
+        curve: dict[str, Any] = {"shots": [], "balanced_accuracy": [], "macro_f1": []}
+        for n in feasible:
+            preds = simpleshot_predictions(xtr, sample_supports(members, n, c.episodes, rng), xte)
+            scores = metrics_from_confusion(episode_confusions(yte, preds, data.num_classes))
+            curve["shots"].append(n)
+            for name in ("balanced_accuracy", "macro_f1"):
+                summary = episode_summary(scores[name])
+                key = f"{name}@{n}shot"
+                metrics[key], sds[key], ci95[key] = (
+                    summary["mean"],
+                    summary["sd"],
+                    (summary["p2.5"], summary["p97.5"]),
+                )
+                curve[name].append(summary)
+                if n == primary:
+                    metrics[name], sds[name], ci95[name] = metrics[key], sds[key], ci95[key]
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "fewshot.json", curve)
+        return self.make_result(
+            task=task,
+            encoder=encoder,
+            metrics=metrics,
+            metrics_sd=sds,
+            ci95=ci95,
+            provenance=provenance(
+                self,
+                data,
+                seeds=[c.seed],
+                episodes=c.episodes,
+                shots_run=feasible,
+                primary_shots=primary,
+                interval="episode percentiles 2.5/97.5",
+            ),
+            artifacts={"fewshot": "fewshot.json"},
+            flags=flags,
         )

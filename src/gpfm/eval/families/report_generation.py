@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from gpfm.atomic import write_json_atomic, write_text_atomic
-from gpfm.eval.multimodal import loaders as _loaders  # noqa: F401  (registers report_records, vqa_records)
+from gpfm.eval.data.multimodal import load_report_records
+from gpfm.eval.family import Family, register_family
 from gpfm.eval.multimodal.data import (
     ReportTaskData,
     cap_bag,
@@ -43,11 +44,15 @@ from gpfm.eval.multimodal.data import (
 )
 from gpfm.eval.multimodal.report_model import ReportGenerator, ReportModelConfig
 from gpfm.eval.multimodal.training import TrainConfig, describe, fit
-from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol
+from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol, register_task_loader
 from gpfm.eval.text.bleu import bleu_from_stats, bleu_stats, corpus_bleu
 from gpfm.eval.text.readers import TextRecord
 from gpfm.eval.text.scores import score_texts
 from gpfm.eval.text.tokenizer import WordTokenizer, metric_tokens
+
+register_family(Family(
+    "report_generation", "write pathology reports or captions from slide features"))
+register_task_loader("report_records")(load_report_records)
 
 
 @dataclass

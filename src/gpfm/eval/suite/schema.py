@@ -45,7 +45,9 @@ from typing import Any
 
 import yaml
 
-from gpfm.eval.suite_data import (
+from gpfm.eval.family import family_names
+from gpfm.eval.suite.data import (
+    DataSpec,
     SuiteError,
     expand_variables,
     is_path_key,
@@ -54,7 +56,6 @@ from gpfm.eval.suite_data import (
 )
 
 __all__ = [
-    "FAMILIES",
     "DataSpec",
     "Suite",
     "SuiteDefaults",
@@ -70,14 +71,6 @@ __all__ = [
     "shipped_suite_path",
 ]
 
-FAMILIES = (
-    "roi_classification",
-    "roi_retrieval",
-    "wsi_classification",
-    "survival",
-    "vqa",
-    "report_generation",
-)
 
 _SUITE_KEYS = {"name", "description", "version", "variables", "defaults", "tasks", "references"}
 _DEFAULTS_KEYS = {"batch_size", "cache_dir", "primary_metric", "protocol_options"}
@@ -99,29 +92,12 @@ _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 @dataclass(frozen=True)
-class DataSpec:
-    """The ``data:`` block of a task.
-
-    Attributes:
-        kind: the task loader name (a key of :data:`gpfm.eval.protocol.TASK_LOADERS`).
-        options: every other key, after ``${VAR}`` expansion (paths may still be relative).
-    """
-
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def as_block(self) -> dict[str, Any]:
-        """The block as a loader receives it (``kind`` included)."""
-        return {"kind": self.kind, **self.options}
-
-
-@dataclass(frozen=True)
 class TaskSpec:
     """One benchmark task: data, protocols and how its number is ranked.
 
     Attributes:
         id: unique task id (used in result paths and tables).
-        family: one of :data:`FAMILIES`.
+        family: a registered task family (:func:`gpfm.eval.family.family_names`).
         protocols: protocol names; the first is the headline protocol used for leaderboards.
         protocol_options: protocol name → option overrides (task-level, defaults already merged).
         data: the data block.
@@ -224,7 +200,6 @@ class Suite:
 
     def unregistered(self) -> dict[str, list[str]]:
         """Protocol names and data kinds this suite uses that are not registered (empty lists = all known)."""
-        import gpfm.eval.protocols  # noqa: F401  (registers protocols and loaders)
         from gpfm.eval.protocol import PROTOCOLS, TASK_LOADERS
 
         return {
@@ -261,9 +236,9 @@ def _parse_defaults(raw: Any, where: str) -> SuiteDefaults:
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise SuiteError(f"{where}.batch_size: expected a positive integer, got {batch!r}")
     pm = _mapping(block.get("primary_metric"), f"{where}.primary_metric")
-    bad = sorted(set(pm) - set(FAMILIES))
+    bad = sorted(set(pm) - set(family_names()))
     if bad:
-        raise SuiteError(f"{where}.primary_metric: unknown famil(ies) {bad}; families: {', '.join(FAMILIES)}")
+        raise SuiteError(f"{where}.primary_metric: unknown famil(ies) {bad}; families: {', '.join(family_names())}")
     popts = _mapping(block.get("protocol_options"), f"{where}.protocol_options")
     popts = {name: _mapping(v, f"{where}.protocol_options.{name}") for name, v in popts.items()}
     cache = block.get("cache_dir")
@@ -286,8 +261,8 @@ def _parse_task(
     where = f"{where} (id={task_id})"
     _check_keys(block, _TASK_KEYS, where)
     family = block.get("family")
-    if family not in FAMILIES:
-        raise SuiteError(f"{where}: 'family' must be one of {', '.join(FAMILIES)} (got {family!r})")
+    if family not in family_names():
+        raise SuiteError(f"{where}: 'family' must be one of {', '.join(family_names())} (got {family!r})")
     protocols = block.get("protocol")
     if isinstance(protocols, str):
         protocols = [protocols]
@@ -429,9 +404,9 @@ def load_suite(
 
 def shipped_suite_path(name: str) -> Path:
     """Path of a suite shipped with gpfm (``src/gpfm/eval/suites/<name>.yaml``)."""
-    return Path(__file__).parent / "suites" / f"{name}.yaml"
+    return Path(__file__).parents[1] / "suites" / f"{name}.yaml"
 
 
 def list_shipped_suites() -> list[str]:
     """Names of the suites shipped with gpfm."""
-    return sorted(p.stem for p in (Path(__file__).parent / "suites").glob("*.yaml"))
+    return sorted(p.stem for p in (Path(__file__).parents[1] / "suites").glob("*.yaml"))

@@ -12,7 +12,7 @@ encoder name)::
       split_seed: 0
       # features: exactly one of
       features_file: feats/{encoder}.npz   # precomputed: .npz (ids, features) or .h5 (one dataset per id)
-      features_dir: slides/{encoder}       # slide HDF5 bags <dir>/<id>.h5 (gpfm.eval.bags layout)
+      features_dir: slides/{encoder}       # slide HDF5 bags <dir>/<id>.h5 (gpfm.eval.data.bags layout)
       images_root: images/                 # image folder <root>/<id>[.jpg|.png|...], via the ROI cache
       match: exact                    # exact | prefix (a bag = every <id>*.h5 / image: TCGA patients)
       max_tiles: 4096
@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from gpfm.eval.multimodal.data import ReportTaskData, VqaTaskData, assign_splits
-from gpfm.eval.protocol import TaskContext, register_task_loader
+from gpfm.eval.protocol import TaskContext
 from gpfm.eval.text.readers import (
     SPLITS,
     YES_NO,
@@ -225,7 +225,7 @@ def _assemble(
 def _from_h5_dir(
     folder: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, max_tiles: int | None, seed: int
 ) -> dict[str, np.ndarray]:
-    from gpfm.eval.bags import find_h5, read_bag
+    from gpfm.eval.data.bags import find_h5, read_bag
 
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: slide features folder not found")
@@ -246,7 +246,7 @@ def _from_h5_dir(
 def _from_images(
     root: Path, wanted: dict[str, tuple[str, ...]], prefix: bool, data: dict[str, Any], ctx: TaskContext
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    from gpfm.eval.cache import RoiFeatureCache
+    from gpfm.eval.data.cache import RoiFeatureCache
 
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")
@@ -343,14 +343,12 @@ def _load(data: dict[str, Any], ctx: TaskContext, vqa: bool) -> tuple[dict[str, 
     return bags, records, meta
 
 
-@register_task_loader("report_records")
 def load_report_records(data: dict[str, Any], ctx: TaskContext) -> ReportTaskData:
     """Reports/captions paired with bags for one encoder (keys in the module docstring)."""
     bags, records, meta = _load(data, ctx, vqa=False)
     return ReportTaskData(bags, records, meta)
 
 
-@register_task_loader("vqa_records")
 def load_vqa_records(data: dict[str, Any], ctx: TaskContext) -> VqaTaskData:
     """VQA records paired with bags for one encoder (keys in the module docstring)."""
     bags, records, meta = _load(data, ctx, vqa=True)
