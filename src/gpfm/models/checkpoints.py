@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from gpfm.atomic import atomic_path, write_text_atomic
-from gpfm.errors import GpfmError, one_line
 from gpfm.hashing import file_digest
+from gpfm.weights import CheckpointError, load_strict, read_checkpoint  # noqa: F401 - re-exported
 
 FORMAT_A = "dinov2-teacher"
 FORMAT_A_BODY = "dinov2-backbone"
@@ -32,35 +31,6 @@ FORMAT_B = "timm"
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 _CHUNKED_NORM1 = re.compile(r"^blocks\.\d+\.\d+\.norm1\.weight$")
 _FLAT_NORM1 = re.compile(r"^blocks\.(\d+)\.norm1\.weight$")
-
-
-class CheckpointError(GpfmError, ValueError):
-    """A checkpoint could not be read, recognised or loaded strictly; the message says how to fix it."""
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a ``.safetensors``, ``.pth``/``.pt``/``.bin`` checkpoint onto the CPU without executing code.
-
-    Raises:
-        CheckpointError: unreadable file, with the path and the likely fix.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; pass an existing path")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes); the download or copy did not "
-                              "finish — fetch it again")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return dict(load_file(str(path), device="cpu"))
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/foreign files
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(exc).__name__}: {one_line(exc, 200)}); "
-            "is the file complete? re-download it or pass a .safetensors/.pth state dict"
-        ) from exc
 
 
 def _first_keys(sd: Mapping[str, Any], n: int = 10) -> str:
@@ -157,35 +127,6 @@ def timm_to_gpfm_teacher(
     for key, value in (dino_head or {}).items():
         teacher[f"dino_head.{key}"] = value
     return {"teacher": teacher}
-
-
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names missing/unexpected/mis-shaped keys.
-
-    Raises:
-        CheckpointError: naming up to 10 keys of each kind and the source file.
-    """
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shape = [
-        f"{k} {tuple(state_dict[k].shape)}≠{tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {', '.join(missing[:10])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:10])}")
-        if shape:
-            parts.append(f"wrong shape {len(shape)}: {', '.join(shape[:10])}")
-        raise CheckpointError(
-            f"{source}: checkpoint does not match the architecture ({'; '.join(parts)}); "
-            "check that the file belongs to this encoder"
-        )
-    module.load_state_dict(state_dict, strict=True)
 
 
 def file_sha256(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> str:

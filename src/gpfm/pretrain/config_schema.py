@@ -150,7 +150,10 @@ class DistillConfig:
             ``extra_unmasked_pass`` (an extra unmasked student forward of the globals) [I].
         align: ``teacher_bicubic_up`` [F] or ``student_down`` [I].
         align_dtype: ``fp16`` [F] or ``fp32`` [I] for the grid resampling.
-        teacher_feature_norm: ``none`` [F] (raw expert features).
+        teacher_feature_norm: ``none`` [F] (raw expert features) or ``ema_zscore`` [I] (running per-channel
+            z-scores of every expert target, :mod:`gpfm.pretrain.target_norm`).
+        cls_loss: expert CLS loss: ``cosine`` [F] (1 − cos, the ViT-L release) or ``kl`` (softmax KL over feature
+            dimensions, T = 1, the GPFM code's generic default).
         expert_view: ``augmented`` [F] (experts see the photometrically distorted crops) or ``clean`` [I,
             experimental, §8 #14] (the same geometric crops without photometric changes).
         cos_weight: share of (1 − cos) in the patch loss (0.9).
@@ -165,6 +168,7 @@ class DistillConfig:
     align: str = "teacher_bicubic_up"
     align_dtype: str = "fp16"
     teacher_feature_norm: str = "none"
+    cls_loss: str = "cosine"
     expert_view: str = "augmented"
     cos_weight: float = 0.9
     smooth_l1_weight: float = 0.1

@@ -24,9 +24,11 @@ from torch import nn
 
 from gpfm.pretrain.config import PretrainConfig
 from gpfm.pretrain.dist import reshard
+from gpfm.pretrain.experts import ExpertTargets
 from gpfm.pretrain.heads import head_gains
-from gpfm.pretrain.losses import DINOLoss, ExpertClsLoss, ExpertPatchLoss, IBOTPatchLoss, KoLeoLoss
+from gpfm.pretrain.losses import DINOLoss, ExpertClsKLLoss, ExpertClsLoss, ExpertPatchLoss, IBOTPatchLoss, KoLeoLoss
 from gpfm.pretrain.student import ExpertHeadSpec, StudentModel, StudentOutputs, TeacherModel, ema_update
+from gpfm.pretrain.target_norm import build_target_norms
 from gpfm.runtime import autocast
 
 
@@ -110,7 +112,9 @@ class MetaArch(nn.Module):
         ibot_dim = h.ibot_out_dim if h.ibot_separate_head else h.dino_out_dim
         self.ibot_loss = IBOTPatchLoss(ibot_dim, s.student_temp, s.center_momentum).to(device)
         self.koleo_loss = KoLeoLoss(upcast_fp32=cfg.ssl.koleo_fp32)
-        self.expert_cls_loss = ExpertClsLoss()
+        self.expert_cls_loss = ExpertClsKLLoss() if cfg.distill.cls_loss == "kl" else ExpertClsLoss()
+        self.target_norms = build_target_norms(
+            cfg.distill.teacher_feature_norm, {s.name: (s.cls_dim, s.patch_dim) for s in specs}).to(device)
         tokens = "unmasked_only" if cfg.distill.expert_patch_tokens == "unmasked_only" else "all"
         self.expert_patch_loss = ExpertPatchLoss(
             cfg.distill.cos_weight,
@@ -204,7 +208,7 @@ class MetaArch(nn.Module):
         }
         terms["koleo"] = sum(self.koleo_loss(chunk) for chunk in out.global_cls.split(b))  # dtype: ssl.koleo_fp32
         for name, ecfg in self.expert_cfgs.items():
-            target = experts[name]
+            target = self._normalised(name, experts[name])
             if ecfg.cls_weight:
                 terms[f"distill_{name}_cls"] = self.expert_cls_loss(out.distill_cls[name], target.cls)
             if ecfg.patch_weight:
@@ -216,6 +220,15 @@ class MetaArch(nn.Module):
                 terms[f"distill_{name}_patch_cos"] = parts.mean_cos.detach()
                 terms[f"distill_{name}_patch_smooth_l1"] = parts.smooth_l1.detach()
         return terms
+
+    def _normalised(self, name: str, target: ExpertTargets) -> ExpertTargets:
+        """The expert's targets after ``distill.teacher_feature_norm`` (unchanged for ``none``)."""
+        norms = self.target_norms
+        cls = norms[f"{name}_cls"](target.cls) if f"{name}_cls" in norms else target.cls
+        patch = target.patch
+        if patch is not None and f"{name}_patch" in norms:
+            patch = norms[f"{name}_patch"](patch)
+        return target._replace(cls=cls, patch=patch)
 
     def weights(self) -> dict[str, float]:
         """Weight of every term entering the objective."""

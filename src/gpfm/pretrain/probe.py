@@ -1,13 +1,15 @@
-"""In-training frozen-feature probe of the EMA teacher on a fixed labelled ROI set (spec §10).
+"""In-training frozen-feature probe of the EMA teacher on a fixed labelled ROI set.
 
 The set is a folder with ``labels.csv`` (columns ``file``, ``label`` and optionally ``sha256``), e.g. the
 LC25000 patches of ``../shared/data``. It is loaded once (whole tiles resized to the global-crop size,
 ImageNet
-normalisation), split 50/50 stratified by class without splitting SHA-256 groups, and at every probe the
-teacher's CLS features are scored by
+normalisation), split 50/50 stratified by class without splitting SHA-256 groups (scikit-learn's
+``StratifiedGroupKFold``), and at every probe the teacher's CLS features are scored with scikit-learn by
 
-* kNN: cosine similarity, k = 20 nearest training features, majority vote (ties → smallest label);
+* kNN: cosine distance, k = 20 nearest training features, majority vote (ties → smallest label);
 * linear: standardised features → logistic regression (C = 1), accuracy on the held-out half.
+
+Pretraining depends on no part of the benchmark (:mod:`gpfm.eval`); both use scikit-learn for these probes.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def load_probe_set(root: str | Path, size: int, max_images: int = 2000, seed: in
         ValueError: no labels.csv, or fewer than two classes.
     """
     from PIL import Image
+    from sklearn.model_selection import StratifiedGroupKFold
 
-    from gpfm.eval.data.splits import stratified_group_split
     from gpfm.models.spec import Preprocess
     from gpfm.models.transforms import PilTransform
 
@@ -61,10 +63,14 @@ def load_probe_set(root: str | Path, size: int, max_images: int = 2000, seed: in
         raise ValueError(f"{table}: the probe needs at least two classes, found {names}")
     labels = np.array([names.index(r["label"]) for r in rows])
     groups = np.array([r.get("sha256") or r["file"] for r in rows])
-    split = stratified_group_split(labels, groups, test_size=0.5, val_size=0.0, seed=seed)
+    # half of the SHA-256 groups per class for training: the first of two stratified group folds
+    folds = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed)
+    train_rows, _ = next(folds.split(np.zeros(len(labels)), labels, groups))
+    is_train = np.zeros(len(labels), dtype=bool)
+    is_train[train_rows] = True
     tf = PilTransform(Preprocess(input_size=size))
     images = torch.stack([tf(Image.open(root / r["file"]).convert("RGB")) for r in rows])
-    return ProbeSet(images, labels, split == "train")
+    return ProbeSet(images, labels, is_train)
 
 
 @torch.no_grad()
@@ -73,6 +79,7 @@ def probe_backbone(
 ) -> dict[str, float]:
     """KNN and linear-probe accuracy of ``backbone``'s final-norm CLS on the held-out half."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -87,11 +94,8 @@ def probe_backbone(
     backbone.train(was_training)
     tr, te = probe.is_train, ~probe.is_train
     y_tr, y_te = probe.labels[tr], probe.labels[te]
-    unit = torch.nn.functional.normalize(feats, dim=-1)
-    sims = unit[te] @ unit[tr].T
-    nearest = sims.topk(min(k, int(tr.sum())), dim=1).indices.numpy()
-    votes = np.stack([np.bincount(row, minlength=int(probe.labels.max()) + 1) for row in y_tr[nearest]])
-    knn = float((votes.argmax(1) == y_te).mean())
+    neighbours = KNeighborsClassifier(n_neighbors=min(k, int(tr.sum())), metric="cosine", algorithm="brute")
+    knn = float((neighbours.fit(feats[tr].numpy(), y_tr).predict(feats[te].numpy()) == y_te).mean())
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     clf.fit(feats[tr].numpy(), y_tr)
     linear = float((clf.predict(feats[te].numpy()) == y_te).mean())

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from gpfm.registry import Registry
-from gpfm.weights import RANDOM, WeightSource, resolve_weights
+from gpfm.weights import RANDOM, WeightSource, load_strict, read_checkpoint, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,6 @@ def load_tissue_model(name: str, weights: str | None = None, device: str | None 
         CheckpointError: a file that is not this model's checkpoint.
     """
     from gpfm.hashing import file_digest
-    from gpfm.models.checkpoints import load_strict, read_checkpoint
 
     spec = TISSUE_MODELS.get(name)
     resolved = resolve_weights(spec, weights)

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import os
 
-from gpfm.registry import Registry
+from gpfm.wsi.readers.backends import BACKENDS
 from gpfm.wsi.readers.base import SlideBackend, composite_on_white
-from gpfm.wsi.readers.dicom_backend import DicomBackend
-from gpfm.wsi.readers.image_backend import ImageBackend
-from gpfm.wsi.readers.openslide_backend import OpenSlideBackend
 from gpfm.wsi.readers.slide import TILE_FAILED, TILE_OK, TILE_PADDED, Slide, auto_backends, slide_id_from_path
-from gpfm.wsi.readers.tiffslide_backend import TiffSlideBackend
-
-BACKENDS: Registry[type[SlideBackend]] = Registry("slide backend")
-for _cls in (OpenSlideBackend, TiffSlideBackend, DicomBackend, ImageBackend):
-    BACKENDS.register(_cls.name, _cls)
 
 
 def open_slide(

@@ -58,7 +58,7 @@ _HINTS = {
 
 
 def _backend_class(name: str) -> type[SlideBackend]:
-    from gpfm.wsi.readers import BACKENDS
+    from gpfm.wsi.readers.backends import BACKENDS
 
     return BACKENDS.get(name)
 
