@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -83,6 +85,11 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=_DTYPES[precision]):
         yield
+
+
+def cache_dir() -> Path:
+    """Gpfm's cache folder: ``$GPFM_CACHE_DIR`` or ``~/.cache/gpfm`` (weights, demo slide, hash cache)."""
+    return Path(os.environ.get("GPFM_CACHE_DIR", Path.home() / ".cache" / "gpfm")).expanduser()
 
 
 def machine_info() -> dict[str, object]:

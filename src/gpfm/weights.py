@@ -83,8 +83,10 @@ class ResolvedWeights:
 
 
 def weights_dir() -> Path:
-    """Local weights folder: ``$GPFM_WEIGHTS_DIR`` or ``~/.cache/gpfm/weights``; files named ``<encoder>.*``."""
-    return Path(os.environ.get("GPFM_WEIGHTS_DIR", Path.home() / ".cache" / "gpfm" / "weights"))
+    """Local weights folder: ``$GPFM_WEIGHTS_DIR`` or ``<cache>/weights``; files named ``<model>.*``."""
+    from gpfm.runtime import cache_dir
+
+    return Path(os.environ.get("GPFM_WEIGHTS_DIR", cache_dir() / "weights"))
 
 
 def _hub_offline() -> bool:

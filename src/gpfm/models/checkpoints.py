@@ -22,6 +22,7 @@ import torch
 
 from gpfm.atomic import atomic_path, write_text_atomic
 from gpfm.hashing import file_digest
+from gpfm.runtime import cache_dir as gpfm_cache_dir
 from gpfm.weights import CheckpointError, load_strict, read_checkpoint  # noqa: F401 - re-exported
 
 FORMAT_A = "dinov2-teacher"
@@ -133,7 +134,7 @@ def file_sha256(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] 
     """SHA-256 of a file, cached by (path, size, mtime) so multi-GB weights are hashed once."""
     path = Path(path).resolve()
     stat = path.stat()
-    cache_file = Path(cache_dir or os.environ.get("GPFM_CACHE", Path.home() / ".cache" / "gpfm")) / "sha256.json"
+    cache_file = Path(cache_dir or gpfm_cache_dir()) / "sha256.json"
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     try:
         cache = json.loads(cache_file.read_text())

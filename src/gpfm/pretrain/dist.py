@@ -25,12 +25,15 @@ class DistInfo:
         world_size: number of processes.
         local_rank: rank on this node (selects the GPU).
         device: this process's device.
+        started_here: True when :func:`init_distributed` created the process group (its caller must then
+            call :func:`cleanup_distributed`; a group created by someone else is left alone).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    started_here: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -58,7 +61,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
+    started = False
     if world > 1 and not dist.is_initialized():
+        started = True
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(
             backend=backend,
@@ -67,7 +72,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             timeout=datetime.timedelta(minutes=30),
             device_id=dev if dev.type == "cuda" else None,
         )
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, started_here=started)
 
 
 def cleanup_distributed() -> None:

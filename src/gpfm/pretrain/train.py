@@ -29,6 +29,7 @@ from gpfm.pretrain.config import PretrainConfig, dump_yaml, total_steps
 from gpfm.pretrain.dist import (
     DistInfo,
     all_reduce_min_flag,
+    cleanup_distributed,
     init_distributed,
     shard_teacher_like_student,
     wrap_student,
@@ -233,6 +234,25 @@ def train(
             model, or no checkpoint of the run can be read.
     """
     info = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, info, resume=resume, experts=experts, dataset=dataset, batches=batches,
+                      allow_config_change=allow_config_change)
+    finally:
+        if info.started_here:  # the process group this call created is destroyed by it too
+            cleanup_distributed()
+
+
+def _train(
+    cfg: PretrainConfig,
+    info: DistInfo,
+    *,
+    resume: bool,
+    experts: dict | None,
+    dataset,
+    batches: Iterable[dict] | None,
+    allow_config_change: bool,
+) -> TrainResult:
+    """The body of :func:`train` inside an initialised (or single-process) distributed context."""
     device, run_dir = info.device, Path(cfg.train.output_dir)
     precision = resolve_train_precision(cfg.train.precision, device)
     if device.type == "cuda" and cfg.train.tf32:
