@@ -25,7 +25,7 @@ QC_COLUMNS = 5
 
 
 def default_workers() -> int:
-    """0.75 × the CPU cores this process may use (spec §7), at least 1 and at most 16."""
+    """0.75 × the CPU cores this process may use, at least 1 and at most 16."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -1,7 +1,7 @@
 """One slide → features: the coordinate stage (tissue, tiles, pictures) and the embedding stage.
 
 :func:`embed_slide` and :func:`write_slide_features` work on a single slide without any job directory (the
-Python API of spec §9); :func:`prepare_grid` is the coordinate stage as run inside a job directory.
+Python API); :func:`prepare_grid` is the coordinate stage as run inside a job directory.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from gpfm.wsi.qc import QCParams
 
 log = logging.getLogger(__name__)
 
-#: A slide fails when more than this fraction of its tiles cannot be read (spec §1.1).
+#: A slide fails when more than this fraction of its tiles cannot be read.
 DEFAULT_MAX_FAILED_FRACTION = 0.01
 
 
@@ -87,7 +87,7 @@ def embed_slide(
 
 def feature_attrs(encoder: Encoder, grid: TileGrid, *, savetodir: str = "", run_id: str = "",
                   n_failed_tiles: int = 0) -> dict[str, Any]:
-    """Attributes of the ``features`` dataset (spec §4.3)."""
+    """Attributes of the ``features`` dataset."""
     import gpfm
 
     meta = encoder.metadata()

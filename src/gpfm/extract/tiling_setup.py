@@ -16,7 +16,7 @@ from gpfm.wsi import TilingConfig, tiling_config_dict, tiling_config_sha256
 
 
 def canonical_seg_params(method: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The parameter record ``segment_tissue(method=..., **overrides)`` stores (spec §4.2 ``seg_params_json``)."""
+    """The parameter record ``segment_tissue(method=..., **overrides)`` stores."""
     from gpfm.wsi.tissue import METHODS, PRESETS, learned_params, learned_record
 
     if method not in METHODS:

@@ -1,6 +1,6 @@
 """Read checkpoints, detect the GPFM layout, convert between layouts, load strictly, hash files.
 
-GPFM circulates in two layouts (encoders-and-checkpoints.md §2-4):
+GPFM circulates in two layouts:
 
 * **format A** — the DINOv2 training ("teacher") checkpoint: ``{"teacher": {...}}`` with ``backbone.`` prefixes,
   FSDP-chunked blocks ``backbone.blocks.<chunk>.<global index>.*``, a ``mask_token`` and a ``dino_head``;
@@ -39,7 +39,7 @@ def _first_keys(sd: Mapping[str, Any], n: int = 10) -> str:
 
 
 def detect_gpfm_format(ckpt: Mapping[str, Any]) -> str:
-    """Detect the layout of a GPFM checkpoint (rules of encoders-and-checkpoints.md §4, in order).
+    """Detect the layout of a GPFM checkpoint (rules applied in order).
 
     Returns:
         ``dinov2-teacher`` (format A, wrapped), ``dinov2-backbone`` (format A body, prefixed or chunked) or

@@ -67,7 +67,7 @@ class ViTConfig:
         return self.img_size // self.patch_size
 
 
-# The GPFM backbone (encoders-and-checkpoints.md §1): ViT-L/14, MLP FFN, LayerScale 1e-5, no registers.
+# The GPFM backbone: ViT-L/14, MLP FFN, LayerScale 1e-5, no registers.
 GPFM_VITL14 = ViTConfig()
 VIT_PRESETS: dict[str, ViTConfig] = {
     "vit_tiny": ViTConfig(embed_dim=192, depth=12, num_heads=3),

@@ -1,16 +1,16 @@
-"""Multi-crop augmentation of UNKD pretraining (unkd-pretraining.md §2.2): 2 global + N local crops per tile.
+"""Multi-crop augmentation of UNKD pretraining: 2 global + N local crops per tile.
 
 Per crop, in order: RandomResizedCrop (bicubic) → horizontal flip p 0.5 → [pathology: vertical flip p 0.5,
 rotation by k·90°, k uniform in 0..3] → ColorJitter with p 0.8 → grayscale p 0.2 → Gaussian blur (kernel 9,
 σ ~ U(0.1, 2.0)) with the crop's *effective* probability → [global crop 2, ``dinov2`` preset: solarize at 128
 with p 0.2] → ToTensor → normalise.
 
-Blur semantics (§8 #1). Configured blur probabilities are 1.0 / 0.1 / 0.5 (global 1 / global 2 / local).
+Blur semantics (switch #1). Configured blur probabilities are 1.0 / 0.1 / 0.5 (global 1 / global 2 / local).
 DINOv2's blur wrapper applies blur with probability 1 − p, so the released GPFM was trained with effective
 probabilities 0.0 / 0.9 / 0.5: ``blur_semantics="dinov2_inverted"`` [F]. ``"intended"`` [I] uses
 1.0 / 0.1 / 0.5.
 
-Presets: ``dinov2`` [F] as the table of §2.2 (jitter 0.4/0.4/0.2/0.1). ``pathology`` [I, §8 #12]: HED stain
+Presets: ``dinov2`` [F] (jitter 0.4/0.4/0.2/0.1). ``pathology`` [I, switch #12]: HED stain
 jitter once per source tile with p 0.5 (each of the H, E, D concentrations s ← s·α + β, α ~ U(0.95, 1.05),
 β ~ U(−0.05, 0.05), scikit-image's HED matrices, see :func:`hed_jitter`), vertical flips and 90° rotations,
 weaker jitter (0.2, 0.2, 0.1, 0.05), grayscale kept, no solarize.
@@ -166,7 +166,7 @@ class MultiCropAugmentation:
         mean: normalisation mean.
         std: normalisation std.
         clean_global_views: also return ``global_crops_clean``: the same geometric global crops without any
-            photometric change (for ``expert_view=clean``, §8 #14). Draws no extra random numbers.
+            photometric change (for ``expert_view=clean``, switch #14). Draws no extra random numbers.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Full, resumable training state: periodic, atomic (temp + fsync + rename), keep-last-K (spec §5, §7).
+"""Full, resumable training state: periodic, atomic (temp + fsync + rename), keep-last-K.
 
 A checkpoint ``<run>/checkpoints/checkpoint_<iteration>.pt`` holds everything a bit-exact resume needs:
 student, EMA teacher, heads and loss centers (``MetaArch.state_dict()``), the AdamW state, the iteration (the

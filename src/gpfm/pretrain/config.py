@@ -1,7 +1,7 @@
 """Typed configuration of a UNKD pretraining run (unkd-pretraining.md), with YAML and ``a.b=value`` overrides.
 
 The dataclass defaults ARE the faithful GPFM ViT-L/14 release (``distill_vitl14_192M_exclude_split1``,
-spec §1-§5, every §8 switch at its [F] value; the schema is in :mod:`gpfm.pretrain.config_schema`). A YAML
+every switch at its [F] value; the schema is in :mod:`gpfm.pretrain.config_schema`). A YAML
 file holds only overrides, optionally starting from a named preset (``preset: tiny_cpu``); unknown keys are
 errors that name the key and the valid ones.
 
@@ -36,7 +36,7 @@ from gpfm.pretrain.config_schema import (  # noqa: F401  (the schema is part of 
     TrainConfig,
 )
 
-# Allowed values of every string switch (spec §8); checked by :func:`validate`.
+# Allowed values of every string switch; checked by :func:`validate`.
 CHOICES: dict[str, tuple[str, ...]] = {
     "student.ffn": ("mlp", "swiglu"),
     "heads.distill_head": ("shared_dinohead_1layer", "separate_mlp"),

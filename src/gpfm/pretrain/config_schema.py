@@ -1,6 +1,6 @@
 """The typed schema of a UNKD pretraining run: one dataclass per config section.
 
-Defaults = the GPFM ViT-L/14 release (unkd-pretraining.md §1-§5, every §8 switch at its [F] value). Loading,
+Defaults = the GPFM ViT-L/14 release (every switch at its [F] value). Loading,
 presets, overrides and validation live in :mod:`gpfm.pretrain.config`.
 """
 
@@ -19,7 +19,7 @@ class ConfigError(GpfmError, ValueError):
 
 @dataclass
 class StudentConfig:
-    """Student backbone (spec §1, §5, §6).
+    """Student backbone.
 
     Attributes:
         arch: size preset of :data:`gpfm.models.vit.VIT_PRESETS` (``vit_tiny|small|base|large``).
@@ -28,7 +28,7 @@ class StudentConfig:
         drop_path_uniform: same rate in every block (GPFM [F]) instead of linearly increasing.
         layerscale: LayerScale init (GPFM 1e-5; None disables LayerScale).
         ffn: ``mlp`` (GPFM) or ``swiglu``.
-        init: ``scratch`` [F as written, §6] or a path to a GPFM/timm checkpoint loaded strictly [I].
+        init: ``scratch`` [F as written] or a path to a GPFM/timm checkpoint loaded strictly [I].
         embed_dim: width override of the preset (None: the preset's).
         depth: block-count override (None: the preset's).
         num_heads: head-count override (None: the preset's).
@@ -48,7 +48,7 @@ class StudentConfig:
 
 @dataclass
 class HeadsConfig:
-    """DINO/iBOT projection heads and expert distillation heads (spec §1, §4.3, §8 #6).
+    """DINO/iBOT projection heads and expert distillation heads (switch #6).
 
     Attributes:
         dino_out_dim: prototypes K of the DINO head (GPFM 65,536).
@@ -79,7 +79,7 @@ class HeadsConfig:
 
 @dataclass
 class SSLConfig:
-    """Self-distillation losses (spec §3).
+    """Self-distillation losses.
 
     Attributes:
         dino_weight: weight of L_DINO (1.0).
@@ -108,7 +108,7 @@ class SSLConfig:
 
 @dataclass
 class ExpertConfig:
-    """One frozen expert teacher (spec §1, §4.2). A weight of 0 on both terms means it is never loaded.
+    """One frozen expert teacher. A weight of 0 on both terms means it is never loaded.
 
     Attributes:
         name: a :func:`gpfm.models.list_encoders` name (``uni``, ``phikon``, ``conch``, ...).
@@ -129,7 +129,7 @@ class ExpertConfig:
 
 
 def _release_experts() -> list[ExpertConfig]:
-    # ViT-L release weights, spec §4.2: UNI 1.0/0.25, Phikon 0.5/0.125, CONCH 1.0/(patch never used).
+    # ViT-L release weights: UNI 1.0/0.25, Phikon 0.5/0.125, CONCH 1.0/(patch never used).
     return [
         ExpertConfig("uni", None, 1.0, 0.25),
         ExpertConfig("phikon", None, 0.5, 0.125),
@@ -139,7 +139,7 @@ def _release_experts() -> list[ExpertConfig]:
 
 @dataclass
 class DistillConfig:
-    """Expert distillation (spec §4, §8 #2-#8, #14).
+    """Expert distillation (switch #2-#8, #14).
 
     Attributes:
         experts: the configured experts, in order (a list, never one flag per expert).
@@ -155,7 +155,7 @@ class DistillConfig:
         cls_loss: expert CLS loss: ``cosine`` [F] (1 − cos, the ViT-L release) or ``kl`` (softmax KL over feature
             dimensions, T = 1, the GPFM code's generic default).
         expert_view: ``augmented`` [F] (experts see the photometrically distorted crops) or ``clean`` [I,
-            experimental, §8 #14] (the same geometric crops without photometric changes).
+            experimental, switch #14] (the same geometric crops without photometric changes).
         cos_weight: share of (1 − cos) in the patch loss (0.9).
         smooth_l1_weight: share of SmoothL1(β=1) in the patch loss (0.1).
     """
@@ -181,7 +181,7 @@ class DistillConfig:
 
 @dataclass
 class DataConfig:
-    """Tile source, multi-crop augmentation and iBOT masking (spec §2).
+    """Tile source, multi-crop augmentation and iBOT masking.
 
     Attributes:
         source: ``folder`` (image files under ``root``) or ``slides`` (slides + coordinate HDF5 files).
@@ -195,8 +195,8 @@ class DataConfig:
         local_crops_number: local crops per image (8).
         global_crops_scale: RandomResizedCrop area range of the globals.
         local_crops_scale: area range of the locals.
-        blur_semantics: ``dinov2_inverted`` [F] or ``intended`` [I] (§8 #1).
-        aug_preset: ``dinov2`` [F] or ``pathology`` [I] (§8 #12).
+        blur_semantics: ``dinov2_inverted`` [F] or ``intended`` [I] (switch #1).
+        aug_preset: ``dinov2`` [F] or ``pathology`` [I] (switch #12).
         mask_probability: share of global crops that are iBOT-masked (0.5).
         mask_ratio_min_max: mask-ratio range spread over the masked crops.
     """
@@ -220,7 +220,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW, schedules and clipping (spec §5). Schedules always span ``epochs × iters_per_epoch``.
+    """AdamW, schedules and clipping. Schedules always span ``epochs × iters_per_epoch``.
 
     Attributes:
         base_lr: LR before batch scaling (4e-4).
@@ -237,7 +237,7 @@ class OptimConfig:
         patch_embed_lr_mult: extra factor for the patch embedding (0.2).
         freeze_last_layer_epochs: epochs with LR 0 on ``last_layer`` parameters (1).
         clip_grad: global-norm clip per module (3.0; 0 disables).
-        clip_scope: ``backbone_and_dino_head`` [F] or ``all_trainable`` [I] (§8 #9).
+        clip_scope: ``backbone_and_dino_head`` [F] or ``all_trainable`` [I] (switch #9).
         momentum_teacher: EMA momentum at iteration 0 (0.992).
         final_momentum_teacher: EMA momentum at the end (1.0).
     """
@@ -268,7 +268,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """Run control, checkpoints, precision and parallelism (spec §5, §7, §10).
+    """Run control, checkpoints, precision and parallelism.
 
     Attributes:
         output_dir: run folder (checkpoints, metrics, exports).
@@ -283,7 +283,7 @@ class TrainConfig:
         log_every: iterations between metric records (10).
         tf32: allow TF32 matmuls on CUDA.
         probe_root: a labelled ROI folder (``labels.csv``: file,label[,sha256]) for the in-training kNN/linear
-            probe of the EMA teacher (§10); None disables it.
+            probe of the EMA teacher; None disables it.
         probe_every: iterations between probes (12,500, with the teacher exports).
         probe_max_images: at most this many probe images (a fixed seeded subset).
     """

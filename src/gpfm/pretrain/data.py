@@ -1,4 +1,4 @@
-"""Pretraining data: tile sources, the resumable sharded sampler and the multi-crop collate (spec §2.1, §2.3).
+"""Pretraining data: tile sources, the resumable sharded sampler and the multi-crop collate.
 
 The data is a pure function of the sample index: ``dataset[i]`` augments tile i with the seed
 :func:`sample_seed` ``(base_seed, i)``, and :func:`collate_multicrop` draws the iBOT masks from a generator
@@ -115,7 +115,7 @@ class _MultiCropTileDataset(Dataset):
         failed = False
         try:
             out = self.augmentation(self.load(index), seed)
-        except Exception as exc:  # noqa: BLE001 - spec §2.1: any load/augment failure → fallback tile
+        except Exception as exc:  # noqa: BLE001 - any load/augment failure → fallback tile
             self.failures.record(self.tile_name(index), exc)
             out = self.augmentation(self._fallback, seed)
             failed = True

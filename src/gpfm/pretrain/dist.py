@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node N -m gpfm pretrain ...`` sets RANK/WORLD_SIZE/LOCAL_RANK; :func:`init_distributed`
 then starts NCCL on CUDA and gloo on CPU. Without those variables the run is a single process and nothing is
-initialised. The EMA teacher and the experts are never wrapped for gradients (spec §9.4).
+initialised. The EMA teacher and the experts are never wrapped for gradients.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frozen expert encoders that provide the distillation targets of UNKD (unkd-pretraining.md §1, §4, §8).
+"""Frozen expert encoders that provide the distillation targets of UNKD.
 
 Any encoder of the :mod:`gpfm.models` registry can be an expert (UNI, Phikon and CONCH in the release; any
 other name, or an already-built :class:`~gpfm.models.Encoder`, e.g. a tiny random ViT for tests). The
@@ -8,14 +8,14 @@ registry entry already describes everything distillation needs — loader, input
 Targets, computed on the student's augmented global crops (never on local crops):
     CLS target: the encoder's final-norm CLS (``TokenOutput.cls``). For an encoder whose pooling is
     ``contrastive`` (CONCH) ``TokenOutput.cls`` is the L2-normalised projected contrastive embedding
-    (``conch_target="proj_contrast"`` [F]); ``"pooled_no_proj"`` [I, §8 #3] uses the 512-d pre-projection
+    (``conch_target="proj_contrast"`` [F]); ``"pooled_no_proj"`` [I, switch #3] uses the 512-d pre-projection
     pooled feature instead.
     Patch target: the encoder's spatial tokens after the final norm (``TokenOutput.patch``, row-major on
     ``grid``) when it has them. For a contrastive (CONCH) expert none by default (``conch_patch="none"`` [F,
-    §8 #4]); ``"trunk_tokens"`` [I] gives the ViT trunk tokens. CONCH's caption-pooler queries are not spatial
+    switch #4]); ``"trunk_tokens"`` [I] gives the ViT trunk tokens. CONCH's caption-pooler queries are not spatial
     and are never exposed by the encoder, so they can never become a patch target.
 
-Input (§8 #2): ``input_norm="shared_imagenet"`` [F] feeds the crops exactly as the student sees them.
+Input (switch #2): ``input_norm="shared_imagenet"`` [F] feeds the crops exactly as the student sees them.
 ``"per_expert"`` [I] renormalises on the device, x_e = (x·σ_in + μ_in − μ_e)/σ_e, with (μ_in, σ_in) the
 student's normalisation and (μ_e, σ_e) the expert's. Size: crops are resized (bicubic, antialiased) to the
 expert's input size **only** when they differ and the expert cannot take them — a ViT whose position

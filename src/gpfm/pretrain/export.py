@@ -1,4 +1,4 @@
-"""Export the EMA teacher backbone as a GPFM-format encoder (spec §7, §10; encoders-and-checkpoints.md).
+"""Export the EMA teacher backbone as a GPFM-format encoder (encoders-and-checkpoints.md).
 
 An export folder holds:
 

@@ -1,6 +1,6 @@
 """Projection heads of UNKD pretraining: the DINO/iBOT prototype head and the per-expert distillation heads.
 
-Both follow DINOv2's head shape (unkd-pretraining.md §1, §4.3): an MLP to a small bottleneck, an L2
+Both follow DINOv2's head shape: an MLP to a small bottleneck, an L2
 normalisation, and a weight-normalised linear layer without bias whose gain g is initialised to 1. Because the
 bottleneck output has unit norm, every output element is bounded: |out_j| = |g_j · cos(v_j, x̂)| ≤ |g_j|.
 
@@ -53,7 +53,7 @@ def weight_normed_last_layer(in_dim: int, out_dim: int) -> nn.Linear:
 def head_gains(module: nn.Module) -> torch.Tensor | None:
     """The gains g of a head's weight-normalised ``last_layer`` as a flat (out_dim,) tensor, else None.
 
-    Used for the scale diagnostics of §10 (mean and max gain). ``separate_mlp`` heads have no gains.
+    Used for the scale diagnostics of (mean and max gain). ``separate_mlp`` heads have no gains.
     """
     last = getattr(module, "last_layer", None)
     if last is None or not hasattr(last, "parametrizations"):
@@ -67,7 +67,7 @@ class DINOHead(nn.Module):
     Shapes: ``(..., in_dim) → (..., out_dim)``. With ``nlayers=3`` (GPFM release) the MLP is
     in_dim→hidden_dim→hidden_dim→bottleneck_dim with GELU between layers (not after the last); with
     ``nlayers=1`` it is a single Linear in_dim→bottleneck_dim. One head is shared by the DINO (CLS) and iBOT
-    (masked patch) losses in the release configuration (§1).
+    (masked patch) losses in the release configuration.
 
     Args:
         in_dim: backbone width (1024 for ViT-L).
@@ -105,7 +105,7 @@ class DINOHead(nn.Module):
 
 
 class _MLPAdapter(nn.Module):
-    """Linear–GELU–Linear adapter without bottleneck normalisation (RADIO/UNIC style, §8 #6)."""
+    """Linear–GELU–Linear adapter without bottleneck normalisation (RADIO/UNIC style, switch #6)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__()
@@ -119,13 +119,13 @@ class _MLPAdapter(nn.Module):
 
 
 class DistillHead(nn.Module):
-    """Maps student tokens into one expert's feature space (h_e of §1 and §4).
+    """Maps student tokens into one expert's feature space (h_e of).
 
     ``kind="shared_dinohead_1layer"`` [F]: Linear(in_dim→bottleneck_dim, bias) → L2-normalise →
     weight-normalised Linear(bottleneck_dim→out_dim, no bias, gain 1) as ``last_layer``; the same head maps
-    CLS and patch tokens (``which`` is accepted and ignored). Output elements are bounded by the gains (§4.3).
+    CLS and patch tokens (``which`` is accepted and ignored). Output elements are bounded by the gains.
 
-    ``kind="separate_mlp"`` [I, §8 #6]: two independent Linear–GELU–Linear adapters (hidden width
+    ``kind="separate_mlp"`` [I, switch #6]: two independent Linear–GELU–Linear adapters (hidden width
     ``hidden_dim``, default ``in_dim``), one for ``which="cls"`` and one for ``which="patch"``; no
     normalisation and no bound. Their output layers are also named ``last_layer`` (``cls_head.last_layer``,
     ``patch_head.last_layer``) so the freeze rule applies uniformly.

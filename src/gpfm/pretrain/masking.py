@@ -1,4 +1,4 @@
-"""iBOT block masks (BEiT-style) and their per-batch sampling (unkd-pretraining.md §2.3).
+"""iBOT block masks (BEiT-style) and their per-batch sampling.
 
 A mask is built from random rectangles of patches: each rectangle has a target area uniform between
 min_num_patches and the remaining budget (budget capped by ``max_num_patches`` per rectangle; as in
@@ -95,7 +95,7 @@ def sample_batch_masks(
     *,
     generator: MaskingGenerator | None = None,
 ) -> torch.Tensor:
-    """IBOT masks of one per-process batch of global crops, as the release draws them (§2.3).
+    """IBOT masks of one per-process batch of global crops, as the release draws them.
 
     ``int(n_crops · mask_probability)`` crops are masked; crop i of them targets
     ``int(N · U(r_i, r_{i+1}))`` patches where r = linspace(ratio_min, ratio_max, n_masked + 1) (ratios spread
@@ -130,7 +130,7 @@ def masked_tokens_upper_bound(
     mask_probability: float = 0.5,
     ratio_min_max: tuple[float, float] = (0.1, 0.5),
 ) -> int:
-    """Static upper bound on ``masks.sum()`` of :func:`sample_batch_masks` (fixed head-call shapes, §2.3).
+    """Static upper bound on ``masks.sum()`` of :func:`sample_batch_masks` (fixed head-call shapes).
 
     Σ_i int(N · r_{i+1}) over the masked crops — the release's ``upperbound``.
     """

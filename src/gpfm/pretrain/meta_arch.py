@@ -1,16 +1,16 @@
 """UNKD meta-architecture: student + EMA teacher + frozen experts + losses, one step split into small methods.
 
-One step (spec §1):  crops → :meth:`teacher_targets` → :meth:`expert_targets` → :meth:`student_outputs` →
+One step:  crops → :meth:`teacher_targets` → :meth:`expert_targets` → :meth:`student_outputs` →
 :meth:`loss_terms` → :meth:`objective` (then the loop runs backward, the optimizer and
 :meth:`update_teacher`).
 
-The objective (§3, §4.1), with every weight from the config and the experts from a configured LIST:
+The objective, with every weight from the config and the experts from a configured LIST:
 
     L = w_dino·L_DINO + w_ibot·L_iBOT + w_koleo·Σ_{g=1,2} KoLeo(CLS_g)
         + Σ_e [ w_cls^e · L_cls^e + w_patch^e · L_patch^e ]
 
 GPFM: w_dino = w_ibot = 1, w_koleo = 0.1, (UNI 1/0.25, Phikon 0.5/0.125, CONCH 1/0). An expert whose two
-weights are 0 is never built. Logged losses keep the upstream names and values (§10); ``objective`` is the
+weights are 0 is never built. Logged losses keep the upstream names and values; ``objective`` is the
 optimised L.
 """
 
@@ -144,7 +144,7 @@ class MetaArch(nn.Module):
         return mods
 
     def grad_norm_modules(self) -> dict[str, nn.Module]:
-        """Every trainable module whose pre-clip gradient norm is logged (§10)."""
+        """Every trainable module whose pre-clip gradient norm is logged."""
         mods = dict(self.student.ema_modules())
         mods.update({f"distill_{k}": m for k, m in self.student.distill_heads.items()})
         return mods
@@ -172,7 +172,7 @@ class MetaArch(nn.Module):
 
     @torch.no_grad()
     def expert_targets(self, batch: dict) -> dict:
-        """Each expert's CLS/patch targets on the same augmented global crops the student sees (§1).
+        """Each expert's CLS/patch targets on the same augmented global crops the student sees.
 
         Experts run under ``inference_mode``; their outputs are cloned into ordinary tensors because the
         losses' autograd graph may save them (SmoothL1).
@@ -251,7 +251,7 @@ class MetaArch(nn.Module):
         return sum(w * terms[k] for k, w in self.weights().items() if w)
 
     def upstream_losses(self, terms: dict) -> dict[str, float]:
-        """Upstream-comparable logged values (§10).
+        """Upstream-comparable logged values.
 
         iBOT and KoLeo at half their objective value, expert terms weighted, ``total_loss`` their sum (not the
         optimised loss).
@@ -286,12 +286,12 @@ class MetaArch(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """EMA of backbone + DINO head (§5); distill heads have no EMA."""
+        """EMA of backbone + DINO head; distill heads have no EMA."""
         ema_update(self.teacher, self.student, momentum)
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
-        """Health and scale diagnostics of the last :meth:`compute` (§10); call only when logging."""
+        """Health and scale diagnostics of the last :meth:`compute`; call only when logging."""
         out, teacher, experts, batch = self._last
         probs = torch.cat(teacher.dino_probs)
         d: dict[str, float] = {

@@ -1,4 +1,4 @@
-"""Observability of a pretraining run (spec §10): per-phase timers, JSONL + TensorBoard records, curve plots.
+"""Observability of a pretraining run: per-phase timers, JSONL + TensorBoard records, curve plots.
 
 Records are flat ``{name: number}`` dicts, one per logged iteration, written as one JSON line each to
 ``metrics.jsonl`` (append mode, so a resumed run continues the same file) and as TensorBoard scalars.

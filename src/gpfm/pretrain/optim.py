@@ -1,4 +1,4 @@
-"""AdamW parameter groups, per-iteration hyper-parameters and per-module gradient clipping (spec §4.3, §5).
+"""AdamW parameter groups, per-iteration hyper-parameters and per-module gradient clipping.
 
 Per parameter (name as seen from the student container: ``backbone.*``, ``dino_head.*``, ``distill_heads.*``):
 

@@ -1,4 +1,4 @@
-"""Per-iteration schedules of UNKD pretraining (unkd-pretraining.md §5, §7): LR, WD, EMA momentum, τ_T.
+"""Per-iteration schedules of UNKD pretraining: LR, WD, EMA momentum, τ_T.
 
 Every schedule is a closed-form function of the iteration over the FULL horizon (GPFM: 400 × 1,250 = 500,000
 iterations), so stopping early with ``stop_at_iteration`` (the release stops at 87,500) leaves the values

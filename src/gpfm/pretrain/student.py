@@ -1,7 +1,7 @@
 """The trainable student (backbone + DINO/iBOT heads + per-expert distill heads) and the EMA teacher.
 
 The student's whole forward runs inside :meth:`StudentModel.forward`, so that DDP / FSDP2 wrap ONE module and
-see every trainable parameter used in one call (spec §1: one student forward over the masked globals and the
+see every trainable parameter used in one call (spec: one student forward over the masked globals and the
 unmasked locals, then the heads).
 """
 
@@ -19,7 +19,7 @@ from gpfm.pretrain.heads import DINOHead, DistillHead
 
 
 def student_vit_config(cfg: PretrainConfig) -> ViTConfig:
-    """The student's :class:`ViTConfig`: size preset + patch, LayerScale, FFN, drop path (§1, §5).
+    """The student's :class:`ViTConfig`: size preset + patch, LayerScale, FFN, drop path.
 
     ``dynamic_img_size`` is on so the 224-px position embedding is resampled for local crops (as DINOv2).
     """
@@ -115,7 +115,7 @@ class StudentModel(nn.Module):
         self.distill_heads = nn.ModuleDict()
         self._head_of: dict[tuple[str, str], str] = {}
         for e in experts:
-            # faithful: ONE head per expert maps CLS and patches (§1); a second one only if the widths differ
+            # faithful: ONE head per expert maps CLS and patches; a second one only if the widths differ
             dims = {w for w in (e.cls_dim, e.patch_dim) if w}
             for target, width in (("cls", e.cls_dim), ("patch", e.patch_dim)):
                 if not width:
@@ -213,7 +213,7 @@ def _clone_head(head: DINOHead) -> DINOHead:
 
 @torch.no_grad()
 def ema_update(teacher: TeacherModel, student: StudentModel, momentum: float) -> None:
-    """θ_T ← m·θ_T + (1 − m)·θ_S over backbone + DINO (+ iBOT) head parameters (spec §5)."""
+    """θ_T ← m·θ_T + (1 − m)·θ_S over backbone + DINO (+ iBOT) head parameters."""
     t_params, s_params = [], []
     s_mods = student.ema_modules()
     for name, t_mod in teacher.ema_modules().items():

@@ -1,4 +1,4 @@
-"""The UNKD training loop: data → step → checkpoints/exports → metrics (spec §1, §5, §7, §10).
+"""The UNKD training loop: data → step → checkpoints/exports → metrics.
 
 Determinism (CPU): every random choice is a function of the config seed, the rank and the iteration — data
 order (sampler position = iterations × batch), crops (seeded by sample index), iBOT masks (seeded by
@@ -141,7 +141,7 @@ def batch_stream(cfg: PretrainConfig, info: DistInfo, start_iteration: int, data
 
 
 def iteration_masks(cfg: PretrainConfig, rank: int, iteration: int, n_crops: int) -> torch.Tensor:
-    """IBOT masks of one step, a pure function of (seed, rank, iteration) (spec §2.3, §8 #11)."""
+    """IBOT masks of one step, a pure function of (seed, rank, iteration) (switch #11)."""
     from gpfm.pretrain.masking import sample_batch_masks
 
     side = cfg.data.global_crops_size // cfg.student.patch_size
@@ -160,7 +160,7 @@ def _seed_everything(seed: int, rank: int) -> None:
 
 
 def _init_student(meta: MetaArch, init: str) -> None:
-    """``student.init`` = a checkpoint path: strict load of every backbone key but the mask token (§6 [I])."""
+    """``student.init`` = a checkpoint path: strict load of every backbone key but the mask token [I]."""
     from gpfm.models.checkpoints import CheckpointError, gpfm_to_timm, read_checkpoint
 
     sd, fmt = gpfm_to_timm(read_checkpoint(init))
@@ -261,7 +261,7 @@ def _train(
     # identical initial weights on every rank (the EMA teacher is a local copy, so it must match too) ...
     _seed_everything(cfg.train.seed, 0)
     meta = MetaArch(cfg, device, experts=experts, precision=precision)
-    # ... then per-rank generators (drop path) from here on (§8 #11)
+    # ... then per-rank generators (drop path) from here on (switch #11)
     _seed_everything(cfg.train.seed, info.rank)
     if cfg.student.init != "scratch":
         _init_student(meta, cfg.student.init)

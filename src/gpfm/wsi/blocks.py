@@ -1,4 +1,4 @@
-"""Batched block reads (spec §7): one ``read_region`` per k×k block of neighbouring tiles, cut in memory.
+"""Batched block reads: one ``read_region`` per k×k block of neighbouring tiles, cut in memory.
 
 Tile i lives at level pixel ``(floor(x_i / ds), floor(y_i / ds))`` of the read level (``ds =
 grid.read_downsample``) — exactly where ``slide.read_region(x_i, y_i, read_level, (s, s))`` starts — so a tile

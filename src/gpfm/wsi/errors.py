@@ -12,7 +12,7 @@ class WsiError(GpfmError):
 class MissingMppError(WsiError, ValueError):
     """The slide has no usable µm/px in its metadata and none was given.
 
-    Raised instead of silently falling back to level 0 or a magnification bin (spec §1.2).
+    Raised instead of silently falling back to level 0 or a magnification bin.
     """
 
 
@@ -29,7 +29,7 @@ class UnreadableSlideError(WsiError):
 
 
 class SlideReadError(WsiError):
-    """A region could not be read even after the retries of spec §1.1."""
+    """A region could not be read even after reopening the file and reading finer levels."""
 
 
 class TilingError(WsiError, ValueError):

@@ -1,4 +1,4 @@
-"""QuPath-compatible GeoJSON for tissue polygons (spec §4.4): export, import, round trip.
+"""QuPath-compatible GeoJSON for tissue polygons: export, import, round trip.
 
 Export: one ``FeatureCollection``; one ``Feature`` per tissue component; geometry ``Polygon`` (holes as
 interior rings, closed rings, exterior counter-clockwise by the signed-area convention), coordinates as float

@@ -1,4 +1,4 @@
-"""Coordinate and feature HDF5 files (spec §4.2, §4.3): names, layout, atomic writes, completion test.
+"""Coordinate and feature HDF5 files: names, layout, atomic writes, completion test.
 
 Layout (TRIDENT-compatible names; CLAM-style readers use only ``features`` and ``coords``)::
 
@@ -283,7 +283,7 @@ def recorded_slide_fingerprint(path: str | os.PathLike[str]) -> str | None:
 def is_complete(
     path: str | os.PathLike[str], tiling_config_sha256: str | None = None, weights_sha256: str | None = None
 ) -> bool:
-    """True only for a whole, finished file made with the given configuration (spec §5).
+    """True only for a whole, finished file made with the given configuration.
 
     The file must open, hold ``coords`` (and ``features`` when it is a features file or ``weights_sha256`` is
     given) with matching row counts, carry ``complete=True`` on its main dataset, and match the given hashes.

@@ -1,4 +1,4 @@
-"""µm/px discovery (spec §1.2): lookup order, sanity range, provenance.
+"""µm/px discovery: lookup order, sanity range, provenance.
 
 Lookup order over a backend's metadata:
 
@@ -76,7 +76,7 @@ def candidates_from_properties(
     normalised_prefix: str | None = "openslide",
     extra_keys: Iterable[str] = (),
 ) -> list[MppCandidate]:
-    """All µm/px readings in ``props`` in lookup order (spec §1.2); insane values are kept for the message."""
+    """All µm/px readings in ``props`` in lookup order; insane values are kept for the message."""
     out: list[MppCandidate] = []
     if normalised_prefix:
         pair = _pair(props, f"{normalised_prefix}.mpp-x", f"{normalised_prefix}.mpp-y")

@@ -1,4 +1,4 @@
-"""Tiling at an exact µm/px (spec §3): recipes, the global lattice, read-level choice and the keep rule.
+"""Tiling at an exact µm/px: recipes, the global lattice, read-level choice and the keep rule.
 
 Definitions (level-0 px unless said otherwise)::
 
@@ -120,7 +120,7 @@ class TilingConfig:
         return self.target_mpp is None
 
     def dir_name(self) -> str:
-        """Tiling folder name (spec §4.1): ``20x_256px_0px_overlap``, ``0.3mpp_…`` or ``level0_512px_…``."""
+        """Tiling folder name: ``20x_256px_0px_overlap``, ``0.3mpp_…`` or ``level0_512px_…``."""
         tail = f"{self.tile_px}px_{self.overlap}px_overlap"
         if self.target_mpp is None:
             return f"level0_{tail}"
@@ -144,7 +144,7 @@ def tiling_config_dict(
 def tiling_config_sha256(
     config: TilingConfig, seg_method: str | None = None, seg_params: dict[str, Any] | None = None
 ) -> str:
-    """SHA-256 of the canonical JSON of :func:`tiling_config_dict` (stale-coordinates guard, spec §4.1)."""
+    """SHA-256 of the canonical JSON of :func:`tiling_config_dict` (stale-coordinates guard)."""
     text = json.dumps(
         tiling_config_dict(config, seg_method, seg_params), sort_keys=True, separators=(",", ":")
     )
@@ -225,7 +225,7 @@ class TileGrid:
         trident_binned_attrs: bool = False,
         clam_compat: bool = False,
     ) -> dict[str, Any]:
-        """Attributes of the ``coords`` dataset (spec §4.2): TRIDENT-compatible names plus ours.
+        """Attributes of the ``coords`` dataset: TRIDENT-compatible names plus ours.
 
         Args:
             savetodir: output folder recorded for TRIDENT readers.

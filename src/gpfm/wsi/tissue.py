@@ -1,4 +1,4 @@
-"""Tissue detection at low resolution (spec §2) → polygons in level-0 px, with holes.
+"""Tissue detection at low resolution → polygons in level-0 px, with holes.
 
 Methods (``segment_tissue(slide, method, **overrides)``):
 

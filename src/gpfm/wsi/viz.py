@@ -1,4 +1,4 @@
-"""Pictures of a slide run (spec §4.4): thumbnail, tissue contours, kept-tile grid, PCA feature map.
+"""Pictures of a slide run: thumbnail, tissue contours, kept-tile grid, PCA feature map.
 
 All drawings are RGB uint8 arrays over a thumbnail whose pixel (r, c) covers level-0
 ``[c·scale, (c+1)·scale) × [r·scale, (r+1)·scale)`` (``scale`` = level-0 px per thumbnail px, returned by

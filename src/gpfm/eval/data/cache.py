@@ -1,6 +1,6 @@
 """On-disk cache of ROI image features: embed a dataset once per encoder, reuse it on every rerun.
 
-Layout (one folder per key, benchmark-protocols.md §0 and §12.11: never reuse features across recipes)::
+Layout (one folder per key: never reuse features across recipes)::
 
     {cache_dir}/roi/{encoder}/{weights_sha[:12]}/{recipe}/{precision}/{dataset}/
         features.npy     (N, D) float32, row i = manifest["ids"][i]

@@ -1,7 +1,7 @@
 """Train / validation / test splits of bags: pre-defined in the label table, or made here, case-grouped.
 
 A :class:`FoldSplit` holds row indices into a :class:`~gpfm.eval.data.bags.BagDataset`. Rules enforced everywhere:
-train, val and test are disjoint (val never equals test — the GPFM survival splits' flaw, spec §12.3),
+train, val and test are disjoint (val never equals test — the GPFM survival splits' flaw),
 and no case has bags on two sides.
 
 Table split keys (the suite's ``data:`` block), first match wins:

@@ -1,11 +1,11 @@
-"""``report.histgen`` v1: report/caption generation from frozen tile features (benchmark-protocols.md §6).
+"""``report.histgen`` v1: report/caption generation from frozen tile features.
 
 Pipeline: word tokenizer built from the *training* texts (frequency cut-off ``min_freq``) → bag of tile
 features attention-pooled into ``n_memory`` memory tokens → ``n_layers``-layer transformer decoder trained
 with teacher forcing (AdamW, warmup + cosine, early stopping on **val BLEU-4** of greedy decodes, as HistGen
 monitors ``BLEU_4``; ties broken by val BLEU-1) → beam-search decoding of the test split → BLEU-1…4,
 ROUGE-L (β = 1.2, pycocoevalcap), CIDEr-D on punctuation-free lower-cased words. **Primary metric:
-BLEU-4** (spec §8; HistGen's selection metric); ``mean6`` (mean of the six, CIDEr/10) is reported beside
+BLEU-4** (HistGen's selection metric); ``mean6`` (mean of the six, CIDEr/10) is reported beside
 it. METEOR is not computed (needs WordNet or Java; see :mod:`gpfm.eval.text.scores`).
 
 95% CIs: percentile bootstrap over test samples (``bootstrap`` = 1,000 resamples, seed = ``seed``) of

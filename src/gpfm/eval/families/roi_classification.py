@@ -3,7 +3,7 @@
 Registers the ``roi_classification`` family, its protocols and the ``roi_images`` task loader
 (:func:`gpfm.eval.data.roi.load_roi_images`, shared with the retrieval family).
 
-Pinned defaults are the ``Config`` field defaults (benchmark-protocols.md §1.1–1.2). Every protocol scores the
+Pinned defaults are the ``Config`` field defaults. Every protocol scores the
 test split once with the model chosen without looking at test, and reports accuracy, balanced accuracy (the
 primary metric), macro/weighted F1, quadratic κ and macro AUROC with 1,000-resample stratified percentile
 bootstrap CIs, plus ``predictions``, ``roc_curves`` and ``confusion_matrix`` artifacts.
@@ -40,7 +40,7 @@ class _RoiClassification(Protocol):
 
 @register_protocol
 class LinearProbeGPFM(_RoiClassification):
-    """``roi.linear.gpfm``: GPFM's AdamW linear probe, best val-macro-AUROC checkpoint (§1.1 [F])."""
+    """``roi.linear.gpfm``: GPFM's AdamW linear probe, best val-macro-AUROC checkpoint [F]."""
 
     name = "roi.linear.gpfm"
     version = 1
@@ -94,7 +94,7 @@ class LinearProbeGPFM(_RoiClassification):
 
 @register_protocol
 class LinearProbeUNI(_RoiClassification):
-    """``roi.linear.uni``: UNI's L-BFGS logistic regression, C = d·K/100, train+val combined (§1.1)."""
+    """``roi.linear.uni``: UNI's L-BFGS logistic regression, C = d·K/100, train+val combined."""
 
     name = "roi.linear.uni"
     version = 1
@@ -128,7 +128,7 @@ class LinearProbeUNI(_RoiClassification):
 
 @register_protocol
 class LinearProbeSklearn(_RoiClassification):
-    """``roi.linear.sk``: scikit-learn logistic regression, Patho-Bench defaults (§1.1)."""
+    """``roi.linear.sk``: scikit-learn logistic regression, Patho-Bench defaults."""
 
     name = "roi.linear.sk"
     version = 1
@@ -188,7 +188,7 @@ def _suffixed(metrics: dict[str, float], suffix: str) -> dict[str, float]:
 
 @register_protocol
 class KnnDinov2(_RoiClassification):
-    """``roi.knn.dinov2``: cosine kNN with softmax(sim/T) weights, k ∈ {1, 20}, k = 20 primary (§1.2 [F]).
+    """``roi.knn.dinov2``: cosine kNN with softmax(sim/T) weights, k ∈ {1, 20}, k = 20 primary [F].
 
     Neighbour weights are softmax(sim/T) over the max(k) nearest train items; for each k the class score is
     the sum of the first k weights of that class (normalised to probabilities for AUROC); prediction is the
@@ -241,7 +241,7 @@ class KnnDinov2(_RoiClassification):
 
 @register_protocol
 class KnnCL2N(_RoiClassification):
-    """``roi.knn.cl2n``: UNI's kNN — centre on the train mean, L2-normalise, Euclidean, k = 20 uniform (§1.2).
+    """``roi.knn.cl2n``: UNI's kNN — centre on the train mean, L2-normalise, Euclidean, k = 20 uniform.
 
     Probabilities are the neighbour vote fractions (scikit-learn ``predict_proba``); the prediction is the
     arg-max (lowest class index on ties).

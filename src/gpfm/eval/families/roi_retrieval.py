@@ -1,4 +1,4 @@
-"""ROI retrieval: three incompatible definitions, each under its own name (benchmark-protocols.md §2).
+"""ROI retrieval: three incompatible definitions, each under its own name.
 
 Queries are the test split and the gallery (keys) is the train split in all three; nothing is selected, so
 val is unused. Metric formulas are in :mod:`gpfm.eval.metrics.retrieval`. Intervals are 1,000-resample

@@ -1,8 +1,8 @@
 """Survival protocols: ABMIL with the discrete-time NLL or the Cox loss, and CoxNet on pooled features.
 
-Pinned defaults (benchmark-protocols.md §4); the primary metric is Harrell's c-index (scikit-survival's):
+Pinned defaults; the primary metric is Harrell's c-index (scikit-survival's):
 
-* ``surv.abmil_nll`` [I] (default): ABMIL (§3.1 trunk/attention) with 4 hazard outputs, NLL α = 0, quantile
+* ``surv.abmil_nll`` [I] (default): ABMIL (``wsi.abmil.gpfm``'s trunk) with 4 hazard outputs, NLL α = 0, quantile
   bins of the uncensored **training** times with outer edges 0 and +∞; Adam 2e-4, wd 1e-4, batch 1, ≤ 100
   epochs; 5 case-level folds, each with an event-stratified 15% validation set carved from its training
   cases; early stopping on validation 1 − c-index (patience 20, after epoch 50), best checkpoint restored.

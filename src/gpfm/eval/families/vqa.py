@@ -1,4 +1,4 @@
-"""``vqa.fusion`` v1: VQA on frozen tile/slide features (in-house baseline, benchmark-protocols.md §5 [I]).
+"""``vqa.fusion`` v1: VQA on frozen tile/slide features (in-house baseline [I]).
 
 This is *not* MUMC (GPFM's PathVQA numbers) and its numbers must not be mixed with those. Pipeline: question
 encoder (a small trainable transformer by default, or the frozen offline MiniLM sentence encoder with

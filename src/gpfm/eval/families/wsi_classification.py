@@ -1,6 +1,6 @@
 """WSI classification by MIL on per-tile features: ``wsi.abmil.gpfm`` [F] and the other aggregators.
 
-Pinned defaults (benchmark-protocols.md §3):
+Pinned defaults:
 
 * ``wsi.abmil.gpfm`` [F]: non-gated ABMIL, Linear(d→512)+ReLU+Dropout 0.25, attention 512→128→1; Adam lr
   2e-4, wd 1e-4, batch 1 bag with all tiles, ≤ 100 epochs, class-balanced bag sampling, cross-entropy, seed
@@ -326,7 +326,7 @@ WsiMaxPool = _mil_protocol(
 
 @dataclass
 class PooledLinearConfig:
-    """Pinned defaults of ``wsi.linear.pooled`` (Patho-Bench style, spec §3.1).
+    """Pinned defaults of ``wsi.linear.pooled`` (Patho-Bench style).
 
     Attributes:
         pooling: ``mean`` or ``max`` pooling of each bag's tiles.

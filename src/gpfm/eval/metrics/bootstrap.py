@@ -1,6 +1,6 @@
 """Seeded percentile bootstrap confidence intervals and mean ± sd summaries over runs.
 
-Pinned behaviour (benchmark-protocols.md §7, [F/I]):
+Pinned behaviour ([F/I]):
 
 * 1,000 resamples of the test items with replacement, seed 0;
 * resampling is **stratified by class** (each class keeps its size), so AUROC stays defined in every resample;

@@ -2,7 +2,7 @@
 
 Every metric here accepts *sample weights*: integer multiplicities turn one test set into a bootstrap
 resample without copying arrays (see :mod:`gpfm.eval.metrics.bootstrap`), and a leading batch axis lets one
-call score a thousand resamples. Definitions (benchmark-protocols.md §7), with ``C`` the K×K confusion
+call score a thousand resamples. Definitions, with ``C`` the K×K confusion
 matrix (rows = truth, columns = prediction) and ``n_k = Σ_j C[k, j]`` the support of class k:
 
 * accuracy = trace(C) / ΣC.

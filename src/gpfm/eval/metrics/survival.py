@@ -1,6 +1,6 @@
 r"""Harrell's concordance index with exactly the semantics of ``sksurv.metrics.concordance_index_censored``.
 
-Definition (benchmark-protocols.md §4; scikit-survival 0.2x, ``tied_tol=1e-8``). With event indicator
+Definition (scikit-survival 0.2x, ``tied_tol=1e-8``). With event indicator
 ``e`` (1 = event observed, i.e. ``1 - censorship``), time ``t`` and predicted risk ``r``:
 
 * a pair (i, j) is **comparable** when ``e_i = 1`` and either ``t_j > t_i``, or ``t_j = t_i`` and ``e_j = 0``

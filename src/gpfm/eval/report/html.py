@@ -99,7 +99,7 @@ def _overview(agg: Aggregate, rows: list[ResultRow]) -> str:
         "lists). Rank 1 = best per task, ties averaged; average rank and mean score are means over the "
         "tasks an encoder has a number for. Saturated tasks are ranked separately below.</p>"
     )
-    # which protocol (and version) produced the ranked numbers, as spec §1.1 asks the headline to state
+    # which protocol (and version) produced the ranked numbers, as a headline number must say what produced it
     used: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         if r.headline and r.task in board.units:

@@ -1,4 +1,4 @@
-"""Cross-task aggregation: mean score AND average rank per encoder (spec §8), per family, saturated apart.
+"""Cross-task aggregation: mean score AND average rank per encoder, per family, saturated apart.
 
 Definitions (``T_e`` = the ranked tasks encoder ``e`` has a number for):
 

@@ -1,6 +1,6 @@
 """The results table of a benchmark run: one row per task × protocol × encoder, written as CSV and JSON.
 
-Every row carries the protocol name **and** version next to the number (spec §12 lesson 1), the primary
+Every row carries the protocol name **and** version next to the number, the primary
 metric and its direction, the bootstrap CI and the sd over runs, the flags, and where the full
 :class:`~gpfm.eval.protocol.ProtocolResult` (with provenance and artifacts) lives.
 """

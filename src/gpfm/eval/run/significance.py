@@ -1,4 +1,4 @@
-"""Significance of cross-task differences between encoders (spec §8): Wilcoxon + Holm, Nemenyi CD.
+"""Significance of cross-task differences between encoders: Wilcoxon + Holm, Nemenyi CD.
 
 * **Pairwise Wilcoxon signed-rank** over the tasks both encoders have a number for, on values oriented so that
   larger is better, two-sided (``scipy.stats.wilcoxon``, ``zero_method="wilcox"``: tied tasks are dropped).

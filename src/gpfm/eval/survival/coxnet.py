@@ -4,7 +4,7 @@ Model: scikit-survival ``CoxnetSurvivalAnalysis`` with one α per fit, ``l1_rati
 on
 features standardised with the training rows' mean and sd (Patho-Bench ``coxnet.yaml`` grid
 α ∈ {0.01, 0.02, 0.07}). α is selected by the mean Harrell c-index over ``inner_folds`` (5) event-stratified
-folds of the training rows (``selection="cv"``, spec §4 [I]), or on a given validation set (``"val"``); the
+folds of the training rows (``selection="cv"`` [I]), or on a given validation set (``"val"``); the
 selected α is then refit on all training rows. Fits that fail to converge score −∞ and are recorded.
 """
 

@@ -1,6 +1,6 @@
 r"""Discrete-time survival: quantile time bins and the negative log-likelihood of Zadeh & Schmid (2020).
 
-**Bins** (benchmark-protocols.md §4). ``n_bins`` (default 4) quantile bins of the survival time of the
+**Bins**. ``n_bins`` (default 4) quantile bins of the survival time of the
 **uncensored** cases, one row per case. Every case, censored or not, gets the left-closed bin
 ``[edge_k, edge_{k+1})`` its time falls in.
 

@@ -1,4 +1,4 @@
-"""UNKD pretraining losses, one per file (unkd-pretraining.md §3–§4); each docstring states its formula.
+"""UNKD pretraining losses, one per file; each docstring states its formula.
 
 - :class:`DINOLoss` — CLS self-distillation (centering or Sinkhorn-Knopp teacher targets).
 - :class:`IBOTPatchLoss` — masked-patch self-distillation with per-image weighting.

@@ -10,7 +10,7 @@ from gpfm.pretrain.losses._centering import sinkhorn_knopp, softmax_centered, up
 
 
 class DINOLoss(nn.Module):
-    """DINO self-distillation loss on CLS prototype logits (unkd-pretraining.md §3; Caron et al. 2021, Eq. 3).
+    """DINO self-distillation loss on CLS prototype logits (Caron et al. 2021, Eq. 3).
 
     Teacher targets (computed separately, no gradient), for the teacher's global views g = 1, 2:
         p_T^g = softmax((z_T^g − c) / τ_T)                       (:meth:`softmax_center_teacher`, [F])

@@ -10,7 +10,7 @@ COS_EPS = 1e-8
 
 
 class ExpertClsLoss(nn.Module):
-    """L_cls^e = 1 − (1/B) Σ_b cos(h_e(s_cls,b), t_cls,b^e)  (unkd-pretraining.md §4.1, config ``radio``).
+    """L_cls^e = 1 − (1/B) Σ_b cos(h_e(s_cls,b), t_cls,b^e)  (config ``radio``).
 
     ``student`` is the distill-head output h_e(s_cls) of a global crop (B, D_e); ``target`` is expert e's CLS
     target computed on **the same** crop (B, D_e) — no cross-view swap. cos(a, b) = a·b / max(‖a‖‖b‖, 1e-8)

@@ -47,7 +47,7 @@ def resample_token_grid(
 
 
 class ExpertPatchTerms(NamedTuple):
-    """The patch loss and its two parts (for the decomposed logging of §10)."""
+    """The patch loss and its two parts (for the decomposed logging of)."""
 
     loss: torch.Tensor
     mean_cos: torch.Tensor
@@ -55,14 +55,14 @@ class ExpertPatchTerms(NamedTuple):
 
 
 class ExpertPatchLoss(nn.Module):
-    """L_p^e = w_cos·(1 − mean_t cos(h_e(s_t), up(t^e)_t)) + w_l1·SmoothL1_β=1(h_e(s), up(t^e))  (§4.1).
+    """L_p^e = w_cos·(1 − mean_t cos(h_e(s_t), up(t^e)_t)) + w_l1·SmoothL1_β=1(h_e(s), up(t^e)).
 
     ``student_patches`` are the distill-head outputs h_e(s_p) of the (masked) student global crop, (B, Ns, D),
     on ``student_grid`` (16×16 for ViT-/14 at 224); ``teacher_patches`` are expert e's final-norm spatial
     tokens of the same crop, (B, Nt, D), on ``teacher_grid`` (14×14 for ViT-/16 at 224). The teacher carries
     no gradient.
 
-    Alignment (§4.1, §8 #8):
+    Alignment (, switch #8):
         ``teacher_bicubic_up`` [F]: up(·) = bicubic resampling of the teacher grid to the student grid
         (align_corners False) in ``align_dtype`` (``fp16`` [F], ``fp32`` [I]); the student is untouched.
         ``student_down`` [I]: the student tokens are area-resampled (adaptive average) to the teacher grid in
@@ -72,7 +72,7 @@ class ExpertPatchLoss(nn.Module):
     Reduction: cos is taken per token along channels (``F.cosine_similarity``, eps 1e-8); its mean runs over
     every selected (crop, token); SmoothL1 (β = 1: 0.5·r² if |r| < 1 else |r| − 0.5) is the mean over every
     element of the selected tokens. ``tokens="all"`` [F] selects every position, masked ones included
-    (feature-regression MIM, §4.1); ``unmasked_only`` [I, §8 #5] drops positions where ``masks`` is True —
+    (feature-regression MIM); ``unmasked_only`` [I, switch #5] drops positions where ``masks`` is True —
     after ``student_down`` a teacher-grid position is dropped when any masked student token enters its
     average.
 

@@ -10,7 +10,7 @@ from gpfm.pretrain.losses._centering import sinkhorn_knopp, softmax_centered, up
 
 
 class IBOTPatchLoss(nn.Module):
-    """iBOT loss on the prototype logits of masked patch tokens (unkd-pretraining.md §3; Zhou et al. 2022).
+    """iBOT loss on the prototype logits of masked patch tokens (Zhou et al. 2022).
 
     The teacher sees the unmasked global crop; the student sees it with masked patches replaced by the
     ``mask_token``. Only masked positions are compared. Teacher targets use a **separate** (1, K) center
@@ -75,7 +75,7 @@ class IBOTPatchLoss(nn.Module):
             student_logits_masked: (M, K) student logits of the masked tokens, in ``masks`` row-major order.
             teacher_probs_masked: (M, K) teacher probabilities of the same tokens.
             masks: (2B, N) bool, True where the student's patch was masked.
-            allow_padding: accept M larger than ``masks.sum()`` (a static upper-bound buffer, §2.3); the rows
+            allow_padding: accept M larger than ``masks.sum()`` (a static upper-bound buffer); the rows
                 beyond ``masks.sum()`` are ignored. Without it M must equal ``masks.sum()``.
         """
         if masks.dtype != torch.bool or masks.ndim != 2:

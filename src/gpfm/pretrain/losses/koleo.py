@@ -12,7 +12,7 @@ LOG_EPS = 1e-8
 
 
 class KoLeoLoss(nn.Module):
-    """Kozachenko–Leonenko entropy estimator loss (Sablayrolles et al. 2019; unkd-pretraining.md §3).
+    """Kozachenko–Leonenko entropy estimator loss (Sablayrolles et al. 2019).
 
     For a batch x ∈ R^{B×D} (the pre-head, post-norm student CLS of one global-crop chunk):
         x̂_i = x_i / max(‖x_i‖₂, 1e-8)
@@ -24,7 +24,7 @@ class KoLeoLoss(nn.Module):
     Precision: autocast is always disabled. With ``upcast_fp32=True`` [I, default] the input is upcast to
     fp32, so both 1e-8 epsilons are representable and an exact duplicate pair gives d_i = 1e-8·√D, a
     per-sample term −log(1e-8·√D + 1e-8) (≈ 14.92 for D = 1024): large but finite. With ``upcast_fp32=False``
-    the loss is evaluated in the input's dtype, as upstream does with its fp16 CLS tokens (§3): there the
+    the loss is evaluated in the input's dtype, as upstream does with its fp16 CLS tokens: there the
     epsilons round to zero and an exact duplicate gives an infinite term. Needs B ≥ 2.
 
     Args:

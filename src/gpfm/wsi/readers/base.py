@@ -36,7 +36,7 @@ class SlideBackend(abc.ABC):
         """Pixels of ``level`` from (lx, ly), size (width, height): (h, w, 3) uint8, white outside."""
 
     def mpp_candidates(self, extra_keys: tuple[str, ...] = ()) -> list[MppCandidate]:
-        """µm/px readings in lookup order (spec §1.2)."""
+        """µm/px readings in lookup order."""
         return candidates_from_properties(self.properties, extra_keys=extra_keys)
 
     @property
@@ -54,7 +54,7 @@ class SlideBackend(abc.ABC):
 
 
 def composite_on_white(pixels: np.ndarray) -> np.ndarray:
-    """RGB(A) uint8 → RGB uint8 with alpha composited onto white (never black, spec §1.1).
+    """RGB(A) uint8 → RGB uint8 with alpha composited onto white (never black).
 
     ``out = rgb · a/255 + 255 · (1 − a/255)`` for straight (non-premultiplied) alpha, rounded.
     """

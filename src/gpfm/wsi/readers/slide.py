@@ -1,6 +1,6 @@
 """``Slide``: the one reader object the rest of gpfm uses, whatever the backend.
 
-Geometry contract (spec §1, §3.3):
+Geometry contract:
 
 * every public coordinate is a **level-0 top-left (x, y)** in pixels; ``read_region(x0, y0, level, (w, h))``
   returns (h, w, 3) uint8 pixels of ``level`` starting at the level pixel ``level_origin(x0, level) =
@@ -223,7 +223,7 @@ class Slide:
         return self._backend
 
     def reopen(self) -> None:
-        """Close and reopen the backend (first step of the corrupt-tile recovery, spec §1.1)."""
+        """Close and reopen the backend (first step of the corrupt-tile recovery)."""
         self.close()
         _ = self.handle
 
@@ -361,7 +361,7 @@ class Slide:
     def read_region_safe(
         self, x0: float, y0: float, level: int, size: tuple[int, int]
     ) -> tuple[np.ndarray, int]:
-        """``read_region`` with the recovery of spec §1.1; returns (pixels, status).
+        """``read_region`` with the recovery of returns (pixels, status).
 
         1. retry once at the same level after reopening the handle;
         2. read the same footprint from each finer level and downsample (area filter);

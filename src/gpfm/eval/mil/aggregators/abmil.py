@@ -8,7 +8,7 @@ For instance features ``x_i`` (N, D):
 * ``α = softmax_i(a)``; bag embedding ``z = Σ_i α_i h_i``; logits ``W_2 z`` (``hidden`` → K).
 
 ``wsi.abmil.gpfm`` [F] uses the non-gated form with hidden 512, attention 128, dropout 0.25 (GPFM
-``mil_models/att_mil.py``, as read from benchmark-protocols.md §3.1). Dropout inside the gated attention
+``mil_models/att_mil.py``, as read from the GPFM repository). Dropout inside the gated attention
 branches is off by default (``attn_dropout`` = 0).
 """
 
