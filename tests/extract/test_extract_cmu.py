@@ -12,7 +12,8 @@ from gpfm.extract import extract_slides
 from gpfm.extract.embed import encode_uint8
 from gpfm.extract.layout import JobLayout, TilingConfigMismatchError
 from gpfm.models import create_encoder
-from gpfm.wsi import is_complete, open_slide, read_coords, read_features
+from gpfm.wsi import is_complete, load_tile_grid, open_slide, read_coords, read_features
+from gpfm.wsi.blocks import read_tiles
 
 pytestmark = pytest.mark.realdata
 
@@ -67,7 +68,11 @@ def test_geometry_matches_the_slide_mpp(cmu_job):
     for axis in (0, 1):
         k = np.round(coords[:, axis] / stride)
         assert np.array_equal(np.round(k * stride).astype(np.int64), coords[:, axis])
-    assert (coords[:, 0] + 257 <= 2220).all() and (coords[:, 1] + 257 <= 2967).all()
+    assert (coords[:, 0] < 2220).all() and (coords[:, 1] < 2967).all()  # every tile starts on the slide
+    past = (coords[:, 0] + 257 > 2220) | (coords[:, 1] + 257 > 2967)  # the edge row/column: kept, padded
+    data = read_features(layout.features("CMU-1-Small-Region"))
+    assert past.any() and np.array_equal(data["tile_status"] == 1, past)
+    assert (data["valid_fraction"][past] < 1).all() and (data["valid_fraction"][~past] == 1).all()
 
 
 def test_stored_coordinate_rereads_the_embedded_pixels(cmu_job, cmu, tiny_encoder):
@@ -78,9 +83,13 @@ def test_stored_coordinate_rereads_the_embedded_pixels(cmu_job, cmu, tiny_encode
     encoder = create_encoder(tiny_encoder, "random", device="cpu", precision="fp32")
     slide = open_slide(cmu)
     size = int(attrs["read_size_px"])
-    for i in (0, len(data["coords"]) // 2, len(data["coords"]) - 1):
+    grid = load_tile_grid(layout.features("CMU-1-Small-Region"))
+    padded = int(np.flatnonzero(data["tile_status"] == 1)[0])
+    for i in (0, len(data["coords"]) // 2, len(data["coords"]) - 1, padded):
         x, y = data["coords"][i].tolist()
-        tile = slide.read_region(x, y, int(attrs["read_level"]), (size, size))
+        tile = read_tiles(slide, grid, np.array([i]))[0]  # read_region, background past the slide edge
+        if data["tile_status"][i] == 0:  # a whole tile: exactly the plain region read
+            np.testing.assert_array_equal(tile, slide.read_region(x, y, int(attrs["read_level"]), (size, size)))
         again = encode_uint8(encoder, torch.from_numpy(tile)[None]).numpy()[0]
         np.testing.assert_allclose(again, data["features"][i], rtol=1e-5, atol=1e-5)
         # and a neighbouring tile's pixels give a different feature (the check can fail)

@@ -146,7 +146,7 @@ def _image_slide(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     slide_path = tmp_path / "slide.png"
     Image.fromarray(pixels).save(slide_path)
     slide = open_slide(slide_path, mpp=0.5)
-    grid = tile_slide(slide, None, TilingConfig.from_recipe("gpfm-128um"))
+    grid = tile_slide(slide, None, TilingConfig.from_recipe("gpfm-128um", edge_policy="exclude"))  # whole tiles
     coords_path = tmp_path / "slide_patches.h5"
     write_coords(coords_path, grid)
     return slide_path, coords_path, pixels
@@ -204,7 +204,7 @@ def test_real_svs_tiles(tmp_path: Path) -> None:
 
     svs = shared_path("wsi", "CMU-1-Small-Region.svs")
     slide = open_slide(svs)
-    grid = tile_slide(slide, None, TilingConfig.from_recipe("gpfm-128um"))
+    grid = tile_slide(slide, None, TilingConfig.from_recipe("gpfm-128um", edge_policy="exclude"))  # whole tiles
     coords = tmp_path / "cmu_patches.h5"
     write_coords(coords, grid)
     ds = SlideTileDataset([(svs, coords)], MultiCropAugmentation(local_crops_number=1), base_seed=0)

@@ -102,8 +102,8 @@ def collate_blocks(items: list[tuple[np.ndarray, ...]]) -> TileBatch:
     indices = torch.from_numpy(np.concatenate([it[0] for it in items]))
     tiles = torch.from_numpy(np.ascontiguousarray(np.concatenate([it[1] for it in items])))
     status = torch.from_numpy(np.concatenate([it[2] for it in items]))
-    qc = torch.from_numpy(np.concatenate([it[3] for it in items]))
-    return indices, tiles, status, qc
+    qc = np.concatenate([it[3] if len(it) > 3 else np.zeros((len(it[0]), QC_COLUMNS), np.float32) for it in items])
+    return indices, tiles, status, torch.from_numpy(qc)
 
 
 def rebatch(batches: Iterable[TileBatch], size: int) -> Iterator[TileBatch]:

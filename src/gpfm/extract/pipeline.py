@@ -188,7 +188,10 @@ def prepare(entry: SlideEntry, ctx: JobContext) -> tuple[str, Any]:
     qc_changed = final.is_file() and _recorded_qc(final) != ctx.qc_json  # features only: coordinates stay
     if not overwrite and not qc_changed and is_complete(final, ctx.tiling_sha, weights_sha):
         # a writer killed between the atomic rename and its lock release leaves a complete file + a dead lock
-        break_stale_lock(lock_path_for(final), ctx.lock_ttl_s)
+        lock_file = lock_path_for(final)
+        break_stale_lock(lock_file, ctx.lock_ttl_s)
+        if lock_file.exists():
+            return "held", None  # a live writer renamed the file and is still recording it: it is theirs
         if previous is not None and previous.status in ("done", "empty"):
             return ("held", None) if previous.updated_utc >= ctx.run_started else ("skipped", previous)
         return "skipped", record_existing(ctx, entry, final)
@@ -294,9 +297,9 @@ def embed(prepared: Prepared, ctx: JobContext) -> tuple[str, SlideState | Future
     def write() -> SlideState:
         try:
             state.stage = "write"
-            write_slide_features(final, grid, ctx.encoder, result, run_id=ctx.run_id, qc=ctx.qc)
             write_qc_overlay(grid, result, ctx.qc, ctx.layout.thumbnail(entry.slide_id),
                              ctx.layout.qc_overlay(entry.slide_id))
+            write_slide_features(final, grid, ctx.encoder, result, run_id=ctx.run_id, qc=ctx.qc)  # last: "done"
             state.stage, state.status = "done", "done" if state.n_tiles else "empty"
             state.outputs = {"features": {"path": str(final), "bytes": final.stat().st_size},
                              "patches": {"path": str(ctx.layout.patches(entry.slide_id))}}
