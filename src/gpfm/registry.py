@@ -1,6 +1,8 @@
 """One generic name → factory registry, for every kind of constructible thing.
 
-Encoders, tissue segmenters, losses, task families, protocols, task loaders and MIL aggregators all use it.
+Encoders, tissue segmenters, slide backends, task families, protocols, task loaders, report drawers and MIL
+aggregators use it. (Pretraining losses do not: the UNKD objective is a fixed sum of named terms built in
+``gpfm.pretrain.meta_arch``; the expert CLS loss is chosen by ``distill.cls_loss``.)
 Every constructible thing in gpfm is created from its name, so configs, the CLI and tests hold only strings.
 A registry refuses duplicate names and fails loudly, listing the known names, on an unknown one.
 

@@ -1,4 +1,4 @@
-"""``gpfm extract``, ``gpfm demo`` and ``gpfm wsi summarize``: argument parsing only, over :mod:`gpfm.extract`."""
+"""``gpfm extract``, ``gpfm embed``, ``gpfm demo``, ``gpfm wsi summarize``: argument parsing over gpfm.extract."""
 
 from __future__ import annotations
 
@@ -144,8 +144,30 @@ def summarize(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+def embed(
+    images: Path = typer.Argument(
+        ..., help="Folder of tile images (searched recursively) or CSV with a 'path' column."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .h5 or .safetensors."),
+    encoder: str = typer.Option("gpfm", "--encoder", "-e", help="Registered encoder name (see `gpfm models`)."),
+    weights: str = typer.Option(None, "--weights", help="Weights file, or 'random' (tests/timing only)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
+    precision: str = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA); default from hardware."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Image-decoding worker processes."),
+) -> None:
+    """Embed a folder or CSV list of tile images into one features file (names and encoder facts recorded)."""
+    from gpfm.extract.images import embed_images
+
+    res = embed_images(images, out, encoder, weights=weights, device=device, precision=precision,
+                       batch_size=batch_size, workers=workers)
+    typer.echo(f"wrote {res.out}: {res.n_images} x {res.dim} features"
+               + (f"; {res.n_failed} unreadable images skipped (listed in the file)" if res.n_failed else ""))
+
+
 def register(app: typer.Typer) -> None:
     """Mount ``extract``, ``demo`` and the ``wsi`` group on the main app."""
     app.command("extract")(extract)
+    app.command("embed")(embed)
     app.command("demo")(demo)
     app.add_typer(wsi_app, name="wsi")

@@ -1,4 +1,4 @@
-"""``gpfm models``, ``gpfm embed`` and ``gpfm convert``: the encoder-level commands."""
+"""``gpfm models`` and ``gpfm convert``: the encoder-level commands, over :mod:`gpfm.models`."""
 
 from __future__ import annotations
 
@@ -30,27 +30,6 @@ def models(
     Console(width=200).print(table)
 
 
-def embed(
-    images: Path = typer.Argument(
-        ..., help="Folder of tile images (searched recursively) or CSV with a 'path' column."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .h5 or .safetensors."),
-    encoder: str = typer.Option("gpfm", "--encoder", "-e", help="Registered encoder name (see `gpfm models`)."),
-    weights: str = typer.Option(None, "--weights", help="Weights file, or 'random' (tests/timing only)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
-    precision: str = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA); default from hardware."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
-    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Image-decoding worker processes."),
-) -> None:
-    """Embed a folder or CSV list of tile images into one features file (names and encoder facts recorded)."""
-    from gpfm.extract.images import embed_images
-
-    res = embed_images(images, out, encoder, weights=weights, device=device, precision=precision,
-                       batch_size=batch_size, workers=workers)
-    typer.echo(f"wrote {res.out}: {res.n_images} x {res.dim} features"
-               + (f"; {res.n_failed} unreadable images skipped (listed in the file)" if res.n_failed else ""))
-
-
 def convert(
     source: Path = typer.Argument(..., help="GPFM checkpoint in either layout (DINOv2 teacher .pth or timm)."),
     out: Path = typer.Argument(..., help="Output path (.safetensors for --to timm, .pth for --to dinov2)."),
@@ -67,5 +46,4 @@ def convert(
 def register(app: typer.Typer) -> None:
     """Mount the commands on the main app."""
     app.command("models")(models)
-    app.command("embed")(embed)
     app.command("convert")(convert)
