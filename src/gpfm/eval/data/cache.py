@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -123,19 +123,37 @@ def encoder_identity(
         identity.precision
 
 
+class ImageView(Protocol):
+    """A deterministic change of every image before embedding (a stain jitter, a JPEG round trip...).
+
+    ``name`` identifies the view in the cache key; ``apply(rgb, key)`` returns the changed RGB uint8 array and
+    must depend only on the pixels and ``key`` (the item id), so a view is the same on every run.
+    """
+
+    name: str
+
+    def apply(self, rgb: np.ndarray, key: str) -> np.ndarray:
+        """The changed image."""
+
+
 def embed_images(
-    encoder: Encoder, paths: Sequence[Path], batch_size: int = 64, num_threads: int = 2, desc: str = "embedding"
+    encoder: Encoder, paths: Sequence[Path], batch_size: int = 64, num_threads: int = 2, desc: str = "embedding",
+    view: ImageView | None = None, keys: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Embed image files with the encoder's own transform; also returns each file's content SHA-256.
 
     Decoding and resizing run in a small thread pool (PIL releases the GIL while decoding) while the model
-    embeds the previous batch.
+    embeds the previous batch. A ``view`` changes each image (keyed by ``keys[i]``, default the path) first.
     """
     from PIL import Image
+
+    key_of = {p: (str(p) if keys is None else str(keys[i])) for i, p in enumerate(paths)}
 
     def load(path: Path) -> tuple[torch.Tensor, str]:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
+            if view is not None:
+                image = Image.fromarray(view.apply(np.asarray(image.convert("RGB")), key_of[path]))
             tensor = encoder.transform(image)
         return tensor, hashlib.sha256(data).hexdigest()
 
@@ -199,6 +217,7 @@ class RoiFeatureCache:
         precision: str | None = None,
         batch_size: int = 64,
         hash_mode: HashMode = "stat",
+        view: ImageView | None = None,
     ) -> CachedFeatures:
         """Features for ``root/<id>`` for every id, from the cache or embedded once and stored.
 
@@ -212,6 +231,7 @@ class RoiFeatureCache:
             precision: precision for a named encoder.
             batch_size: embedding batch size.
             hash_mode: dataset fingerprint (``stat`` or ``content``).
+            view: embed every image through this deterministic change (its name joins the cache key).
         """
         order = np.argsort(np.asarray(ids, dtype=str), kind="stable")
         sorted_ids = [str(ids[i]) for i in order]
@@ -225,7 +245,10 @@ class RoiFeatureCache:
         else:
             name, sha, prec = encoder.name, encoder.weights_sha256, encoder.precision
             recipe = recipe_hash(encoder.spec.preprocess.to_dict(), encoder.spec.pooling)
-        key = CacheKey(name, sha, recipe, prec, dataset_hash(root, sorted_ids, hash_mode))
+        dataset = dataset_hash(root, sorted_ids, hash_mode)
+        if view is not None:
+            dataset += "-" + hashlib.sha256(view.name.encode()).hexdigest()[:8]
+        key = CacheKey(name, sha, recipe, prec, dataset)
         hit = self.lookup(key)
         if hit is not None and list(hit.ids) == sorted_ids:
             log.info("feature cache hit: %s (%d items)", key.as_string(), len(sorted_ids))
@@ -236,7 +259,9 @@ class RoiFeatureCache:
             encoder = create_encoder(name, weights=weights, device=device, precision=precision, verbose=False)
         start = time.perf_counter()
         features, hashes = embed_images(encoder, [root / i for i in sorted_ids], batch_size=batch_size,
-                                        desc=f"embedding {len(sorted_ids)} images with {name}")
+                                        desc=f"embedding {len(sorted_ids)} images with {name}"
+                                        + (f" ({view.name})" if view is not None else ""),
+                                        view=view, keys=sorted_ids)
         verify_array(root, features, None, fix="the encoder produced NaN/inf features; try --precision fp32")
         elapsed = time.perf_counter() - start
         folder = self.root / key.relative_path()
@@ -249,6 +274,7 @@ class RoiFeatureCache:
             "key": key.as_string(),
             "dataset_root": str(root),
             "hash_mode": hash_mode,
+            "view": None if view is None else view.name,
             "ids": sorted_ids,
             "sha256": hashes,
             "labels": label_list,

@@ -30,7 +30,8 @@ def figure_to_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _panels(n: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, list[Any]]:
+def panels(n: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` panels (at most :data:`MAX_PANELS`), three per row; returns (figure, axes)."""
     n = max(1, min(n, MAX_PANELS))
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -101,7 +102,7 @@ def rank_heatmap(units: list[str], encoders: list[str], ranks: Mapping[str, Mapp
 
 def roc_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
     """ROC curves per class, one panel per encoder (artifact ``roc_curves``)."""
-    fig, axes = _panels(len(curves))
+    fig, axes = panels(len(curves))
     for ax, (enc, data) in zip(axes, curves.items(), strict=False):
         for cls, c in data.get("classes", {}).items():
             auc = c.get("auc")
@@ -117,7 +118,7 @@ def roc_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
 
 def confusion_figure(matrices: Mapping[str, Mapping[str, Any]]) -> str:
     """Row-normalised confusion matrices with counts, a panel per encoder (artifact ``confusion_matrix``)."""
-    fig, axes = _panels(len(matrices), 3.8, 3.4)
+    fig, axes = panels(len(matrices), 3.8, 3.4)
     for ax, (enc, data) in zip(axes, matrices.items(), strict=False):
         counts = np.asarray(data["matrix"], dtype=float)
         labels = [str(x) for x in data.get("labels", range(len(counts)))]
@@ -144,7 +145,7 @@ def confusion_figure(matrices: Mapping[str, Mapping[str, Any]]) -> str:
 
 def km_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
     """Kaplan–Meier curves of predicted risk groups, one panel per encoder (artifact ``km_curves``)."""
-    fig, axes = _panels(len(curves))
+    fig, axes = panels(len(curves))
     for ax, (enc, data) in zip(axes, curves.items(), strict=False):
         for group, g in data.get("groups", {}).items():
             ax.step(g["time"], g["survival"], where="post", lw=1.4, label=f"{group} (n={g.get('n', '?')})")
@@ -162,7 +163,7 @@ def km_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
 
 def curves_figure(curves: Mapping[str, Mapping[str, Any]]) -> str:
     """Training loss and validation metric per epoch, one panel per encoder (artifact ``curves``)."""
-    fig, axes = _panels(len(curves))
+    fig, axes = panels(len(curves))
     for ax, (enc, data) in zip(axes, curves.items(), strict=False):
         epochs = data.get("epoch") or list(range(len(data.get("train_loss", []))))
         if data.get("train_loss"):

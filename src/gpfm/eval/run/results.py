@@ -35,6 +35,9 @@ _LOWER_IS_BETTER_TOKENS = (
     "ece",
     "nll",
     "perplexity",
+    "leakage",  # robustness: site information in features
+    "gap",  # robustness: accuracy lost on unseen sites
+    "drop",  # robustness: accuracy lost under a perturbation
 )
 
 
