@@ -9,7 +9,9 @@ the feature cache holds it like any dataset):
   U(1 − s, 1 + s) and shifted by U(−s, s); strengths s ∈ {0.02, 0.05, 0.1};
 * ``jpeg`` — a JPEG round trip at quality 90, 50, 20;
 * ``blur`` — a Gaussian blur of σ = 0.5, 1, 2 px;
-* ``gamma`` — a gamma curve of 0.8, 1.25, 1.5 (brightness / scanner tone).
+* ``gamma`` — a gamma curve of 0.8, 1.25, 1.5 (brightness / scanner tone);
+* ``macenko`` — Macenko stain normalisation (torchstain, to its standard H&E reference), blended with the
+  original at 0.5 and applied fully at 1.0 (a tile without stain to separate, e.g. glass, is left as it is).
 
 Protocols (pinned defaults in each ``Config``; direction of the primary metric in its name):
 
@@ -54,6 +56,7 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "jpeg": (90, 50, 20),
     "blur": (0.5, 1.0, 2.0),
     "gamma": (0.8, 1.25, 1.5),
+    "macenko": (0.5, 1.0),
 }
 
 
@@ -93,10 +96,24 @@ class Perturbation:
             return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         if self.kind == "blur":
             return cv2.GaussianBlur(rgb, (0, 0), float(self.strength))
+        if self.kind == "macenko":
+            return _macenko_blend(rgb, float(self.strength))
         if self.kind == "gamma":
             table = np.clip(255.0 * (np.arange(256) / 255.0) ** float(self.strength) + 0.5, 0, 255).astype(np.uint8)
             return table[rgb]
         raise ValueError(f"unknown perturbation {self.kind!r}; known: {', '.join(DEFAULT_GRID)}")
+
+
+def _macenko_blend(rgb: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 − w)·rgb + w·Macenko(rgb)`` with torchstain's standard H&E reference (no fit: nothing data-dependent)."""
+    import torchstain
+
+    try:
+        normalised = torchstain.normalizers.MacenkoNormalizer(backend="numpy").normalize(I=rgb, stains=False)[0]
+    except Exception:  # noqa: BLE001 - no stain to separate (glass, pen): the tile is left as it is
+        return rgb.copy()
+    out = (1.0 - weight) * rgb.astype(np.float32) + weight * normalised.astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def perturbation_grid(spec: Any) -> list[Perturbation]:
