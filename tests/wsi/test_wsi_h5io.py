@@ -109,3 +109,21 @@ def test_features_file_and_completion_rules(tmp_path, grid):
     with pytest.raises(ValueError, match="feature rows"):
         write_features(tmp_path / "bad.h5", feats[:-1], grid.coords, {}, {})
     assert not (tmp_path / "bad.h5").exists()
+
+
+@pytest.mark.parametrize("n", [1, 54, 1024, 1025, 2201, 3040, 10_000])
+def test_chunks_pad_less_than_one_row_per_chunk(n):
+    from gpfm.wsi.h5io import FEATURES_CHUNK_ROWS, chunk_rows
+
+    rows = chunk_rows(n, FEATURES_CHUNK_ROWS)
+    n_chunks = -(-n // rows)
+    assert rows <= FEATURES_CHUNK_ROWS and n_chunks * rows - n < n_chunks
+
+
+def test_a_2201_row_features_file_is_not_padded_to_3072_rows(tmp_path):
+    from gpfm.wsi.h5io import write_features
+
+    n, d = 2201, 1280
+    path = write_features(tmp_path / "f.h5", np.zeros((n, d), np.float32), np.zeros((n, 2)), {}, {})
+    payload = n * d * 4 + n * 2 * 8
+    assert path.stat().st_size < 1.02 * payload  # with 1,024-row chunks it was 1.40×

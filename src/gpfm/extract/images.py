@@ -23,6 +23,7 @@ from gpfm.atomic import atomic_h5
 from gpfm.errors import InputError
 from gpfm.models import create_encoder
 from gpfm.models.encoder import Encoder
+from gpfm.wsi.h5io import FEATURES_CHUNK_ROWS, chunk_rows
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ def _write_h5(out: Path, feats: np.ndarray, names: list[str], labels: list[str] 
 
     str_dt = h5py.string_dtype("utf-8")
     with atomic_h5(out) as f:
-        ds = f.create_dataset("features", data=feats, chunks=(min(max(len(feats), 1), 1024), feats.shape[1]))
+        rows = chunk_rows(len(feats), FEATURES_CHUNK_ROWS)
+        ds = f.create_dataset("features", data=feats, chunks=(rows, feats.shape[1]))
         f.create_dataset("filenames", data=np.array(names, dtype=object), dtype=str_dt)
         if labels is not None:
             f.create_dataset("labels", data=np.array(labels, dtype=object), dtype=str_dt)
