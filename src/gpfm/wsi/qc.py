@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from gpfm.wsi.tissue import pen_mask
+from gpfm.wsi.tissue import pen_mask_hsv
 
 #: Reason codes stored per tile (uint8 index into this tuple).
 REASONS: tuple[str, ...] = ("ok", "background", "pen", "black", "blur")
@@ -108,7 +108,7 @@ def qc_tiles(tiles: np.ndarray, params: QCParams) -> tuple[np.ndarray, np.ndarra
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
         sat, val = cv2.medianBlur(hsv[..., 1], 3), hsv[..., 2]
         black = val < 40  # black ink, debris, scanner black: one class (excluded by every preset)
-        pen = pen_mask(small) & ~black  # coloured ink (blue, green, red)
+        pen = pen_mask_hsv(hsv) & ~black  # coloured ink (blue, green, red)
         tissue = (sat > params.saturation_threshold) & ~pen & ~black
         sharp = float(cv2.Laplacian(cv2.cvtColor(big, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var())
         scores[i] = (tissue.mean(), pen.mean(), black.mean(), sharp)

@@ -145,7 +145,11 @@ class TissueMask:
 
 def pen_mask(rgb: np.ndarray) -> np.ndarray:
     """Pixels of blue, green, pure-red or black marker ink (hue ranges on the OpenCV 0–180 hue circle)."""
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    return pen_mask_hsv(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))
+
+
+def pen_mask_hsv(hsv: np.ndarray) -> np.ndarray:
+    """:func:`pen_mask` of an image already converted to OpenCV HSV."""
     h, s, v = (hsv[..., i].astype(np.int16) for i in range(3))
     blue = (h >= 100) & (h <= 135) & (s > 60)
     green = (h >= 35) & (h <= 95) & (s > 50)
