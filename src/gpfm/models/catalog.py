@@ -1,7 +1,9 @@
 """The encoder registry: one entry per name, discovered from the files of :mod:`gpfm.models.encoders`.
 
 An encoder is added by one file in ``gpfm/models/encoders/`` that calls :func:`register_encoder` with an
-:class:`~gpfm.models.spec.EncoderSpec`; the first lookup imports every file of that folder.
+:class:`~gpfm.models.spec.EncoderSpec`; the first lookup imports every file of that folder and calls the
+``gpfm.encoders`` entry points of installed plugins. ``timm:<model_name>`` names any timm model
+(:mod:`gpfm.models.custom`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,29 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     return spec
 
 
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded  # noqa: PLW0603 - once per process, like the registry's own discovery
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        from gpfm.models.custom import load_entry_point_plugins
+
+        load_entry_point_plugins()
+
+
 def list_encoders() -> list[str]:
-    """Names of all registered encoders, sorted."""
+    """Names of all registered encoders (plugins included), sorted."""
+    _load_plugins()
     return ENCODERS.names()
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
-    """The registry entry for ``name`` (raises with the known names if unknown)."""
+    """The registry entry for ``name``; ``timm:<model>`` builds one for any timm model (raises when unknown)."""
+    from gpfm.models.custom import TIMM_PREFIX, timm_spec
+
+    _load_plugins()
+    if name.startswith(TIMM_PREFIX) and name not in ENCODERS:
+        register_encoder(timm_spec(name))
     return ENCODERS.get(name)
