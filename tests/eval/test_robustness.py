@@ -149,3 +149,14 @@ def test_the_family_runs_through_the_bench_and_the_report(two_sites, encoders, t
     assert not leak["test-colour"].higher_is_better  # site leakage: lower is better, ranked that way
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Invariance to stain" in html and "robustness" in html
+
+
+def test_tcga_sites_from_barcodes_and_the_shipped_demo_suite(tmp_path):
+    from gpfm.eval.families.robustness import tcga_site
+    from gpfm.eval.suite import load_suite
+
+    assert tcga_site("TCGA-CR-7395-01A-01-TS1_tile3.png", tmp_path) == "CR"
+    with pytest.raises(ValueError, match="no TCGA barcode"):
+        tcga_site("slide7.png", tmp_path)
+    suite = load_suite("robustness_demo", data_root=tmp_path, environ={})
+    assert [t.family for t in suite.tasks] == ["robustness"] and not suite.unregistered()["protocols"]

@@ -142,11 +142,21 @@ class RobustnessData:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+def tcga_site(name: str, where: Path) -> str:
+    """The tissue-source site code of a TCGA barcode in a file name (``TCGA-CR-7395-...`` → ``CR``)."""
+    import re
+
+    match = re.search(r"TCGA-([A-Z0-9]{2})-[A-Z0-9]{4}", name)
+    if match is None:
+        raise ValueError(f"{where}: {name!r} holds no TCGA barcode; use a site column instead of site_from")
+    return match.group(1)
+
+
 def load_robustness_images(data: dict[str, Any], ctx: TaskContext) -> RobustnessData:
     """Embed a labelled (and optionally site-annotated) image set clean and under every perturbation."""
     import pandas as pd
 
-    known = {"kind", "root", "csv", "site_column", "perturbations", "split", "missing_labels"}
+    known = {"kind", "root", "csv", "site_column", "site_from", "perturbations", "split", "missing_labels"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"robustness_images data: unknown key(s) {unknown}; known: {', '.join(sorted(known))}")
@@ -167,6 +177,10 @@ def load_robustness_images(data: dict[str, Any], ctx: TaskContext) -> Robustness
     labels = np.array([names.index(v) for v in table["label"]])
     site_col = str(data.get("site_column", "site"))
     sites = table[site_col].astype(str).to_numpy() if site_col in table else None
+    if data.get("site_from") == "tcga_barcode":  # the tissue-source site: the 2 characters after "TCGA-"
+        sites = np.array([tcga_site(Path(p).name, csv_path) for p in ids])
+    elif data.get("site_from") not in (None, "column"):
+        raise ValueError(f"robustness_images site_from {data['site_from']!r}: use column (default) or tcga_barcode")
     cache = RoiFeatureCache(ctx.cache_dir)
     common = {"weights": ctx.weights, "device": ctx.device, "precision": ctx.precision, "batch_size": ctx.batch_size}
     clean = cache.get_or_embed(root, ids, ctx.encoder, **common)
