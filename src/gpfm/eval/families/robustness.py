@@ -188,11 +188,11 @@ def load_robustness_images(data: dict[str, Any], ctx: TaskContext) -> Robustness
     order = np.array([row[i] for i in clean.ids])
     spec = {"test_size": 0.5, "seed": 0, **(data.get("split") or {})}
     split = stratified_group_split(labels[order], clean.sha256.tolist(), spec["test_size"], 0.0, spec["seed"])
-    perturbed = {}
-    for p in perturbation_grid(data.get("perturbations")):
-        perturbed[p.name] = cache.get_or_embed(root, ids, ctx.encoder, view=p, **common).features
     check_two_classes(labels[order], names, {"train": np.flatnonzero(split == "train"),
                                              "test": np.flatnonzero(split == "test")}, str(csv_path))
+    perturbed = {}  # after the label check: a degenerate task costs no perturbed embedding
+    for p in perturbation_grid(data.get("perturbations")):
+        perturbed[p.name] = cache.get_or_embed(root, ids, ctx.encoder, view=p, **common).features
     return RobustnessData(clean.features, labels[order], names, None if sites is None else sites[order],
                           np.asarray(clean.ids), split, perturbed,
                           {"encoder": ctx.encoder, "weights_sha256": clean.key.weights_sha, "split": spec,
