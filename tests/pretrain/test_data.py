@@ -216,3 +216,20 @@ def test_real_svs_tiles(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(ds.load(i)), np.asarray(expected))
     sample = ds[i]
     assert not sample["failed"] and sample["global_crops"][0].shape == (3, 224, 224)
+
+
+def test_edge_tiles_get_the_slide_background_as_in_extraction(tmp_path: Path) -> None:
+    from gpfm.wsi import TilingConfig, open_slide, tile_slide, write_coords
+    from gpfm.wsi.blocks import read_tiles
+
+    pixels = np.random.default_rng(2).integers(0, 256, (600, 520, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "slide.png")
+    slide = open_slide(tmp_path / "slide.png", mpp=0.5)
+    grid = tile_slide(slide, None, TilingConfig.from_recipe("gpfm-128um"))  # default: pad the edge tiles
+    grid.background_rgb = (240, 230, 235)
+    write_coords(tmp_path / "slide_patches.h5", grid)
+    ds = SlideTileDataset([(tmp_path / "slide.png", tmp_path / "slide_patches.h5")], _aug(), base_seed=1)
+    padded = int(np.flatnonzero(grid.tile_status == 1)[-1])
+    tile = np.asarray(ds.load(padded))
+    assert np.array_equal(tile, read_tiles(slide, grid, np.array([padded]))[0])  # same pixels as extraction
+    assert (tile[-1, -1] == (240, 230, 235)).all()

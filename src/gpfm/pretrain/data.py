@@ -195,6 +195,7 @@ class _SlideEntry:
             self.tile_px = int(attrs["tile_px"])
             self.fov_um = float(attrs["fov_um"])
             self.mpp0 = float(attrs["mpp_level0_x"])
+            self.background = np.asarray(attrs.get("background_rgb", (255, 255, 255)), dtype=np.uint8)
         except KeyError as exc:
             raise ValueError(
                 f"{coords_path}: coordinates file lacks attribute {exc}; write it with gpfm.wsi "
@@ -206,7 +207,8 @@ class SlideTileDataset(_MultiCropTileDataset):
     """Multi-crop samples read on the fly from slides through the coordinate files of :mod:`gpfm.wsi`.
 
     Tile i of a slide is read as ``slide.read_region_safe(x, y, read_level, (read_size_px,)*2)`` with the
-    values stored in its coordinates file (exactly as feature extraction reads it), then resized with
+    values stored in its coordinates file, the part of an edge tile past the slide painted with the stored
+    ``background_rgb`` (exactly as feature extraction reads it), then resized with
     antialiased bicubic to the output size: ``tile_px`` of the tiling (its exact µm/px) when ``mpp`` is None,
     else ``round(fov_um / mpp)`` px. Slides are opened lazily in each worker process (an LRU cache of
     ``max_open_slides`` handles); a read that fails even after the reader's recovery is a failed tile.
@@ -277,9 +279,16 @@ class SlideTileDataset(_MultiCropTileDataset):
         s, t = self.locate(index)
         entry = self.entries[s]
         x, y = entry.coords[t].tolist()
-        pixels, status = self._slide(s).read_region_safe(x, y, entry.read_level, (entry.read_size,) * 2)
+        slide = self._slide(s)
+        pixels, status = slide.read_region_safe(x, y, entry.read_level, (entry.read_size,) * 2)
         if status == TILE_FAILED:
             raise OSError(f"{entry.slide_path.name}: tile at ({x}, {y}) level {entry.read_level} unreadable")
+        lw, lh = slide.level_dimensions[entry.read_level]  # an edge tile: the slide background past the edge,
+        lx, ly = slide.level_origin(x, entry.read_level), slide.level_origin(y, entry.read_level)  # as extraction
+        if lx + entry.read_size > lw or ly + entry.read_size > lh:
+            pixels = pixels.copy()
+            pixels[:, max(0, lw - lx):] = entry.background
+            pixels[max(0, lh - ly):, :] = entry.background
         image = Image.fromarray(pixels)
         side = entry.tile_px if self.mpp is None else max(1, round(entry.fov_um / self.mpp))
         if image.size != (side, side):
