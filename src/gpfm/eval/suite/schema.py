@@ -50,27 +50,7 @@ from gpfm.eval.suite.data import (
     DataSpec,
     SuiteError,
     expand_variables,
-    is_path_key,
-    missing_data_paths,
-    resolve_data_paths,
 )
-
-__all__ = [
-    "DataSpec",
-    "Suite",
-    "SuiteDefaults",
-    "SuiteError",
-    "TaskSpec",
-    "expand_variables",
-    "is_path_key",
-    "list_shipped_suites",
-    "load_suite",
-    "missing_data_paths",
-    "parse_suite",
-    "resolve_data_paths",
-    "shipped_suite_path",
-]
-
 
 _SUITE_KEYS = {"name", "description", "version", "variables", "defaults", "tasks", "references"}
 _DEFAULTS_KEYS = {"batch_size", "cache_dir", "primary_metric", "protocol_options"}
