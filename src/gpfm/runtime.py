@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -52,24 +52,26 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def default_precision(device: torch.device, half_parity_ok: bool = True) -> Precision:
+def default_precision(device: torch.device, half_ok: Iterable[str] = ("bf16",)) -> Precision:
     """Pick the default precision for ``device``.
 
     Args:
         device: where the model runs.
-        half_parity_ok: whether the encoder passed the bf16-vs-fp32 parity test; if not, fp32.
+        half_ok: the half dtypes this encoder may default to (``EncoderSpec.half_precision_ok``): each backed by a
+            parity result with real weights or prescribed by the model's authors. Empty: always fp32.
     """
-    if not half_parity_ok:
-        return "fp32"
+    half_ok = frozenset(half_ok)
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+        if "bf16" in half_ok and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp16" if "fp16" in half_ok else "fp32"
+    return "bf16" if "bf16" in half_ok and cpu_has_native_bf16() else "fp32"
 
 
-def resolve_precision(precision: str | None, device: torch.device, half_parity_ok: bool = True) -> Precision:
-    """Validate an explicit precision or choose the default; fp16 is CUDA-only."""
+def resolve_precision(precision: str | None, device: torch.device, half_ok: Iterable[str] = ("bf16",)) -> Precision:
+    """Validate an explicit precision or choose the default (see :func:`default_precision`); fp16 is CUDA-only."""
     if precision is None or precision == "auto":
-        return default_precision(device, half_parity_ok)
+        return default_precision(device, half_ok)
     if precision not in _DTYPES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} or 'auto'")
     if precision == "fp16" and device.type != "cuda":

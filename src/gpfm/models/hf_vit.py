@@ -33,9 +33,13 @@ _DINOV2_LAYER = {
     "mlp.fc1": "mlp.fc1",
     "mlp.fc2": "mlp.fc2",
     "layer_scale2.lambda1": "ls2.gamma",
+    "mlp.weights_in": "mlp.fc1",  # SwiGLU FFN (ViT-g, Hibou): [x1 | x2] packed in one matrix, as timm's SwiGLUPacked
+    "mlp.weights_out": "mlp.fc2",
+    "mlp.down_proj": "mlp.fc2",  # transformers 5 splits weights_in into gate_proj | up_proj (stacked back below)
 }
 _TOP = {
     "embeddings.cls_token": "cls_token",
+    "embeddings.register_tokens": "reg_token",
     "embeddings.position_embeddings": "pos_embed",
     "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
     "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
@@ -68,6 +72,7 @@ def hf_to_timm(ckpt: Mapping[str, Any], layer_map: Mapping[str, str], fmt: str) 
         return sd, "timm"
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    glu: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
         if key.startswith(_DROP):
             continue
@@ -78,6 +83,10 @@ def hf_to_timm(ckpt: Mapping[str, Any], layer_map: Mapping[str, str], fmt: str) 
         if m is None:
             raise CheckpointError(f"unexpected key {key!r} in a Hugging Face ViT checkpoint")
         layer, name, kind = int(m.group(1)), m.group(2), m.group(3)
+        gm = re.match(r"^mlp\.(gate|up)_proj$", name)
+        if gm:
+            glu.setdefault((layer, kind), {})[gm.group(1)] = value
+            continue
         qm = re.match(r"^attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)$", name)
         if qm:
             part = qm.group(1) or {"q": "query", "k": "key", "v": "value"}[qm.group(2)]
@@ -92,7 +101,26 @@ def hf_to_timm(ckpt: Mapping[str, Any], layer_map: Mapping[str, str], fmt: str) 
         if set(parts) != {"query", "key", "value"}:
             raise CheckpointError(f"layer {layer}: incomplete q/k/v {kind} tensors ({sorted(parts)})")
         out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    for (layer, kind), parts in glu.items():
+        if set(parts) != {"gate", "up"}:
+            raise CheckpointError(f"layer {layer}: incomplete SwiGLU {kind} tensors ({sorted(parts)})")
+        out[f"blocks.{layer}.mlp.fc1.{kind}"] = torch.cat([parts["gate"], parts["up"]], dim=0)  # silu(gate) * up
+    if "reg_token" in out:
+        out = fold_cls_position(out)
     return out, fmt
+
+
+def fold_cls_position(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DINOv2 with registers → timm ``no_embed_class``: the CLS position embedding is added to the CLS token.
+
+    DINOv2 adds ``pos_embed[:, 0]`` to CLS before inserting the registers (which get none); timm's register
+    layout adds position embeddings to patches only. ``cls + pos[0]`` is a constant, so folding it is exact.
+    """
+    out = dict(sd)
+    pos = out["pos_embed"]
+    out["cls_token"] = out["cls_token"] + pos[:, :1]
+    out["pos_embed"] = pos[:, 1:]
+    return out
 
 
 def hf_vit_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:

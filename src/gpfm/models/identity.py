@@ -58,8 +58,8 @@ def resolve_encoder(
         name: registry name, or an unregistered :class:`EncoderSpec` (e.g. an exported pretraining teacher).
         weights: a path, ``"random"``, or None to search the usual places.
         device: ``cpu``/``cuda``/``cuda:1``/a device, or None for CUDA when available.
-        precision: ``fp32``/``bf16``/``fp16``/``auto``/None (None and ``auto``: bf16 where the hardware runs it
-            natively and the encoder's bf16 parity is recorded, else fp32).
+        precision: ``fp32``/``bf16``/``fp16``/``auto``/None (None and ``auto``: a half dtype only where the
+            encoder's spec allows it and the hardware runs it natively, else fp32).
 
     Raises:
         UnknownNameError: the name is not registered (the message lists the known ones).
@@ -70,7 +70,7 @@ def resolve_encoder(
 
     spec = name if isinstance(name, EncoderSpec) else get_encoder_spec(name)
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev, half_parity_ok="bf16" in spec.half_precision_ok)
+    prec = resolve_precision(precision, dev, half_ok=spec.half_precision_ok)
     resolved = resolve_weights(spec, weights)
     sha = RANDOM if resolved.path is None else file_sha256(resolved.path)
     return EncoderIdentity(spec, resolved.path, resolved.source, sha, dev, prec)

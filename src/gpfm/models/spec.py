@@ -91,7 +91,11 @@ class EncoderSpec:
         weights: where the weights come from.
         tile_recipe: recommended tiling recipe name (see ``gpfm.wsi``), e.g. ``gpfm-128um``.
         tile_fov_um: recommended tile field of view in µm.
-        half_precision_ok: dtypes that passed the fp32 parity test (cosine ≥ 0.999 on real tiles).
+        half_precision_ok: half dtypes this encoder defaults to where the hardware runs them natively. Empty
+            (fp32 only) unless ``half_precision_basis`` names a parity result with the REAL weights (``gpfm models
+            verify``: median cosine ≥ 0.9995 and 1st percentile ≥ 0.999 on real tiles) or the authors' own
+            prescription; random-weight parity is never enough.
+        half_precision_basis: where ``half_precision_ok`` comes from (required when it is not empty).
         is_pathology: False for generic ImageNet models (said plainly wherever they stand in for GPFM).
         description: one line for ``gpfm models``.
         reference: paper or model card.
@@ -111,7 +115,8 @@ class EncoderSpec:
     weights: WeightSource
     tile_recipe: str = "gpfm-128um"
     tile_fov_um: float = 128.0
-    half_precision_ok: frozenset[str] = field(default_factory=lambda: frozenset({"bf16"}))
+    half_precision_ok: frozenset[str] = field(default_factory=frozenset)
+    half_precision_basis: str = ""
     is_pathology: bool = True
     description: str = ""
     reference: str = ""
@@ -130,6 +135,8 @@ class EncoderSpec:
             "tile_recipe": self.tile_recipe,
             "tile_fov_um": self.tile_fov_um,
             "weights_license": self.weights.license,
+            "half_precision_ok": sorted(self.half_precision_ok),
+            "half_precision_basis": self.half_precision_basis,
             "gated": self.weights.gated,
             "is_pathology": self.is_pathology,
         }

@@ -144,6 +144,25 @@ class ViT(VisionTransformer):
         return TokenOutput(cls=cls, patch=patch, grid=grid, pooled=cls)
 
 
+def fit_pos_embed(sd: dict[str, torch.Tensor], cfg: ViTConfig, antialias: bool) -> dict[str, torch.Tensor]:
+    """Resample a checkpoint's position embedding to ``cfg``'s grid, the way the model's reference code does.
+
+    Checkpoints trained at 518 px (DINOv2 family) carry a 37×37 grid; their reference implementations resample
+    it to the input grid at run time: timm bicubic WITH antialiasing, Hugging Face Dinov2 bicubic without. Done
+    once at load, with the same filter, the result is identical at gpfm's fixed input size.
+    """
+    pos = sd.get("pos_embed")
+    prefix = 0 if cfg.no_embed_class else 1
+    if pos is None or pos.shape[1] == cfg.grid**2 + prefix:
+        return sd
+    from timm.layers import resample_abs_pos_embed
+
+    out = dict(sd)
+    out["pos_embed"] = resample_abs_pos_embed(pos, [cfg.grid, cfg.grid], num_prefix_tokens=prefix,
+                                              antialias=antialias)
+    return out
+
+
 def build_vit(cfg: ViTConfig, mask_token: bool = False) -> ViT:
     """Build a randomly initialised :class:`ViT` (no weights are loaded here)."""
     return ViT(cfg, mask_token=mask_token)

@@ -201,8 +201,7 @@ def test_precision_is_resolved_into_the_key(
     out = tmp_path / "run"
     kw = dict(device="cpu", weights={"gpfm": "random"}, only_tasks=["hard"], report=False)
     first = run_suite(unit_suite, ["gpfm"], out, precision=None, **kw)
-    parity = "bf16" in get_encoder_spec("gpfm").half_precision_ok
-    default = resolve_precision(None, torch.device("cpu"), half_parity_ok=parity)
+    default = resolve_precision(None, torch.device("cpu"), half_ok=get_encoder_spec("gpfm").half_precision_ok)
     explicit = run_suite(unit_suite, ["gpfm"], out, precision=default, **kw)
     assert bench_registry["protocol_runs"] == 1 and explicit.rows[0].reused  # None == the resolved default
     other = "fp32" if default != "fp32" else "bf16"

@@ -105,7 +105,7 @@ register_encoder(
         preprocess=Preprocess(input_size=448, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, interpolation="bicubic",
                               resize="shorter_then_center_crop", resize_to=448, norm_name="openai_clip"),
         weights=WeightSource(env_var="CONCH_WEIGHTS", hf_repo="MahmoodLab/conch", hf_filename="pytorch_model.bin",
-                             license="CC-BY-NC-ND-4.0 (gated)", gated=True),
+                             license="CC-BY-NC-ND-4.0", gated=True),
         tile_recipe="trident-112um",
         tile_fov_um=112.0,
         description="CONCH v1 vision tower (expert of GPFM): 512-d pooled feature; cls = L2-normalised projection",

@@ -13,7 +13,7 @@ UNI_VITL16 = ViTConfig(embed_dim=1024, depth=24, num_heads=16, patch_size=16, in
 UNI2H = ViTConfig(embed_dim=1536, depth=24, num_heads=24, patch_size=14, init_values=1e-5, ffn="swiglu",
                   mlp_ratio=2.66667 * 2, reg_tokens=8, no_embed_class=True, dynamic_img_size=True)
 
-_LICENSE = "CC-BY-NC-ND-4.0 (gated; academic non-commercial use)"
+_LICENSE = "CC-BY-NC-ND-4.0 (academic non-commercial use)"
 
 register_encoder(
     EncoderSpec(
