@@ -7,7 +7,7 @@ from PIL import Image
 from gpfm.models import create_encoder, get_encoder_spec, list_encoders
 from tests.conftest import shared_path
 
-GIANT = {"uni2-h", "virchow", "virchow2", "h-optimus-0"}  # > 600 M parameters: slow on a 2-core CPU
+GIANT = {"uni2-h", "virchow", "virchow2", "h-optimus-0", "h-optimus-1", "prov-gigapath", "midnight"}  # > 600 M params: slow on a 2-core CPU
 
 
 def _params(name):
