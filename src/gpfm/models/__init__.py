@@ -7,7 +7,7 @@ Example:
     torch.Size([1, 1280])
 """
 
-from gpfm.models.catalog import ENCODERS, get_encoder_spec, list_encoders, register_encoder
+from gpfm.models.catalog import ENCODERS, PAPER_COMPARISON, get_encoder_spec, list_encoders, register_encoder
 from gpfm.models.checkpoints import CheckpointError, detect_gpfm_format, gpfm_to_timm, timm_to_gpfm_teacher
 from gpfm.models.encoder import Encoder
 from gpfm.models.factory import create_encoder
@@ -17,6 +17,7 @@ from gpfm.models.weights import WeightsNotFoundError, resolve_weights
 
 __all__ = [
     "ENCODERS",
+    "PAPER_COMPARISON",
     "CheckpointError",
     "Encoder",
     "EncoderSpec",

@@ -13,6 +13,10 @@ from gpfm.registry import Registry
 
 ENCODERS: Registry[EncoderSpec] = Registry("encoder", discover="gpfm.models.encoders")
 
+#: GPFM's comparison (Ma et al. 2025): the model and its eight baselines, by registry name
+PAPER_COMPARISON: tuple[str, ...] = ("gpfm", "uni", "prov-gigapath", "phikon", "conch", "ctranspath", "chief", "plip",
+                                     "resnet50-imagenet")
+
 
 def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     """Add an encoder spec to the registry (names must be unique)."""
