@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 from pathlib import Path
 
 import typer
@@ -157,8 +159,53 @@ def bench_check(
         raise typer.Exit(1)
 
 
+def bench_import(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="gpfm-repo, patho-bench, clam, crc-100k, mhist, "
+                              "class-folders."),
+    source: Path = typer.Argument(..., help="What the lab has: the repository copy, split folder or archive."),
+    data_root: Path = typer.Option(..., "--data-root", help="Where the suite's tables go (the bench --data-root)."),
+    task: str | None = typer.Option(None, "--task", help="clam: the task name (wsi/<TASK>.csv)."),
+    labels: Path | None = typer.Option(None, "--labels", help="clam: the label CSV (slide_id, case_id, label)."),
+    name: str | None = typer.Option(None, "--name", help="class-folders: the dataset name (roi/<NAME>/)."),
+    variant: str | None = typer.Option(None, "--variant", help="crc-100k: norm (default) or nonorm."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace tables that exist with other content."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Turn the split/label files a lab already has into the layout the suites read; says what is missing."""
+    from gpfm.errors import InputError
+    from gpfm.eval.importers import IMPORTERS
+
+    importer = IMPORTERS.get(fmt)
+    options = {k: v for k, v in {"task": task, "labels": labels, "name": name, "variant": variant}.items()
+               if v is not None}
+    accepted = set(inspect.signature(importer).parameters) - {"source", "data_root", "overwrite"}
+    extra, needed = set(options) - accepted, {
+        p.name for p in inspect.signature(importer).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty} - set(options)
+    if extra or needed:
+        raise InputError(f"bench-import {fmt}: " + (f"does not take --{', --'.join(sorted(extra))}" if extra else
+                                                     f"needs --{', --'.join(sorted(needed))}"))
+    if not source.exists():
+        raise InputError(f"{source}: does not exist; pass the folder that holds the {fmt} files")
+    report = importer(source, data_root, overwrite=overwrite, **options)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.found:
+            typer.echo(f"found    {line}")
+        for line in report.dropped:
+            typer.echo(f"note     {line}")
+        for line in report.missing:
+            typer.echo(f"missing  {line}")
+        for rel, digest in report.written.items():
+            typer.echo(f"wrote    {data_root / rel}  sha256 {digest[:16]}…")
+    if report.missing and not report.written:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the commands on the main app."""
     app.command("bench")(bench)
     app.command("bench-report")(bench_report)
     app.command("bench-check")(bench_check)
+    app.command("bench-import")(bench_import)

@@ -1,0 +1,179 @@
+"""``gpfm bench-import``: the files labs already have → the suite layout (real GPFM files + faithful replicas)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from gpfm.eval.importers import IMPORTERS
+from gpfm.eval.importers.gpfm_repo import SLIDE_TASKS, SURVIVAL_TASKS
+from tests.conftest import shared_path
+from tests.faults._helpers import assert_one_line_error, gpfm_cli  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def gpfm_repo() -> Path:
+    return shared_path("splits", "gpfm-4f8be2b")
+
+
+@pytest.mark.realdata
+def test_gpfm_repository_files_become_every_slide_and_survival_table(gpfm_repo, tmp_path, gpfm_cli):
+    res = gpfm_cli("bench-import", "gpfm-repo", gpfm_repo, "--data-root", tmp_path, "--json")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    assert set(report["written"]) == {f"wsi/{t}.csv" for t in SLIDE_TASKS} | {f"survival/{t}.csv" for t in
+                                                                             SURVIVAL_TASKS}
+    for rel, digest in report["written"].items():
+        assert hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest() == digest
+    # BRACS-7 against the source files themselves: every split slide, with its label and side
+    ours = pd.read_csv(tmp_path / "wsi" / "BRACS-7.csv", dtype=str).set_index("slide_id")
+    split = pd.read_csv(gpfm_repo / "splits712" / "BRACS_100" / "splits_0.csv", dtype=str)
+    labels = pd.read_csv(gpfm_repo / "dataset_csv" / "BRACS.csv", dtype=str).set_index("slide_id")
+    for part in ("train", "val", "test"):
+        ids = split[part].dropna()
+        assert (ours.loc[ids, "split"] == part).all()
+        assert (ours.loc[ids, "label"] == labels.loc[ids, "label"]).all()
+    assert len(ours) == split[["train", "val", "test"]].count().sum() and ours["label"].nunique() == 7
+    # PANDA keeps its val/test: the repository's exclude_list holds exactly those (kept out of pretraining)
+    panda = pd.read_csv(tmp_path / "wsi" / "PANDA.csv")
+    assert panda["split"].value_counts().to_dict() == {"train": 7143, "test": 2040, "val": 1019}
+    # survival: each case held out in exactly the fold where GPFM marks it 'val'; slide ids are file stems
+    surv = pd.read_csv(tmp_path / "survival" / "TCGA-BLCA.csv")
+    src = pd.read_csv(gpfm_repo / "dataset_csv" / "survival_by_case" / "TCGA_BLCA_Splits.csv")
+    row = src.iloc[0]
+    held = [k for k in range(5) if row[f"Fold {k}"] == "val"]
+    mine = surv[surv["case_id"] == row["case_id"]]
+    assert held == [int(mine["fold"].iloc[0])] and mine["slide_id"].iloc[0] == Path(row["slide_id"]).stem
+    assert set(surv["fold"]) == {0, 1, 2, 3, 4} and not surv["slide_id"].str.contains("/").any()
+    assert surv.groupby("case_id")["fold"].nunique().max() == 1
+    # CPTAC-LUAD is GPFM's external survival cohort: one row per slide, no folds
+    cptac = pd.read_csv(tmp_path / "survival" / "CPTAC-LUAD.csv")
+    assert "fold" not in cptac and cptac["case_id"].nunique() < len(cptac)
+    # the same import again is a no-op; an edited table is never overwritten silently
+    assert gpfm_cli("bench-import", "gpfm-repo", gpfm_repo, "--data-root", tmp_path).code == 0
+    edited = tmp_path / "wsi" / "BRACS-3.csv"
+    edited.write_text(edited.read_text() + "x,y,z,train\n")
+    res = gpfm_cli("bench-import", "gpfm-repo", gpfm_repo, "--data-root", tmp_path)
+    assert res.code == 2
+    assert_one_line_error(res, str(edited), "--overwrite")
+
+
+def _clam_replica(root: Path, n: int = 30, folds: int = 1) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    slides = [f"S{i:03d}" for i in range(n)]
+    labels = root / "labels.csv"
+    pd.DataFrame({"case_id": [f"C{i // 2:03d}" for i in range(n)], "slide_id": slides,
+                  "label": rng.choice(["a", "b"], n)}).to_csv(labels, index=False)
+    split_dir = root / "splits"
+    split_dir.mkdir()
+    for k in range(folds):
+        order = rng.permutation(slides)
+        train, val, test = order[: n * 7 // 10], order[n * 7 // 10: n * 8 // 10], order[n * 8 // 10:]
+        table = pd.DataFrame({"train": pd.Series(train), "val": pd.Series(val), "test": pd.Series(test)})
+        table.to_csv(split_dir / f"splits_{k}.csv")
+        table.notna().to_csv(split_dir / f"splits_{k}_bool.csv")  # the twin CLAM writes; must be ignored
+    return split_dir, labels
+
+
+def test_clam_split_folder_with_folds(tmp_path, gpfm_cli):
+    split_dir, labels = _clam_replica(tmp_path, folds=3)
+    out = tmp_path / "data"
+    res = gpfm_cli("bench-import", "clam", split_dir, "--task", "MY-TASK", "--labels", labels, "--data-root", out)
+    assert res.code == 0, res.err
+    table = pd.read_csv(out / "wsi" / "MY-TASK.csv")
+    assert list(table.columns) == ["slide_id", "case_id", "label", "split", "fold_0", "fold_1", "fold_2"]
+    assert (table["split"] == table["fold_0"]).all() and len(table) == 30
+    assert "3 folds" in res.out
+
+
+def test_clam_slide_on_two_sides_is_refused(tmp_path, gpfm_cli):
+    split_dir, labels = _clam_replica(tmp_path)
+    bad = pd.read_csv(split_dir / "splits_0.csv", index_col=0)
+    bad.loc[0, "test"] = bad.loc[0, "train"]
+    bad.to_csv(split_dir / "splits_0.csv")
+    res = gpfm_cli("bench-import", "clam", split_dir, "--task", "T", "--labels", labels, "--data-root", tmp_path)
+    assert res.code == 2
+    assert_one_line_error(res, "splits_0.csv", bad.loc[0, "train"])
+
+
+def test_patho_bench_task_folder(tmp_path, gpfm_cli):
+    task = tmp_path / "pb" / "cptac_ccrcc" / "BAP1_mutation"
+    task.mkdir(parents=True)
+    rows = [{"case_id": f"C{i}", "slide_id": f"C{i}-s{j}", "BAP1_mutation": str(i % 2),
+             **{f"fold_{k}": "test" if (i + k) % 5 == 0 else "train" for k in range(5)}}
+            for i in range(20) for j in range(2)]
+    pd.DataFrame(rows).to_csv(task / "k=all.tsv", sep="\t", index=False)
+    (task / "config.yaml").write_text("task_col: BAP1_mutation\nsample_col: case_id\nextra_cols: []\n"
+                                      "label_dict: {'0': 0, '1': 1}\nmetrics: [macro-ovr-auc]\n")
+    res = gpfm_cli("bench-import", "patho-bench", tmp_path / "pb", "--data-root", tmp_path / "d")
+    assert res.code == 0, res.err
+    table = pd.read_csv(tmp_path / "d" / "wsi" / "cptac_ccrcc-BAP1_mutation.csv")
+    assert len(table) == 40 and [c for c in table.columns if c.startswith("fold_")] == [f"fold_{k}" for k in
+                                                                                        range(5)]
+    assert "no validation set" in res.out
+    assert table.groupby("case_id")["fold_0"].nunique().max() == 1
+
+
+def _write_tile(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def test_crc100k_archive_layout_keeps_the_official_split(tmp_path, gpfm_cli):
+    src = tmp_path / "downloads"
+    seed = 0
+    for folder, per_class in (("NCT-CRC-HE-100K", 3), ("CRC-VAL-HE-7K", 2)):
+        for cls in ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"):
+            for i in range(per_class):
+                seed += 1
+                _write_tile(src / folder / cls / f"{cls}-{seed:05d}.tif", seed)
+    out = tmp_path / "data"
+    res = gpfm_cli("bench-import", "crc-100k", src, "--data-root", out)
+    assert res.code == 0, res.err
+    table = pd.read_csv(out / "roi" / "CRC-100K" / "labels.csv")
+    assert table["split"].value_counts().to_dict() == {"train": 27, "test": 18}
+    assert all((out / "roi" / "CRC-100K" / p).is_file() for p in table["path"])  # relative paths resolve
+    assert "published release has 100000" in res.out  # a partial copy is said, not hidden
+
+
+def test_crc100k_missing_folder_says_where_to_get_it(tmp_path, gpfm_cli):
+    res = gpfm_cli("bench-import", "crc-100k", tmp_path, "--data-root", tmp_path / "d")
+    assert res.code == 1 and "Zenodo record 1214456" in res.out
+
+
+def test_mhist_annotations(tmp_path, gpfm_cli):
+    src = tmp_path / "mhist"
+    names = [f"MHIST_{i:03d}.png" for i in range(12)]
+    for i, n in enumerate(names):
+        _write_tile(src / "images" / n, i)
+    pd.DataFrame({"Image Name": names, "Majority Vote Label": ["HP", "SSA"] * 6,
+                  "Number of Annotators who Selected SSA (Out of 7)": [1] * 12,
+                  "Partition": ["train"] * 8 + ["test"] * 4}).to_csv(src / "annotations.csv", index=False)
+    res = gpfm_cli("bench-import", "mhist", src, "--data-root", tmp_path / "d")
+    assert res.code == 0, res.err
+    table = pd.read_csv(tmp_path / "d" / "roi" / "MHIST" / "labels.csv")
+    assert table["split"].value_counts().to_dict() == {"train": 8, "test": 4}
+    assert set(table["label"]) == {"HP", "SSA"}
+
+
+@pytest.mark.realdata
+def test_class_folders_split_never_separates_identical_images(tmp_path, gpfm_cli):
+    lung = shared_path("patches", "lc25000_lung_224")
+    res = gpfm_cli("bench-import", "class-folders", lung, "--name", "LC25000", "--data-root", tmp_path)
+    assert res.code == 0, res.err
+    table = pd.read_csv(tmp_path / "roi" / "LC25000" / "labels.csv")
+    assert len(table) == 900 and table.groupby("group")["split"].nunique().max() == 1
+    assert 0.25 < (table["split"] == "test").mean() < 0.35 and "NO official split" in res.out
+
+
+def test_every_importer_is_documented():
+    doc = (Path(__file__).parents[2] / "docs" / "benchmark.md").read_text()
+    for name in IMPORTERS.names():
+        assert f"`{name}`" in doc, name
