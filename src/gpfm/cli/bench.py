@@ -117,44 +117,62 @@ def bench_report(
 
 
 def bench_check(
-    suite: str = typer.Argument(..., help="Suite YAML, or a shipped suite name (gpfm_public, lc25000_demo)."),
+    suite: str = typer.Argument(..., help="Suite YAML, or a shipped suite name (gpfm_nbme, gpfm_public, ...)."),
     encoders: str | None = typer.Option(
         None, "--encoders", "-e", help="Also check per-encoder feature folders."
     ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder for relative data paths."),
+    as_json: bool = typer.Option(False, "--json", help="Print the check as JSON."),
 ) -> None:
-    """Check a suite without running it: names and options valid, which datasets are in place.
+    """Check a suite without running it: names and options valid; per task, the exact missing file and how to
+    get it.
 
     Exits with 1 when the suite names an unknown protocol/loader or an option a protocol rejects; missing
     data is reported but is not an error (those tasks are skipped by `gpfm bench`).
     """
+    from dataclasses import asdict
+
     from rich.console import Console
     from rich.table import Table
 
-    from gpfm.eval.suite import SuiteError
+    from gpfm.eval.suite import SuiteError, load_suite
     from gpfm.eval.suite.check import check_suite
 
     try:
         checks = check_suite(suite, _split(encoders) or None, data_root)
+        spec = load_suite(suite, data_root=data_root)
     except SuiteError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_INPUT) from None
-    table = Table(title=f"{suite}: {sum(c.ready for c in checks)}/{len(checks)} task(s) ready")
-    for col in ("task", "family", "protocols", "data", "status"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        missing = sorted({p for paths in c.missing.values() for p in paths})
-        status = (
-            "; ".join(c.errors)
-            if c.errors
-            else (
-                f"missing: {missing[0]}" + (f" (+{len(missing) - 1})" if len(missing) > 1 else "")
-                if missing
-                else "ready"
-            )
-        )
-        table.add_row(c.task, c.family, ", ".join(c.protocols), c.data_kind, status)
-    Console(width=200).print(table)
+    private = list(spec.not_reproducible)
+    if as_json:
+        typer.echo(json.dumps({"suite": spec.name, "data_root": str(spec.base_dir),
+                               "tasks": [{**asdict(c), "ready": c.ready} for c in checks],
+                               "not_reproducible": private, "paper": spec.paper}, indent=2))
+    else:
+        table = Table(title=f"{suite}: {sum(c.ready for c in checks)}/{len(checks)} task(s) ready "
+                            f"(data root {spec.base_dir})")
+        for col in ("task", "family", "protocols", "status", "how to get it"):
+            table.add_column(col, overflow="fold")
+        for c in checks:
+            missing = sorted({p for paths in c.missing.values() for p in paths})
+            if c.errors:
+                status = "; ".join(c.errors)
+            elif missing:
+                status = "missing: " + "\n".join(missing[:3]) + (f"\n(+{len(missing) - 3} more)" if len(missing) > 3
+                                                                 else "")
+            else:
+                status = "ready"
+            enc = (_split(encoders) or ["{encoder}"])[0]
+            table.add_row(c.task, c.family, ", ".join(c.protocols), status,
+                          c.obtain.replace("{encoder}", enc) if missing else "")
+        Console(width=220).print(table)
+        if private:
+            typer.echo(f"{len(private)} task(s) of {spec.paper.get('name', 'the benchmark')} cannot be reproduced "
+                       f"(private cohorts), listed and never scored: {', '.join(p['id'] for p in private)}")
+        if spec.paper.get("tasks"):
+            typer.echo(f"coverage: {sum(c.ready for c in checks)} ready of {len(checks)} runnable; "
+                       f"{spec.paper['tasks']} tasks in {spec.paper.get('name', 'the benchmark')}")
     if any(c.errors for c in checks):
         raise typer.Exit(1)
 

@@ -107,4 +107,17 @@ def import_gpfm_repo(source: Path, data_root: Path, *, overwrite: bool = False) 
             report.missing.append(f"{task}: needs dataset_csv/survival_by_case/{file}")
             continue
         write_table(survival_table(path, task, report), data_root, f"survival/{task}.csv", report, overwrite)
+    if {"survival/TCGA-LUAD.csv", "survival/CPTAC-LUAD.csv"} <= set(report.written):
+        write_table(external_survival(data_root), data_root, "survival/TCGA-LUAD+CPTAC-LUAD.csv", report, overwrite)
+        report.found.append("TCGA-LUAD+CPTAC-LUAD: GPFM's external survival task (train TCGA-LUAD, fold 0 held "
+                            "out for validation; test CPTAC-LUAD)")
     return report
+
+
+def external_survival(data_root: Path) -> pd.DataFrame:
+    """GPFM's external survival task: TCGA-LUAD trains (its fold 0 validates), CPTAC-LUAD tests."""
+    tcga = pd.read_csv(data_root / "survival" / "TCGA-LUAD.csv")
+    cptac = pd.read_csv(data_root / "survival" / "CPTAC-LUAD.csv")
+    tcga["split"] = ["val" if f == 0 else "train" for f in tcga.pop("fold")]
+    cptac["split"] = "test"
+    return pd.concat([tcga, cptac], ignore_index=True)

@@ -185,6 +185,49 @@ def _families(agg: Aggregate) -> str:
     return out + "</section>"
 
 
+def coverage(meta: dict[str, Any], rows: list[ResultRow]) -> dict[str, Any] | None:
+    """How much of the benchmark a suite reproduces a run covered (None when the suite names no benchmark)."""
+    paper = meta.get("paper") or {}
+    if not paper.get("tasks"):
+        return None
+    ranked = sorted({r.task for r in rows if r.headline and r.ok})
+    private = meta.get("not_reproducible") or []
+    return {"benchmark": paper.get("name", ""), "tasks": int(paper["tasks"]), "not_reproducible": len(private),
+            "reproducible": len(meta.get("tasks", [])), "with_results": len(ranked)}
+
+
+def _coverage(meta: dict[str, Any], rows: list[ResultRow]) -> str:
+    cov = coverage(meta, rows)
+    if cov is None:
+        return ""
+    private = meta.get("not_reproducible") or []
+    listing = "".join(f"<tr><td>{_e(p['id'])}</td><td>{_e(p['family'])}</td><td>{_e(p['reason'])}</td></tr>"
+                      for p in private)
+    return (
+        f'<section id="coverage"><h2>Coverage of {_e(cov["benchmark"])}</h2><p>This run has results on '
+        f"<b>{cov['with_results']}</b> of the benchmark's {cov['tasks']} tasks. The suite runs "
+        f"{cov['reproducible']}; {cov['not_reproducible']} cannot be reproduced by anyone outside their "
+        "centres (private cohorts) and are listed, never scored.</p>"
+        + (f"<details><summary>not reproducible ({len(private)})</summary><table><tr><th>task</th><th>family"
+           f"</th><th>why</th></tr>{listing}</table></details>" if private else "")
+        + "</section>"
+    )
+
+
+def _published(task: str, rows: list[ResultRow], info: dict[str, Any]) -> str:
+    """The task's published numbers beside ours (headline protocol), with the difference."""
+    ref = info.get("reference") or {}
+    if not ref:
+        return ""
+    ours = {r.encoder: r.value for r in rows if r.headline and r.ok}
+    cells = []
+    for model, value in ref.items():
+        mine = ours.get(model)
+        delta = "" if mine is None else f" (ours {_num(mine)}, Δ {mine - value:+.4f})"
+        cells.append(f"{_e(model)} {value:g}{delta}")
+    return f"<p class=meta>published: {'; '.join(cells)}</p>"
+
+
 def _references(refs: dict[str, Any]) -> str:
     """The suite's published reference numbers: ``{name: {model: value}}`` rows become a table."""
     if not refs:
@@ -218,7 +261,8 @@ def _task_section(
         + (f" · {_e(info['description'])}" if info.get("description") else "")
         + (f" · source: {_e(info['source'])}" if info.get("source") else "")
         + (" · <span class=flag>saturated</span>" if rows[0].saturated else "")
-        + "</p>"
+        + "</p>",
+        _published(task, rows, info),
     ]
     board = agg.saturated if rows[0].saturated and agg.saturated else agg.overall
     head = (
@@ -302,6 +346,7 @@ def build_report_html(table: ResultsTable, run_dir: str | Path, agg: Aggregate |
         '<a href="#tasks">tasks</a><a href="#problems">failed/skipped</a>'
         '<a href="#provenance">provenance</a></nav>'
         + _overview(agg, table.rows)
+        + _coverage(meta, table.rows)
         + _families(agg)
         + _references(meta.get("references") or {})
         + f'<section id="tasks"><h2>Tasks</h2>{sections}</section>'
@@ -330,7 +375,11 @@ def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     run_dir = Path(run_dir)
     table = ResultsTable.load(run_dir)
     agg = aggregate(table.rows, table.encoders())
-    write_json_atomic(run_dir / LEADERBOARD_JSON, agg.to_dict())
+    board = agg.to_dict()
+    cov = coverage(table.meta, table.rows)
+    if cov is not None:
+        board["coverage"] = cov
+    write_json_atomic(run_dir / LEADERBOARD_JSON, board)
     target = Path(out_path) if out_path is not None else run_dir / REPORT_HTML
     write_text_atomic(target, build_report_html(table, run_dir, agg))
     return target

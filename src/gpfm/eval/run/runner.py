@@ -196,6 +196,8 @@ def run_suite(
             "machine": machine_info(),
             "task_info": {t.id: _task_info(t) for t in tasks},
             "references": suite.references,
+            "paper": suite.paper,
+            "not_reproducible": list(suite.not_reproducible),
         },
     )
     table.write(out)
@@ -216,6 +218,8 @@ def _task_info(task: TaskSpec) -> dict[str, Any]:
         "license": task.license,
         "data_kind": task.data.kind,
         "saturated": task.saturated,
+        "obtain": task.obtain,
+        "reference": task.reference,
     }
 
 

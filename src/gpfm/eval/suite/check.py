@@ -24,6 +24,7 @@ class TaskCheck:
         data_kind: the task loader name.
         errors: configuration errors (unknown protocol or loader, rejected option): the suite must be fixed.
         missing: encoder (or ``*`` when no encoder is given) → data paths that do not exist.
+        obtain: how to get the data in place (the task's ``obtain``), shown next to missing files.
     """
 
     task: str
@@ -32,6 +33,7 @@ class TaskCheck:
     data_kind: str
     errors: list[str] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)
+    obtain: str = ""
 
     @property
     def ready(self) -> bool:
@@ -58,7 +60,7 @@ def check_suite(
     suite = load_suite(suite_path, data_root=data_root)
     checks = []
     for task in suite.tasks:
-        check = TaskCheck(task.id, task.family, list(task.protocols), task.data.kind)
+        check = TaskCheck(task.id, task.family, list(task.protocols), task.data.kind, obtain=task.obtain)
         if task.data.kind not in TASK_LOADERS:
             check.errors.append(f"unknown data kind {task.data.kind!r} (known: {', '.join(TASK_LOADERS)})")
         for name in task.protocols:

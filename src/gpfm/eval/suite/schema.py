@@ -52,7 +52,9 @@ from gpfm.eval.suite.data import (
     expand_variables,
 )
 
-_SUITE_KEYS = {"name", "description", "version", "variables", "defaults", "tasks", "references"}
+_SUITE_KEYS = {"name", "description", "version", "variables", "defaults", "tasks", "references", "paper",
+               "not_reproducible"}
+_NOT_REPRODUCIBLE_KEYS = {"id", "family", "subgroup", "reason"}
 _DEFAULTS_KEYS = {"batch_size", "cache_dir", "primary_metric", "protocol_options"}
 _TASK_KEYS = {
     "id",
@@ -67,6 +69,8 @@ _TASK_KEYS = {
     "description",
     "source",
     "license",
+    "obtain",
+    "reference",
 }
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -88,6 +92,9 @@ class TaskSpec:
         description: free text shown in the report.
         source: where the dataset comes from (URL or citation), shown in the report.
         license: dataset licence note.
+        obtain: how to get the data in place (download URL and the ``gpfm bench-import`` command), printed by
+            ``gpfm bench-check`` next to each missing file.
+        reference: published numbers for this task, encoder → value of the headline metric, shown beside ours.
     """
 
     id: str
@@ -102,6 +109,8 @@ class TaskSpec:
     description: str = ""
     source: str = ""
     license: str = ""
+    obtain: str = ""
+    reference: dict[str, float] = field(default_factory=dict)
 
     @property
     def headline_protocol(self) -> str:
@@ -145,6 +154,9 @@ class Suite:
         version: suite version string (recorded with results).
         variables: the resolved ``${VAR}`` table used for expansion (for provenance).
         references: optional free-form reference numbers (e.g. published scores), shown in the report.
+        paper: the benchmark this suite reproduces (``name``, ``tasks``: how many tasks it has), so a report
+            can say how much of it a run covers.
+        not_reproducible: tasks of that benchmark that cannot be run (private cohorts), each with its reason.
     """
 
     name: str
@@ -156,6 +168,8 @@ class Suite:
     version: str = "1"
     variables: dict[str, str] = field(default_factory=dict)
     references: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+    not_reproducible: tuple[dict[str, str], ...] = ()
 
     def task(self, task_id: str) -> TaskSpec:
         """The task with ``task_id`` (raises with the known ids)."""
@@ -293,7 +307,40 @@ def _parse_task(
         description=str(block.get("description", "")),
         source=str(block.get("source", "")),
         license=str(block.get("license", "")),
+        obtain=str(expand_variables(str(block.get("obtain", "")), variables, f"{where}.obtain")),
+        reference=_reference(block.get("reference"), where),
     )
+
+
+def _reference(raw: Any, where: str) -> dict[str, float]:
+    ref = _mapping(raw, f"{where}.reference")
+    out = {}
+    for model, value in ref.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SuiteError(f"{where}.reference.{model}: must be a number (the published headline metric)")
+        out[str(model)] = float(value)
+    return out
+
+
+def _not_reproducible(raw: Any, source: str, task_ids: set[str]) -> tuple[dict[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SuiteError(f"{source}: not_reproducible must be a list of {{id, family, reason}}")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{source}: not_reproducible[{i}]"
+        entry = _mapping(item, where)
+        _check_keys(entry, _NOT_REPRODUCIBLE_KEYS, where)
+        for key in ("id", "family", "reason"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise SuiteError(f"{where}: missing {key!r}")
+        if entry["family"] not in family_names():
+            raise SuiteError(f"{where}: 'family' must be one of {', '.join(family_names())}")
+        if entry["id"] in task_ids:
+            raise SuiteError(f"{where}: {entry['id']!r} is also a runnable task; list it once")
+        out.append({k: str(v) for k, v in entry.items()})
+    return tuple(out)
 
 
 def parse_suite(
@@ -349,6 +396,8 @@ def parse_suite(
         version=str(block.get("version", "1")),
         variables=variables,
         references=_mapping(block.get("references"), f"{source}: references"),
+        paper=_mapping(block.get("paper"), f"{source}: paper"),
+        not_reproducible=_not_reproducible(block.get("not_reproducible"), source, seen),
     )
 
 
