@@ -36,8 +36,16 @@ def bench(
     tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated task ids (default: all)."),
     rerun: bool = typer.Option(False, "--rerun", help="Ignore finished results and run everything again."),
     as_json: bool = typer.Option(False, "--json", help="Print the leaderboard as JSON instead of a table."),
+    extract: bool = typer.Option(False, "--extract", help="First embed the suite's slide cohorts (gpfm extract, "
+                                 "resumable) for every encoder, then run the protocols."),
+    jobs_root: Path | None = typer.Option(None, "--jobs-root", help="Where --extract keeps its extraction jobs "
+                                          "(default: <data root>/jobs)."),
 ) -> None:
-    """Run every task × protocol × encoder of a suite (resumably) and write results.csv/json + report.html."""
+    """Run every task × protocol × encoder of a suite (resumably) and write results.csv/json + report.html.
+
+    With --extract, the slides of each cohort the selected tasks need are embedded first, one resumable job per
+    cohort and tiling recipe, so one command goes from slide folders to the leaderboard.
+    """
     import json
 
     from rich.console import Console
@@ -57,6 +65,9 @@ def bench(
             markup=False,
         )
 
+    if extract:
+        _extract_cohorts(suite, _split(encoders), data_root, _split(tasks) or None, jobs_root,
+                         parse_weights_overrides(weights), device, precision)
     try:
         table = run_suite(
             suite,
@@ -99,6 +110,34 @@ def bench(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+def _extract_cohorts(suite: str, encoders: list[str], data_root: Path | None, only_tasks: list[str] | None,
+                     jobs_root: Path | None, weights: dict[str, str], device: str | None,
+                     precision: str | None) -> None:
+    """``bench --extract``: embed every cohort the selected tasks read, for every encoder (resumable)."""
+    from gpfm.errors import InputError
+    from gpfm.eval.suite import load_suite
+    from gpfm.extract.cohorts import extract_cohort
+
+    spec = load_suite(suite, data_root=data_root)
+    cohorts = spec.cohorts_for(spec.select(only_tasks))
+    if not cohorts:
+        raise InputError(f"{suite}: --extract found no cohort for the selected tasks; declare cohorts: "
+                         "(slides, features) in the suite")
+    root = jobs_root or spec.base_dir / "jobs"
+    failed = []
+    for name, cohort in cohorts.items():
+        for encoder in encoders:
+            res = extract_cohort(name, cohort["slides"], cohort["features"], encoder, root,
+                                 recipe=cohort.get("recipe"), weights=weights.get(encoder), device=device,
+                                 precision=precision)
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(res.summary.counts.items()))
+            typer.echo(f"extract {name} × {encoder}: {counts} -> {res.features_dir}", err=True)
+            failed += [f"{name}/{s.slide_id}" for s in res.summary.failures]
+    if failed:
+        typer.echo(f"warning: {len(failed)} slide(s) failed to extract ({', '.join(failed[:3])}); their tasks "
+                   "report the missing slides", err=True)
+
+
 def bench_report(
     results_dir: Path = typer.Argument(..., help="A gpfm bench run folder (holds results.json)."),
     output: Path | None = typer.Option(
@@ -124,8 +163,7 @@ def bench_check(
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder for relative data paths."),
     as_json: bool = typer.Option(False, "--json", help="Print the check as JSON."),
 ) -> None:
-    """Check a suite without running it: names and options valid; per task, the exact missing file and how to
-    get it.
+    """Check a suite without running it: options valid; per task, the exact missing file and how to get it.
 
     Exits with 1 when the suite names an unknown protocol/loader or an option a protocol rejects; missing
     data is reported but is not an error (those tasks are skipped by `gpfm bench`).

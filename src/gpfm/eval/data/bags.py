@@ -165,6 +165,15 @@ def read_bag(
     return torch.from_numpy(x), coords
 
 
+def _n_rows(path: Path) -> int:
+    """Number of feature rows of a slide file, from its shape alone (nothing is read)."""
+    with h5py.File(path, "r", locking=False) as fh:
+        if "features" not in fh:
+            return -1  # not a feature file: read_bag says so in full
+        shape = fh["features"].shape
+    return shape[1] if len(shape) == 3 and shape[0] == 1 else shape[0]
+
+
 def _strip_suffix(slide_id: str) -> str:
     for suffix in _SLIDE_SUFFIXES:
         if slide_id.lower().endswith(suffix):
@@ -237,12 +246,22 @@ def _collect(
         )
     paths = [find_h5(features_dir, str(s)) for s in table[slide_col]]
     missing = [str(s) for s, p in zip(table[slide_col], paths, strict=True) if p is None]
-    if missing and spec.get("missing", "error") != "skip":
+    skip = spec.get("missing", "error") == "skip"
+    if missing and not skip:
         raise FileNotFoundError(
             f"{len(missing)} slide(s) of {spec['labels']} have no features in {features_dir} "
             f"(e.g. {missing[0]}.h5);"
             " extract them or set data.missing: skip"
         )
+    # a slide where tissue detection found nothing has a complete, EMPTY feature file: it cannot form a bag
+    empty = [str(s) for s, p in zip(table[slide_col], paths, strict=True) if p is not None and _n_rows(p) == 0]
+    if empty and not skip:
+        raise ValueError(
+            f"{len(empty)} slide(s) of {spec['labels']} have no tissue tiles (empty features in {features_dir}, "
+            f"e.g. {empty[0]}.h5); check their tissue contours in the extraction job, re-extract with other "
+            "tissue settings, or set data.missing: skip to leave them out (counted in the result)"
+        )
+    paths = [None if str(s) in set(empty) else p for s, p in zip(table[slide_col], paths, strict=True)]
     table = table.assign(_h5=paths).loc[[p is not None for p in paths]]
     key = case_col if level == "case" else slide_col
     if level not in ("slide", "case") or key is None:
@@ -255,6 +274,7 @@ def _collect(
         "features_dir": str(features_dir),
         "level": level,
         "n_missing": len(missing),
+        "n_empty": len(empty),
         "bag_key": key,
         "case_column": case_col,
     }

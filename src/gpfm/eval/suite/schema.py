@@ -53,7 +53,8 @@ from gpfm.eval.suite.data import (
 )
 
 _SUITE_KEYS = {"name", "description", "version", "variables", "defaults", "tasks", "references", "paper",
-               "not_reproducible"}
+               "not_reproducible", "cohorts"}
+_COHORT_KEYS = {"slides", "features", "recipe", "description"}
 _NOT_REPRODUCIBLE_KEYS = {"id", "family", "subgroup", "reason"}
 _DEFAULTS_KEYS = {"batch_size", "cache_dir", "primary_metric", "protocol_options"}
 _TASK_KEYS = {
@@ -157,6 +158,9 @@ class Suite:
         paper: the benchmark this suite reproduces (``name``, ``tasks``: how many tasks it has), so a report
             can say how much of it a run covers.
         not_reproducible: tasks of that benchmark that cannot be run (private cohorts), each with its reason.
+        cohorts: slide cohorts ``gpfm bench --extract`` embeds: name → ``slides`` (folder or manifest),
+            ``features`` (the ``{encoder}`` folder tasks read, exactly as written in their data blocks) and an
+            optional tiling ``recipe`` (default: each encoder's recommended one).
     """
 
     name: str
@@ -170,6 +174,12 @@ class Suite:
     references: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
     not_reproducible: tuple[dict[str, str], ...] = ()
+    cohorts: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def cohorts_for(self, tasks: tuple[TaskSpec, ...] | None = None) -> dict[str, dict[str, str]]:
+        """The cohorts whose features folder some of ``tasks`` (default: all) read."""
+        used = {str(v) for t in (self.tasks if tasks is None else tasks) for v in t.data.options.values()}
+        return {name: c for name, c in self.cohorts.items() if c["features"] in used}
 
     def task(self, task_id: str) -> TaskSpec:
         """The task with ``task_id`` (raises with the known ids)."""
@@ -398,7 +408,24 @@ def parse_suite(
         references=_mapping(block.get("references"), f"{source}: references"),
         paper=_mapping(block.get("paper"), f"{source}: paper"),
         not_reproducible=_not_reproducible(block.get("not_reproducible"), source, seen),
+        cohorts=_cohorts(block.get("cohorts"), source, lookup),
     )
+
+
+def _cohorts(raw: Any, source: str, variables: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out = {}
+    for name, entry in _mapping(raw, f"{source}: cohorts").items():
+        where = f"{source}: cohorts.{name}"
+        entry = _mapping(entry, where)
+        _check_keys(entry, _COHORT_KEYS, where)
+        for key in ("slides", "features"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise SuiteError(f"{where}: missing {key!r} (slides: folder or manifest; features: the "
+                                 "'{encoder}' folder its tasks read)")
+        if "{encoder}" not in entry["features"]:
+            raise SuiteError(f"{where}.features: must contain {{encoder}} (one folder per encoder)")
+        out[str(name)] = {k: str(expand_variables(str(v), variables, where)) for k, v in entry.items()}
+    return out
 
 
 def load_suite(
