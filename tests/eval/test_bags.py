@@ -131,6 +131,19 @@ def test_slide_h5_loader_tile_cap_and_missing(slide_task: dict) -> None:
     assert len(data) == 8 and data.meta["n_missing"] == 1
 
 
+def test_slide_without_tissue_follows_the_missing_policy(slide_task: dict) -> None:
+    """A slide where tissue detection found nothing has a complete, empty feature file: never a crash mid-task."""
+    spec = {"labels": "labels.csv", "features": "features_toy"}
+    with h5py.File(slide_task["dir"] / "features_toy" / "case4-slide0.h5", "w") as fh:
+        fh.create_dataset("features", data=np.zeros((0, D), np.float32))
+        fh.create_dataset("coords", data=np.zeros((0, 2), np.int64))
+    with pytest.raises(ValueError, match=r"1 slide\(s\) of labels.csv have no tissue tiles .*case4-slide0.*missing: skip"):
+        load_slide_task(spec, slide_task["ctx"])
+    data = load_slide_task({**spec, "missing": "skip"}, slide_task["ctx"])
+    assert len(data) == 8 and data.meta["n_empty"] == 1 and data.meta["n_missing"] == 0
+    assert "case4-slide0.svs" not in data.ids
+
+
 def test_slide_h5_loader_refuses_leaks_and_bad_labels(slide_task: dict) -> None:
     table = pd.DataFrame(slide_task["rows"])
     table.loc[table.slide_id == "case1-slide1.svs", "split"] = "test"  # case1 on both sides

@@ -28,7 +28,8 @@ def test_gpfm_repository_files_become_every_slide_and_survival_table(gpfm_repo, 
     assert res.code == 0, res.err
     report = json.loads(res.out)
     assert set(report["written"]) == {f"wsi/{t}.csv" for t in SLIDE_TASKS} | {f"survival/{t}.csv" for t in
-                                                                             SURVIVAL_TASKS}
+                                                                             SURVIVAL_TASKS} | {
+        "survival/TCGA-LUAD+CPTAC-LUAD.csv"}
     for rel, digest in report["written"].items():
         assert hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest() == digest
     # BRACS-7 against the source files themselves: every split slide, with its label and side
@@ -55,6 +56,10 @@ def test_gpfm_repository_files_become_every_slide_and_survival_table(gpfm_repo, 
     # CPTAC-LUAD is GPFM's external survival cohort: one row per slide, no folds
     cptac = pd.read_csv(tmp_path / "survival" / "CPTAC-LUAD.csv")
     assert "fold" not in cptac and cptac["case_id"].nunique() < len(cptac)
+    external = pd.read_csv(tmp_path / "survival" / "TCGA-LUAD+CPTAC-LUAD.csv")  # GPFM's external task
+    tcga = pd.read_csv(tmp_path / "survival" / "TCGA-LUAD.csv")
+    assert (external["split"] == "test").sum() == len(cptac)
+    assert (external["split"] == "val").sum() == (tcga["fold"] == 0).sum()
     # the same import again is a no-op; an edited table is never overwritten silently
     assert gpfm_cli("bench-import", "gpfm-repo", gpfm_repo, "--data-root", tmp_path).code == 0
     edited = tmp_path / "wsi" / "BRACS-3.csv"

@@ -269,6 +269,9 @@ description: test-only protocols on synthetic features
 references:
   source: made-up numbers for the report test
   average_rank: {gpfm: 1.36, uni: 2.96}
+paper: {name: Made-up benchmark, tasks: 9}
+not_reproducible:
+  - {id: private-cohort, family: wsi_classification, reason: a hospital cohort nobody else can get}
 variables:
   BLOBS_SEED: "0"
 defaults:
@@ -279,6 +282,7 @@ tasks:
     family: roi_classification
     protocol: [testonly.centroid, testonly.knn-faithful]
     protocol_options: {testonly.knn-faithful: {k: 3}}
+    reference: {gpfm: 0.5, uni: 0.75}
     data: {kind: testonly_blobs, separation: {gpfm: 4.0, resnet50-imagenet: 2.0}, seed: "${BLOBS_SEED}"}
   - id: hard
     family: roi_classification

@@ -31,6 +31,22 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "run"
 
 
+def test_coverage_and_published_numbers_beside_ours(finished_run: Path) -> None:
+    import json
+
+    text = (finished_run / "report.html").read_text()
+    board = json.loads((finished_run / "leaderboard.json").read_text())
+    ok_tasks = {r["task"] for r in json.loads((finished_run / "results.json").read_text())["rows"]
+                if r["status"] == "ok" and r["headline"]}
+    assert board["coverage"] == {"benchmark": "Made-up benchmark", "tasks": 9, "not_reproducible": 1,
+                                 "reproducible": 6, "with_results": len(ok_tasks)}
+    assert "nodata" not in ok_tasks and len(ok_tasks) == 5  # a task without data is not "covered"
+    assert "Coverage of Made-up benchmark" in text and "a hospital cohort nobody else can get" in text
+    got = re.search(r"published: gpfm 0\.5 \(ours ([0-9.]+), Δ ([+-][0-9.]+)\); uni 0\.75</p>", text)
+    assert got is not None, "the published number and our difference are shown on the task"
+    assert abs(float(got.group(1)) - 0.5 - float(got.group(2))) < 1e-4
+
+
 def test_report_is_self_contained_and_complete(finished_run: Path) -> None:
     text = (finished_run / "report.html").read_text()
     # no network: every src/href is inline data or an in-page anchor, and a CSP forbids anything else

@@ -85,6 +85,12 @@ _TASK = "  - id: t1\n    family: roi_classification\n    protocol: p\n    data: 
         ("name: s\nvariables: {DATA_ROOT: /x}\ntasks:\n" + _TASK, r"DATA_ROOT is built in"),
         ("name: s\ntasks: [\n", r"not valid YAML"),
         ("tasks:\n" + _TASK, r"missing 'name'"),
+        ("name: s\nnot_reproducible:\n  - {id: t1, family: vqa, reason: private}\ntasks:\n" + _TASK,
+         r"'t1' is also a runnable task"),
+        ("name: s\nnot_reproducible:\n  - {id: c1, family: vqa}\ntasks:\n" + _TASK, r"not_reproducible\[0\]: missing 'reason'"),
+        ("name: s\ncohorts: {A: {slides: /s, features: /f}}\ntasks:\n" + _TASK, r"cohorts\.A\.features: must contain"),
+        ("name: s\ncohorts: {A: {features: '/f/{encoder}'}}\ntasks:\n" + _TASK, r"cohorts\.A: missing 'slides'"),
+        ("name: s\ntasks:\n" + _TASK + "    reference: {gpfm: high}\n", r"reference\.gpfm: must be a number"),
     ],
 )
 def test_errors_are_clear(tmp_path: Path, text: str, expected: str) -> None:

@@ -30,8 +30,39 @@ PUBLIC_EXTERNAL = {
 }
 
 
+# GPFM NBME, 72 tasks (benchmark-protocols.md §9.1): per family, and how many of them are public
+NBME_COUNTS = {"wsi_classification": 40, "survival": 14, "roi_classification": 13, "roi_retrieval": 1, "vqa": 2,
+               "report_generation": 2}
+NBME_PUBLIC_WSI = {"tcga-nsclc", "cptac-nsclc", "tcga-rcc", "camelyon", "tcga-brca-subtyping", "bracs-3", "bracs-7",
+                   "panda", "tcga-luad-tp53", "tcga-gbmlgg-idh1", "ubc-ocean", "tcga-gbmlgg", "imp-crs",
+                   "tcga-stad-lauren", "ebrains-idh1", "ebrains-subtyping", "hancock"}
+NBME_NEW = {"tcga-gbmlgg", "tcga-stad-lauren", "ebrains-subtyping", "imp-crs", "hancock", "tcga-hnsc-survival",
+            "tcga-gbm-survival", "tcga-lgg-survival", "gashisdb", "wsi-vqa", "patchgastric-report"}
+
+
 def test_shipped_suites_listed() -> None:
-    assert {"gpfm_public", "lc25000_demo"} <= set(list_shipped_suites())
+    assert {"gpfm_public", "gpfm_nbme", "lc25000_demo"} <= set(list_shipped_suites())
+
+
+def test_gpfm_nbme_lists_all_72_tasks(tmp_path: Path) -> None:
+    suite = load_suite("gpfm_nbme", data_root=tmp_path, environ={})
+    families = Counter(t.family for t in suite.tasks) + Counter(p["family"] for p in suite.not_reproducible)
+    assert dict(families) == NBME_COUNTS and sum(families.values()) == suite.paper["tasks"] == 72
+    assert len(suite.tasks) == 49 and len(suite.not_reproducible) == 23
+    assert {t.id for t in suite.tasks if t.family == "wsi_classification"} == NBME_PUBLIC_WSI
+    assert NBME_NEW <= {t.id for t in suite.tasks}
+    assert all(p["id"].startswith(("center-", "gc-")) for p in suite.not_reproducible)
+    for task in suite.tasks:  # every runnable task says where its data comes from and how to put it in place
+        assert task.source and task.obtain and "${" not in task.obtain, task.id
+    # every slide-feature folder a task reads is a cohort that `bench --extract` can fill
+    features = {str(v) for t in suite.tasks for k, v in t.data.options.items() if k in ("features", "features_dir")}
+    assert features == {c["features"] for c in suite.cohorts_for().values()} == {
+        c["features"] for c in suite.cohorts.values()}
+    assert set(suite.references["average_rank"]) == {
+        "gpfm", "uni", "prov-gigapath", "phikon", "conch", "ctranspath", "chief", "plip", "resnet50-imagenet"}
+    from gpfm.models import PAPER_COMPARISON
+
+    assert set(suite.references["average_score"]) == set(PAPER_COMPARISON)  # every model of the table runs
 
 
 def test_gpfm_public_parses_without_data(tmp_path: Path) -> None:
@@ -55,7 +86,7 @@ def test_gpfm_public_parses_without_data(tmp_path: Path) -> None:
     assert moved.task("bach").data.options["root"] == "/datasets/roi/BACH"
 
 
-@pytest.mark.parametrize("name", ["gpfm_public", "lc25000_demo"])
+@pytest.mark.parametrize("name", ["gpfm_public", "gpfm_nbme", "lc25000_demo", "robustness_demo"])
 def test_named_protocols_and_loaders_are_registered(name: str, tmp_path: Path) -> None:
     """Every protocol and data kind a shipped suite names exists, and its options are accepted."""
     from gpfm.eval.protocol import PROTOCOLS
