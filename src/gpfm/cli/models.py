@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-
 models_app = typer.Typer(help="Encoders: list them (default) or verify a weights file.", no_args_is_help=False)
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}

@@ -123,8 +123,10 @@ def verify_encoder(
 
 
 def compare_fingerprints(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
-    """Whether two verify reports show the same features: same encoder and tiles, mean-embedding cosine ≥ 0.999
-    and tile norms within 0.5 %."""
+    """Whether two verify reports show the same features.
+
+    Same encoder and tile set, mean-embedding cosine ≥ 0.999 and tile norms within 0.5 %.
+    """
     if ours["encoder"] != theirs["encoder"] or ours["tiles"]["sha256"] != theirs["tiles"]["sha256"]:
         return {"comparable": False, "reason": "different encoder or tile set", "match": False}
     a = np.asarray(ours["fingerprint"]["mean_embedding"])
