@@ -227,3 +227,54 @@ def test_a_damaged_shipped_split_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(tcga_survival, "shipped_folds_path", lambda cohort: fake)
     with pytest.raises(Exception, match="differs from SHA256SUMS"):
         tcga_survival.load_shipped_folds("X")
+
+
+def test_bach_photos_layout(tmp_path, gpfm_cli):
+    src = tmp_path / "ICIAR2018_BACH_Challenge" / "Photos"
+    for k, cls in enumerate(("Benign", "InSitu", "Invasive", "Normal")):
+        for i in range(5):
+            _write_tile(src / cls / f"{cls[:2].lower()}{i:03d}.tif", 10 * k + i)
+    res = gpfm_cli("bench-import", "bach", tmp_path, "--data-root", tmp_path / "d")
+    assert res.code == 0, res.err
+    table = pd.read_csv(tmp_path / "d" / "roi" / "BACH" / "labels.csv")
+    assert len(table) == 20 and set(table["label"]) == {"Benign", "InSitu", "Invasive", "Normal"}
+    assert "no official labelled test set" in res.out and "published release has 400" in res.out
+
+
+def test_breakhis_is_patient_disjoint_at_one_magnification(tmp_path, gpfm_cli):
+    root = tmp_path / "BreaKHis_v1" / "histology_slides" / "breast"
+    seed = 0
+    for kind, subtype in (("benign", "tubular_adenoma"), ("benign", "fibroadenoma"), ("benign", "adenosis"),
+                          ("malignant", "ductal_carcinoma"), ("malignant", "mucinous_carcinoma")):
+        for p in range(4):
+            for mag in ("40X", "100X"):
+                for i in range(3):
+                    seed += 1
+                    _write_tile(root / kind / "SOB" / subtype / f"SOB_X_{subtype[:2]}-14-{p}" / mag / f"i{i}.png", seed)
+    res = gpfm_cli("bench-import", "breakhis", tmp_path / "BreaKHis_v1", "--data-root", tmp_path / "d")
+    assert res.code == 0, res.err
+    table = pd.read_csv(tmp_path / "d" / "roi" / "BreakHis" / "labels.csv")
+    assert set(table["label"]) == {"TA", "F", "DC", "MC"} and len(table) == 4 * 4 * 3  # 40X only, adenosis out
+    assert table.groupby("group")["split"].nunique().max() == 1  # no patient on both sides
+    assert all(set(part["split"]) == {"train", "test"} for _, part in table.groupby("label"))
+    assert "12 40X images of the other subtypes" in res.out
+
+
+def test_pcam_h5_becomes_png_tiles(tmp_path, gpfm_cli):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 6), ("valid", 2), ("test", 3)):
+        with h5py.File(tmp_path / f"camelyonpatch_level_2_split_{part}_x.h5", "w") as fh:
+            fh.create_dataset("x", data=rng.integers(0, 255, (n, 96, 96, 3), dtype=np.uint8))
+        with h5py.File(tmp_path / f"camelyonpatch_level_2_split_{part}_y.h5", "w") as fh:
+            fh.create_dataset("y", data=(np.arange(n) % 2).astype(np.uint8).reshape(n, 1, 1, 1))
+    res = gpfm_cli("bench-import", "pcam", tmp_path, "--data-root", tmp_path / "d")
+    assert res.code == 0, res.err
+    table = pd.read_csv(tmp_path / "d" / "roi" / "PCam" / "labels.csv")
+    assert table["split"].value_counts().to_dict() == {"train": 6, "test": 3, "val": 2}
+    with h5py.File(tmp_path / "camelyonpatch_level_2_split_test_x.h5") as fh:
+        first = fh["x"][1]
+    row = table[table["split"] == "test"].iloc[1]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "d" / "roi" / "PCam" / row["path"])), first)  # lossless
+    assert row["label"] == "tumor"
