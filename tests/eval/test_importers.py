@@ -260,8 +260,10 @@ def test_breakhis_is_patient_disjoint_at_one_magnification(tmp_path, gpfm_cli):
     assert "12 40X images of the other subtypes" in res.out
 
 
-def test_pcam_h5_becomes_png_tiles(tmp_path, gpfm_cli):
+def test_pcam_h5_becomes_png_tiles(tmp_path, gpfm_cli, monkeypatch):
     import h5py
+
+    from gpfm.eval.importers import checksums
 
     rng = np.random.default_rng(0)
     for part, n in (("train", 6), ("valid", 2), ("test", 3)):
@@ -269,6 +271,8 @@ def test_pcam_h5_becomes_png_tiles(tmp_path, gpfm_cli):
             fh.create_dataset("x", data=rng.integers(0, 255, (n, 96, 96, 3), dtype=np.uint8))
         with h5py.File(tmp_path / f"camelyonpatch_level_2_split_{part}_y.h5", "w") as fh:
             fh.create_dataset("y", data=(np.arange(n) % 2).astype(np.uint8).reshape(n, 1, 1, 1))
+    for f in tmp_path.glob("*.h5"):  # the replica's own "published" sums (the real ones are pinned in checksums)
+        monkeypatch.setitem(checksums.PUBLISHED, f.name, ("md5", checksums.file_digest(f, "md5"), "replica"))
     res = gpfm_cli("bench-import", "pcam", tmp_path, "--data-root", tmp_path / "d")
     assert res.code == 0, res.err
     table = pd.read_csv(tmp_path / "d" / "roi" / "PCam" / "labels.csv")
@@ -278,3 +282,26 @@ def test_pcam_h5_becomes_png_tiles(tmp_path, gpfm_cli):
     row = table[table["split"] == "test"].iloc[1]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "d" / "roi" / "PCam" / row["path"])), first)  # lossless
     assert row["label"] == "tumor"
+    with h5py.File(tmp_path / "camelyonpatch_level_2_split_valid_y.h5", "r+") as fh:  # damaged after download
+        fh["y"][0] = 1
+    res = gpfm_cli("bench-import", "pcam", tmp_path, "--data-root", tmp_path / "d2", "--overwrite")
+    assert res.code == 2 and "split_valid_y.h5: md5" in res.err and not (tmp_path / "d2").exists()
+
+
+def test_published_checksums_are_verified_when_the_archive_is_here(tmp_path, gpfm_cli, monkeypatch):
+    from gpfm.eval.importers import checksums
+
+    src = tmp_path / "dl"
+    for folder in ("NCT-CRC-HE-100K", "CRC-VAL-HE-7K"):
+        for cls in ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"):
+            _write_tile(src / folder / cls / f"{cls}-1.tif", 1)
+    archive = src / "NCT-CRC-HE-100K.zip"
+    archive.write_bytes(b"not the real zip")
+    res = gpfm_cli("bench-import", "crc-100k", src, "--data-root", tmp_path / "d")
+    assert res.code == 2 and not (tmp_path / "d" / "roi" / "CRC-100K" / "labels.csv").exists()
+    assert_one_line_error(res, str(archive), "035777cf327776a71a05c95da6d6325f", "download it again")
+    good = hashlib.md5(archive.read_bytes()).hexdigest()  # noqa: S324 - the published algorithm
+    monkeypatch.setitem(checksums.PUBLISHED, "NCT-CRC-HE-100K.zip", ("md5", good, "a test"))
+    res = gpfm_cli("bench-import", "crc-100k", src, "--data-root", tmp_path / "d")
+    assert res.code == 0 and f"NCT-CRC-HE-100K.zip: md5 matches the published {good}" in res.out
+    assert "CRC-VAL-HE-7K.zip: not here" in res.out

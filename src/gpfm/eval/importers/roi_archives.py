@@ -28,6 +28,7 @@ from PIL import Image
 
 from gpfm.errors import InputError
 from gpfm.eval.importers import IMPORTERS
+from gpfm.eval.importers.checksums import verify_published
 from gpfm.eval.importers.report import ImportReport, write_table
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
@@ -75,6 +76,8 @@ def import_crc100k(source: Path, data_root: Path, *, variant: str = "norm", over
             rows += [(_rel(p, out_dir), cls, part) for p in _images(cdir)]
     if report.missing:
         return report
+    if variant == "norm":
+        verify_published(["NCT-CRC-HE-100K.zip", "CRC-VAL-HE-7K.zip"], [source, source.parent], report)
     table = pd.DataFrame(rows, columns=["path", "label", "split"])
     _check_counts(report, name, table, CRC_PUBLISHED)
     report.found.append(f"{name}: {len(table)} images, 9 classes; official split "
@@ -226,6 +229,9 @@ def import_pcam(source: Path, data_root: Path, *, overwrite: bool = False) -> Im
     source, data_root = Path(source), Path(data_root)
     report = ImportReport("pcam", str(source))
     out_dir = data_root / "roi" / "PCam"
+    present = [f"camelyonpatch_level_2_split_{p}_{k}.h5" for p in PCAM_PARTS for k in ("x", "y")
+               if (source / f"camelyonpatch_level_2_split_{p}_{k}.h5").is_file()]
+    verify_published(present, [source], report)  # the inputs themselves: a damaged file never becomes tiles
     rows = []
     for part, split in PCAM_PARTS.items():
         xs, ys = (source / f"camelyonpatch_level_2_split_{part}_{k}.h5" for k in ("x", "y"))
