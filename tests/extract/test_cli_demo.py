@@ -93,7 +93,8 @@ def test_demo_on_a_given_slide_with_the_fallback_encoder(tmp_path, monkeypatch, 
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert FALLBACK_NOTICE in result.output
-    for name in ("features", "thumbnail", "tissue GeoJSON (QuPath)", "tile grid", "feature map (PCA)"):
+    for name in ("features", "thumbnail", "tissue GeoJSON (QuPath)", "tile grid", "feature map (PCA)",
+                 "heatmap (similarity)", "heatmap GeoJSON (QuPath)", "viewer (open in a browser)"):
         line = next(ln for ln in result.output.splitlines() if ln.strip().startswith(name))
         path = line.split()[-1]
         assert (tmp_path / "demo").as_posix() in path

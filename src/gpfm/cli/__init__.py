@@ -37,6 +37,7 @@ def _mount() -> None:
     from gpfm.cli import bench; bench.register(app)  # noqa: E702, I001
     from gpfm.cli import extract; extract.register(app)  # noqa: E702, I001
     from gpfm.cli import pretrain; pretrain.register(app)  # noqa: E702, I001
+    from gpfm.cli import heatmap; heatmap.register(app)  # noqa: E702, I001
 
 
 _mount()

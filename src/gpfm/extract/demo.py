@@ -60,6 +60,33 @@ def _coverage(patches: Path) -> str:
         return "?"
 
 
+def most_cellular_tile(slide_path: Path, coords, tile_size_level0: float) -> int:
+    """The tile with the darkest mean stain over a thumbnail (dense nuclei), among the tiles; the demo's query."""
+    import numpy as np
+
+    from gpfm.wsi import open_slide
+
+    with open_slide(slide_path) as slide:
+        scale = max(1.0, max(slide.dimensions) / 1024)
+        thumb = slide.read_scaled(scale).astype(np.float32).mean(axis=2)
+    side = max(1, int(tile_size_level0 / scale))
+    darkness = [255 - float(thumb[int(y / scale):int(y / scale) + side, int(x / scale):int(x / scale) + side].mean())
+                for x, y in np.asarray(coords, dtype=np.float64)]
+    return int(np.argmax(darkness))
+
+
+def demo_heatmap(features: Path, out_dir: Path, slide_path: Path, echo: Callable[[str], None]) -> dict[str, Path]:
+    """The demo's heatmap: similarity of every tile to the slide's most cellular tile, with the viewer."""
+    from gpfm.extract.heatmaps import read_slide_features, render, similarity_scores
+
+    sf = read_slide_features(features)
+    query = most_cellular_tile(slide_path, sf.coords, sf.tile_size_level0)
+    written = render(sf, similarity_scores(sf, query_tile=query), out_dir, slide_path=str(slide_path))
+    echo(f"heatmap: cosine similarity of every tile to tile {query}, the most cellular one (darkest stain)")
+    return {"heatmap (similarity)": written["png"], "heatmap GeoJSON (QuPath)": written["geojson"],
+            "heatmap TIFF": written["tiff"], "viewer (open in a browser)": written["viewer"]}
+
+
 def run_demo(
     slide: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "gpfm_demo",
@@ -129,6 +156,8 @@ def run_demo(
         outputs.pop("feature map (PCA)")
     if not outputs["tile QC"].is_file():  # a result made before QC existed
         outputs.pop("tile QC")
+    if state.n_tiles >= 2:
+        outputs.update(demo_heatmap(outputs["features"], out_dir / "heatmap", slide_path, echo))
     coverage = _coverage(outputs["coordinates"])
     echo(f"{state.n_tiles} tiles → {summary.encoder_metadata['dim']}-d features with {encoder} "
          f"({summary.encoder_metadata['precision']}); {state.n_excluded_tiles} excluded by tile QC; tissue "
