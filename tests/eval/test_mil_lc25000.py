@@ -95,6 +95,17 @@ def test_abmil_gpfm_learns_the_mil_rule_and_attends_to_tumour(lc25000_features, 
         assert (tmp_path / result.artifacts[kind]).is_file()
     curves = json.loads((tmp_path / result.artifacts["curves"]).read_text())
     assert curves["best_epoch"] == result.runs[0]["best_epoch"] and curves["monitor"] == "error"
+    # the trained model is saved and, reloaded, gives the very attention the protocol recorded (heatmaps of any
+    # slide then use the same model)
+    from gpfm.eval.mil.common import apply_model, load_model
+
+    fold = data.folds[0]
+    model, record = load_model(tmp_path / f"model_{fold.name}.pt")
+    assert record["encoder"] == "effnet" and record["kind"] == "classification" and record["in_dim"] == data.dim
+    i = int(fold.test[0])
+    attention, _ = apply_model(model, data.bags[i].numpy())
+    with h5py.File(tmp_path / result.artifacts["attention"]) as fh:
+        assert np.allclose(attention, fh[data.ids[i]][:], atol=1e-5)
     assert len(curves["train_loss"]) == result.runs[0]["epochs_run"]
 
 

@@ -205,6 +205,31 @@ def test_attention_of_a_case_bag_is_split_back_to_its_slide(cmu_features, tmp_pa
     assert_one_line_error(res, "no attention for slide 'not-in-the-run'")
 
 
+@pytest.mark.realdata
+def test_a_saved_mil_model_draws_attention_on_any_slide(cmu_features, tmp_path, gpfm_cli):
+    from gpfm.eval.mil import create_aggregator
+    from gpfm.eval.mil.common import apply_model, save_model
+    from gpfm.extract.heatmaps import read_slide_features
+
+    torch.manual_seed(0)
+    model = create_aggregator("abmil", in_dim=1280, n_outputs=2)
+    save_model(tmp_path, "fold0", model, "abmil", {}, 1280, 2, ["benign", "tumour"], EFFNET, "classification")
+    res = gpfm_cli("heatmap", cmu_features, "--out", tmp_path / "m", "--source", "attention", "--model",
+                   tmp_path / "model_fold0.pt", "--formats", "geojson")
+    assert res.code == 0, res.err
+    record = json.loads((tmp_path / "m" / "heatmap.json").read_text())
+    assert set(record["prediction"]) == {"benign", "tumour"} and abs(sum(record["prediction"].values()) - 1) < 1e-3
+    want, _ = apply_model(model.eval(), read_slide_features(cmu_features).features)
+    got = [f["properties"]["measurements"]["attention"] for f in
+           json.loads((tmp_path / "m" / "heatmap.geojson").read_text())["features"]]
+    assert np.allclose(got, want, atol=1e-6)
+    save_model(tmp_path, "other", model, "abmil", {}, 1280, 2, ["a", "b"], "uni", "classification")
+    res = gpfm_cli("heatmap", cmu_features, "--out", tmp_path / "n", "--source", "attention", "--model",
+                   tmp_path / "model_other.pt")
+    assert res.code == 2
+    assert_one_line_error(res, "trained on uni features")
+
+
 # ----------------------------------------------------------------------------- the viewer in Chromium
 
 

@@ -17,6 +17,8 @@ def heatmap(
     query_xy: str | None = typer.Option(None, "--query-xy", help="similarity: level-0 point X,Y of a tile."),
     query_geojson: Path | None = typer.Option(None, "--query-geojson", help="similarity: region drawn in QuPath."),
     attention: Path | None = typer.Option(None, "--attention", help="attention: a bench run's attention.h5."),
+    model: Path | None = typer.Option(None, "--model", help="attention: a bench run's model_<fold>.pt, applied "
+                                      "to this slide (any slide embedded with the same encoder)."),
     slide_id: str | None = typer.Option(None, "--slide-id", help="attention: the slide id in the task table."),
     probe_labels: Path | None = typer.Option(None, "--probe-labels", help="probe: CSV path,label of ROI images."),
     probe_class: str | None = typer.Option(None, "--probe-class", help="probe: the class whose probability."),
@@ -50,9 +52,12 @@ def heatmap(
         ts = hm.similarity_scores(sf, query_image=str(query_image) if query_image else None, query_tile=query_tile,
                                   query_xy=xy, query_geojson=str(query_geojson) if query_geojson else None,
                                   weights=weights, device=device)
+    elif source == "attention" and model is not None:
+        ts = _model_attention(sf, model)
     elif source == "attention":
         if attention is None:
-            raise InputError("--source attention needs --attention RUN/runs/<task>/<protocol>/<encoder>/attention.h5")
+            raise InputError("--source attention needs --model RUN/runs/<task>/<protocol>/<encoder>/model_<fold>.pt "
+                             "or --attention .../attention.h5")
         ts = hm.attention_scores(sf, attention, slide_id)
     elif source == "probe":
         if probe_labels is None or probe_class is None:
@@ -69,6 +74,30 @@ def heatmap(
                         cmap=cmap, alpha=alpha, size=size, top_k=top_k, viewer_max_side=viewer_max_side)
     typer.echo(f"{sf.path.stem}: {ts.label} of {len(ts.scores)} tiles ({norm} normalisation)")
     typer.echo(hm.describe(written))
+
+
+def _model_attention(sf, path: Path):  # noqa: ANN001, ANN202 - SlideFeatures -> TileScores
+    """Attention of a saved MIL model on this slide's features, with the model's prediction recorded."""
+    import numpy as np
+
+    from gpfm.errors import InputError
+    from gpfm.eval.mil.common import apply_model, load_model
+    from gpfm.extract.heatmaps import TileScores
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file; bench runs save model_<fold>.pt next to attention.h5")
+    model, record = load_model(path)
+    if record["encoder"] != sf.encoder or record["in_dim"] != sf.features.shape[1]:
+        raise InputError(f"{path}: trained on {record['encoder']} features ({record['in_dim']}-d), the slide has "
+                         f"{sf.encoder} ({sf.features.shape[1]}-d); use features of the same encoder")
+    attention, logits = apply_model(model, sf.features)
+    if attention is None:
+        raise InputError(f"{path}: aggregator {record['aggregator']!r} gives no per-tile attention")
+    meta = {"source": "attention", "model": str(path), "aggregator": record["aggregator"], "kind": record["kind"]}
+    if record["kind"] == "classification":
+        p = np.exp(logits - logits.max())
+        meta["prediction"] = dict(zip(record["outputs"], (p / p.sum()).round(4).tolist(), strict=True))
+    return TileScores(sf.coords, attention, "attention", meta)
 
 
 def register(app: typer.Typer) -> None:

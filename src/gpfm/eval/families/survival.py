@@ -34,7 +34,7 @@ from gpfm.eval.data.bags import load_survival_task
 from gpfm.eval.family import Family, register_family
 from gpfm.eval.metrics.survival import concordance_index
 from gpfm.eval.mil import create_aggregator
-from gpfm.eval.mil.common import check_bags, write_attention
+from gpfm.eval.mil.common import check_bags, save_model, write_attention
 from gpfm.eval.protocol import ProtocolResult, register_protocol, register_task_loader
 from gpfm.eval.survival.coxnet import fit_coxnet
 from gpfm.eval.survival.nll import quantile_bins
@@ -154,6 +154,9 @@ class _SurvivalMIL(SurvivalBase):
                 val_rows = fold.val if use_val else np.array([], dtype=np.int64)
                 fitted = fit(model, data.bags, fold.train, val_rows, objective, train_cfg)
                 first_seed = seed == cfg.seeds[0]
+                if first_seed:  # reusable on any slide: gpfm heatmap --source attention --model
+                    save_model(out_dir, fold.name, model, cfg.aggregator, cfg.aggregator_options, data.dim, n_out,
+                               [f"output{k}" for k in range(n_out)], encoder, "survival")
                 with cpu_threads(cfg.num_threads):
                     outputs, attn = predict(model, data.bags, fold.test, device, with_attention=first_seed)
                 risk = to_risk(outputs).numpy()

@@ -41,7 +41,7 @@ from gpfm.eval.metrics import (
 )
 from gpfm.eval.metrics.bootstrap import summarize_run_dicts
 from gpfm.eval.mil import create_aggregator
-from gpfm.eval.mil.common import check_bags, resolve_folds, slide_provenance, write_attention
+from gpfm.eval.mil.common import check_bags, resolve_folds, save_model, slide_provenance, write_attention
 from gpfm.eval.protocol import Protocol, ProtocolResult, register_protocol, register_task_loader
 from gpfm.eval.training import Objective, TrainConfig, cpu_threads, fit, predict, seed_everything
 from gpfm.runtime import resolve_device
@@ -179,6 +179,9 @@ class _MILProtocol(Protocol):
                 )
                 fitted = fit(model, data.bags, fold.train, fold.val, objective, train_cfg)
                 first_seed = seed == cfg.seeds[0]
+                if first_seed:  # reusable on any slide: gpfm heatmap --source attention --model
+                    save_model(out_dir, fold.name, model, cfg.aggregator, cfg.aggregator_options, data.dim,
+                               len(names), names, encoder, "classification")
                 with cpu_threads(cfg.num_threads):
                     logits, attn = predict(model, data.bags, fold.test, device, with_attention=first_seed)
                 proba = torch.softmax(logits, 1).numpy()

@@ -84,6 +84,40 @@ def write_attention(path: Path, data: BagDataset, scores: dict[str, np.ndarray])
     return written
 
 
+def save_model(out_dir: Path, fold: str, model: torch.nn.Module, aggregator: str, options: dict[str, Any],
+               in_dim: int, n_outputs: int, outputs: list[str], encoder: str, kind: str) -> str:
+    """Save a trained aggregator (``model_<fold>.pt``): its weights and what is needed to rebuild it.
+
+    ``gpfm heatmap --source attention --model FILE`` loads it to draw attention on ANY slide embedded with the same
+    encoder, not only the bags this run tested.
+    """
+    name = f"model_{fold}.pt"
+    record = {"aggregator": aggregator, "options": dict(options), "in_dim": int(in_dim), "n_outputs": int(n_outputs),
+              "outputs": list(outputs), "encoder": encoder, "kind": kind,
+              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    torch.save(record, Path(out_dir) / name)
+    return name
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model` (weights-only load) and return it with its record."""
+    from gpfm.eval.mil import create_aggregator
+
+    record = torch.load(Path(path), map_location="cpu", weights_only=True)
+    model = create_aggregator(record["aggregator"], in_dim=record["in_dim"], n_outputs=record["n_outputs"],
+                              **record["options"])
+    model.load_state_dict(record["state_dict"], strict=True)
+    return model.eval(), record
+
+
+def apply_model(model: torch.nn.Module, features: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """One bag through a loaded aggregator: ``(attention (N,) or None, logits (K,))``."""
+    with torch.inference_mode():
+        out = model(torch.as_tensor(np.asarray(features, dtype=np.float32)))
+    attention = None if out.attention is None else out.attention.float().numpy().reshape(-1)
+    return attention, out.logits.float().numpy().reshape(-1)
+
+
 def slide_provenance(
     protocol: Protocol, data: BagDataset, folds: list[FoldSplit], **extra: Any
 ) -> dict[str, Any]:
