@@ -46,6 +46,10 @@ class Encoder(nn.Module):
         self.weights_sha256 = weights_sha256
         self.weights_path = weights_path
         self.checkpoint_format = checkpoint_format
+        # chosen per encoder by measurement (EncoderSpec.memory_format); weights now, every input in embed/tokens
+        self.memory_format = torch.channels_last if spec.memory_format == "channels_last" else torch.contiguous_format
+        if spec.memory_format == "channels_last":
+            self.model.to(memory_format=torch.channels_last)
 
     @property
     def name(self) -> str:
@@ -77,7 +81,7 @@ class Encoder(nn.Module):
         Args:
             images: (B, 3, S, S) normalised tensor (see :attr:`transform`); moved to :attr:`device`.
         """
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         with autocast(self.device, self.precision):
             out = self.spec.forward_tokens(self.model, images).pooled
         return out.float()
@@ -85,7 +89,7 @@ class Encoder(nn.Module):
     @torch.inference_mode()
     def tokens(self, images: torch.Tensor) -> TokenOutput:
         """Token outputs in inference mode and this encoder's precision, cast to fp32."""
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         with autocast(self.device, self.precision):
             out = self.spec.forward_tokens(self.model, images)
         return TokenOutput(
@@ -113,6 +117,7 @@ class Encoder(nn.Module):
             "pooling": self.spec.pooling,
             "dim": self.spec.embed_dim,
             "precision": self.precision,
+            "memory_format": self.spec.memory_format,
             "transform": self.spec.preprocess.to_dict(),
             "tile_recipe": self.spec.tile_recipe,
             "is_pathology": self.spec.is_pathology,

@@ -96,6 +96,9 @@ class EncoderSpec:
             verify``: median cosine ≥ 0.9995 and 1st percentile ≥ 0.999 on real tiles) or the authors' own
             prescription; random-weight parity is never enough.
         half_precision_basis: where ``half_precision_ok`` comes from (required when it is not empty).
+        memory_format: ``contiguous`` (NCHW) or ``channels_last`` (NHWC) for weights and inputs, chosen by
+            measurement (``benchmarks/memory_format.py``) and applied by the encoder itself.
+        memory_format_basis: the measurement behind a non-default ``memory_format``.
         is_pathology: False for generic ImageNet models (said plainly wherever they stand in for GPFM).
         description: one line for ``gpfm models``.
         reference: paper or model card.
@@ -117,6 +120,8 @@ class EncoderSpec:
     tile_fov_um: float = 128.0
     half_precision_ok: frozenset[str] = field(default_factory=frozenset)
     half_precision_basis: str = ""
+    memory_format: Literal["contiguous", "channels_last"] = "contiguous"
+    memory_format_basis: str = ""
     is_pathology: bool = True
     description: str = ""
     reference: str = ""
@@ -137,6 +142,7 @@ class EncoderSpec:
             "weights_license": self.weights.license,
             "half_precision_ok": sorted(self.half_precision_ok),
             "half_precision_basis": self.half_precision_basis,
+            "memory_format": self.memory_format,
             "gated": self.weights.gated,
             "is_pathology": self.is_pathology,
         }
