@@ -69,6 +69,9 @@ register_encoder(
                              packaged=_torch_hub_file, license="BSD-3-Clause (torchvision)"),
         tile_recipe="trident-112um",
         tile_fov_um=112.0,
+        memory_format="channels_last",
+        memory_format_basis="benchmarks/memory_format.py, 16 real CMU tiles, AVX2 2 threads, fp32: 12.6 → 17.6 "
+                            "tiles/s (1.40×)",
         is_pathology=False,
         description="ImageNet ResNet-50 trunc (1024-d): the 'ResNet50' baseline of pathology papers",
         reference="He et al. 2016; Lu et al. 2021 (CLAM)",
