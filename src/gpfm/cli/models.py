@@ -9,9 +9,6 @@ import typer
 
 models_app = typer.Typer(help="Encoders: list them (default) or verify a weights file.", no_args_is_help=False)
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-
-
 @models_app.callback(invoke_without_command=True)
 def models(
     ctx: typer.Context,
@@ -52,11 +49,9 @@ def models(
 def _folder_tiles(folder: Path, n: int) -> list:
     from PIL import Image
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        from gpfm.errors import InputError
+    from gpfm.extract.images import list_images
 
-        raise InputError(f"{folder}: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}); pass a folder of tiles")
+    files = list_images(folder).paths  # a one-line error when there is none
     step = max(1, len(files) // n)
     return [Image.open(p).convert("RGB") for p in files[::step][:n]]
 

@@ -76,20 +76,15 @@ def read_slide_features(path: str | os.PathLike[str]) -> SlideFeatures:
         stored = read_features(path)
     except (KeyError, OSError) as exc:
         raise InputError(f"{path}: not a gpfm feature file ({exc}); pass a <slide>.h5 written by gpfm extract") from exc
-    feats, coords = stored["features"], stored["coords"]
-    verify_array(path, feats, stored["attrs"].get("features_sha256"), fix="delete it and rerun `gpfm extract`")
+    feats, coords, c, f = stored["features"], stored["coords"], stored["coords_attrs"], stored["attrs"]
+    if coords is None:
+        raise InputError(f"{path}: no 'coords' dataset; pass a feature file written by gpfm extract")
+    verify_array(path, feats, f.get("features_sha256"), fix="delete it and rerun `gpfm extract`")
+    tile = float(c.get("tile_size_level0_exact", c.get("patch_size_level0", 0)))
+    size = (int(c.get("level0_width", 0)), int(c.get("level0_height", 0)))
+    info = (str(c.get("slide_relpath", "")), str(f.get("encoder", "")), str(f.get("weights_sha256", "")),
+            float(c.get("mpp_level0_x", 0.0)))
     if not len(feats):
-        feats = None
-    with h5py.File(path, "r", locking=False) as fh:
-        if "coords" not in fh:
-            raise InputError(f"{path}: no 'coords' dataset; pass a feature file written by gpfm extract")
-        c = fh["coords"].attrs
-        f = fh["features"].attrs if "features" in fh else {}
-        tile = float(c.get("tile_size_level0_exact", c.get("patch_size_level0", 0)))
-        size = (int(c.get("level0_width", 0)), int(c.get("level0_height", 0)))
-        info = (str(c.get("slide_relpath", "")), str(f.get("encoder", "")), str(f.get("weights_sha256", "")),
-                float(c.get("mpp_level0_x", 0.0)))
-    if feats is None:
         raise InputError(f"{path}: the slide has no tissue tiles (empty features): nothing to draw")
     if tile <= 0 or min(size) <= 0:
         raise InputError(f"{path}: no tile size / slide size recorded on 'coords'; re-extract with gpfm extract")

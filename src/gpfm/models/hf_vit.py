@@ -97,17 +97,25 @@ def hf_to_timm(ckpt: Mapping[str, Any], layer_map: Mapping[str, str], fmt: str) 
         if target is None:
             raise CheckpointError(f"unmapped key {key!r} in a Hugging Face ViT checkpoint")
         out[f"blocks.{layer}.{target}" + ("" if kind == "lambda1" else f".{kind}")] = value
-    for (layer, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            raise CheckpointError(f"layer {layer}: incomplete q/k/v {kind} tensors ({sorted(parts)})")
-        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
-    for (layer, kind), parts in glu.items():
-        if set(parts) != {"gate", "up"}:
-            raise CheckpointError(f"layer {layer}: incomplete SwiGLU {kind} tensors ({sorted(parts)})")
-        out[f"blocks.{layer}.mlp.fc1.{kind}"] = torch.cat([parts["gate"], parts["up"]], dim=0)  # silu(gate) * up
+    out.update(stack_parts(qkv, ("query", "key", "value"), "attn.qkv", "q/k/v"))
+    out.update(stack_parts(glu, ("gate", "up"), "mlp.fc1", "SwiGLU"))  # silu(gate) * up, as timm's packed fc1
     if "reg_token" in out:
         out = fold_cls_position(out)
     return out, fmt
+
+
+def stack_parts(groups: Mapping[tuple[int, str], Mapping[str, torch.Tensor]], order: tuple[str, ...], target: str,
+                what: str) -> dict[str, torch.Tensor]:
+    """Concatenate per-layer projections split in the source (``order`` along dim 0) into ``blocks.N.<target>``.
+
+    ``groups`` maps ``(layer, weight|bias)`` to the parts found; an incomplete set names the layer.
+    """
+    out = {}
+    for (layer, kind), parts in groups.items():
+        if set(parts) != set(order):
+            raise CheckpointError(f"layer {layer}: incomplete {what} {kind} tensors ({sorted(parts)})")
+        out[f"blocks.{layer}.{target}.{kind}"] = torch.cat([parts[p] for p in order], dim=0)
+    return out
 
 
 def fold_cls_position(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -7,11 +7,11 @@ absent is reported ("not verified: the archive is not here") — the unpacked fo
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from gpfm.errors import InputError
 from gpfm.eval.importers.report import ImportReport
+from gpfm.hashing import file_digest
 
 _ZENODO_CRC = "Zenodo record 1214456 (as pinned by kaiko-ai/eva crc.py)"
 _PCAM = "basveeling/pcam release (as pinned by kaiko-ai/eva patch_camelyon.py)"
@@ -25,15 +25,6 @@ PUBLISHED: dict[str, tuple[str, str, str]] = {
     "camelyonpatch_level_2_split_test_x.h5": ("md5", "2614b2e6717d6356be141d9d6dbfcb7e", _PCAM),
     "camelyonpatch_level_2_split_test_y.h5": ("md5", "11ed647efe9fe457a4eb45df1dba19ba", _PCAM),
 }
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of a file, read in 8 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_published(names: list[str], folders: list[Path], report: ImportReport) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpfm.atomic import atomic_path
+from gpfm.atomic import write_text_atomic
 from gpfm.errors import InputError
 
 
@@ -54,7 +54,6 @@ def write_table(frame: pd.DataFrame, data_root: Path, relative: str, report: Imp
                              "into another --data-root")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
+        write_text_atomic(path, text)
     report.written[relative] = digest
     return path

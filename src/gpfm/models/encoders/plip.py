@@ -22,6 +22,7 @@ from torch import nn
 
 from gpfm.models.catalog import register_encoder
 from gpfm.models.checkpoints import CheckpointError
+from gpfm.models.hf_vit import stack_parts
 from gpfm.models.spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, EncoderSpec, Preprocess, TokenOutput, WeightSource
 
 
@@ -93,10 +94,7 @@ def hf_clip_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], s
                 out[f"blocks.{layer}.{_LAYER[name]}.{kind}"] = value
             else:
                 raise CheckpointError(f"unmapped key {key!r} in a CLIP vision tower")
-    for (layer, kind), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise CheckpointError(f"layer {layer}: incomplete q/k/v {kind} tensors ({sorted(parts)})")
-        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    out.update(stack_parts(qkv, ("q", "k", "v"), "attn.qkv", "q/k/v"))
     if "head.weight" not in out:
         raise CheckpointError("no visual_projection.weight: PLIP's embedding is the projected CLS; pass the full "
                               "CLIPModel checkpoint (pytorch_model.bin of vinid/plip)")
