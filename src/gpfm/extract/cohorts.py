@@ -85,7 +85,7 @@ def extract_cohort(
     slides = Path(slides)
     if not slides.exists():
         raise InputError(f"cohort {name}: slides {slides} do not exist; put the cohort's slides there (a folder or "
-                         "a slide_id,path manifest) or change the suite's cohorts.{name}.slides")
+                         f"a slide_id,path manifest) or change the suite's cohorts.{name}.slides")
     recipe = recipe or get_encoder_spec(encoder).tile_recipe
     job_dir = Path(jobs_root) / f"{name}__{recipe}"
     summary = extract_slides(slides, encoder=encoder, out_dir=job_dir, weights=weights, recipe=recipe,

@@ -258,7 +258,7 @@ def render(sf: SlideFeatures, ts: TileScores, out_dir: str | os.PathLike[str], *
     """Draw ``ts`` on the slide and write the requested exports into ``out_dir``; returns what was written."""
     from PIL import Image
 
-    from gpfm.atomic import write_json_atomic
+    from gpfm.atomic import atomic_path, write_json_atomic
     from gpfm.wsi import open_slide
     from gpfm.wsi.heatmap import make_heatmap, normalize_scores, overlay_image, scores_to_geojson, write_geojson
     from gpfm.wsi.pyramid import write_pyramidal_tiff
@@ -270,6 +270,8 @@ def render(sf: SlideFeatures, ts: TileScores, out_dir: str | os.PathLike[str], *
     if not slide_file.is_file():
         raise InputError(f"slide {slide_file} not found (recorded in {sf.path.name}); pass --slide")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; give a folder for the heatmap outputs")
     out.mkdir(parents=True, exist_ok=True)
     meta = {**ts.meta, "features": str(sf.path), "slide": str(slide_file), "n_tiles": len(ts.scores)}
     hm = make_heatmap(ts.coords, ts.scores, sf.tile_size_level0, sf.slide_size, max_side=size,
@@ -280,7 +282,8 @@ def render(sf: SlideFeatures, ts: TileScores, out_dir: str | os.PathLike[str], *
         thumb = slide.read_scaled(hm.scale)[: hm.values.shape[0], : hm.values.shape[1]]
         if "png" in formats:
             written["png"] = out / "heatmap.png"
-            Image.fromarray(overlay_image(thumb, hm, alpha)).save(written["png"])
+            with atomic_path(written["png"]) as tmp:
+                Image.fromarray(overlay_image(thumb, hm, alpha)).save(tmp, format="PNG")
         if "geojson" in formats:
             written["geojson"] = write_geojson(out / "heatmap.geojson",
                                                scores_to_geojson(ts.coords, sf.tile_size_level0, ts.scores, ts.label,

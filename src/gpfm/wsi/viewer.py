@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gpfm.errors import InputError
 from gpfm.wsi.deepzoom import write_deepzoom
 from gpfm.wsi.heatmap import Heatmap, colorize
 
@@ -82,7 +83,7 @@ aside {{ overflow-y: auto; padding: 8px; border-left: 1px solid #ccc; }}
   }});
   viewer.addHandler("open-failed", function (e) {{ errors.push("open-failed: " + e.message); report("error"); }});
   viewer.addHandler("tile-load-failed", function (e) {{ errors.push("tile-load-failed"); report("error"); }});
-  viewer.addHandler("tile-drawn", function () {{ state.drawn += 1; if (state.drawn % 8 === 1) report("drawn"); }});
+  viewer.addHandler("tile-drawn", function () {{ state.drawn += 1; report("drawn"); }});
   // tile under the mouse: bucket the tiles by their grid cell for an O(1) lookup
   var cell = GPFM.tile_size, buckets = {{}};
   GPFM.tiles.forEach(function (t, i) {{
@@ -139,12 +140,31 @@ def write_viewer(slide, out_dir: str | os.PathLike[str], heatmap: Heatmap, coord
         opacity: initial layer opacity.
         max_side: cap the deep-zoom resolution (None: full resolution).
     """
+    final = Path(out_dir)
+    if final.exists() and not (final / "tiles.js").is_file():
+        raise InputError(f"{final}: exists and is not a gpfm viewer; move it away or choose another --out")
+    # built beside, renamed into place at the end: an interrupted run never leaves a half viewer behind
+    out = final.with_name(final.name + ".partial")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        _fill(out, slide, heatmap, coords, scores, scores01, tile_size_level0, top_k, title, legend_png, opacity,
+              max_side)
+    except BaseException:  # Ctrl-C or a failure: no partial folder left behind
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    out.rename(final)
+    return final / "index.html"
+
+
+def _fill(out: Path, slide, heatmap: Heatmap, coords: np.ndarray, scores: np.ndarray, scores01: np.ndarray,
+          tile_size_level0: float, top_k: int, title: str, legend_png: np.ndarray | None, opacity: float,
+          max_side: int | None) -> None:
+    """Write every file of the viewer into ``out`` (see :func:`write_viewer`)."""
     from gpfm.wsi.heatmap import _legend
 
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     dz = write_deepzoom(slide, out, "slide", max_side=max_side)
     Image.fromarray(colorize(heatmap)).save(out / "heatmap.png")
     w = int(np.clip(heatmap.values.shape[1], 320, 600))
@@ -160,8 +180,8 @@ def write_viewer(slide, out_dir: str | os.PathLike[str], heatmap: Heatmap, coord
     for rank, i in enumerate(order.tolist(), start=1):
         x, y = (float(v) for v in coords[i])
         crop = slide.read_region(x, y, 0, (side, side))
-        Image.fromarray(crop).resize((192, 192), Image.Resampling.LANCZOS).save(out / "gallery" / f"top{rank:02d}.jpg",
-                                                                                 quality=88)
+        thumb = Image.fromarray(crop).resize((192, 192), Image.Resampling.LANCZOS)
+        thumb.save(out / "gallery" / f"top{rank:02d}.jpg", quality=88)
         figures.append(f'<figure onclick="gpfmGoto({i})"><img src="gallery/top{rank:02d}.jpg" alt="tile {i}">'
                        f"<figcaption>#{rank}: {html.escape(heatmap.label)} {float(scores[i]):.4g}</figcaption>"
                        "</figure>")
@@ -182,4 +202,3 @@ def write_viewer(slide, out_dir: str | os.PathLike[str], heatmap: Heatmap, coord
     page = out / "index.html"
     page.write_text(_PAGE.format(title=html.escape(title), opacity=int(opacity * 100), description=description,
                                  k=len(order), gallery="".join(figures), osd_version=osd_version))
-    return page
