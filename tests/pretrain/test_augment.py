@@ -129,14 +129,19 @@ def test_solarize_only_on_global_crop_2_and_not_in_pathology_preset() -> None:
 
 @pytest.mark.parametrize(("preset", "n_orientations"), [("dinov2", 2), ("pathology", 8)])
 def test_geometric_orientations(preset: str, n_orientations: int) -> None:
-    a = MultiCropAugmentation(preset=preset)  # type: ignore[arg-type]
-    a.global_1.crop = lambda image: image  # isolate flips and rotations
+    # the whole 8 px tile at 8 px: the crop is the identity, which isolates flips and rotations
+    a = MultiCropAugmentation(preset=preset, global_crops_scale=(1.0, 1.0), global_crops_size=8)  # type: ignore
     img = _image(8, seed=1)
-    seen = set()
+    seen, geometries = set(), set()
     for seed in range(200):
         torch.manual_seed(seed)
-        seen.add(a.global_1.geometric(img).tobytes())
+        crop, geometry = a.global_1.geometric(img)
+        seen.add(crop.tobytes())
+        geometries.add(tuple(geometry[4:].int().tolist()))
+        assert geometry[:4].tolist() == [0.0, 0.0, 1.0, 1.0]
     assert len(seen) == n_orientations
+    # the recorded flips/rotation say which orientation was drawn (pathology: 16 records, 8 distinct images)
+    assert len(geometries) == (2 if preset == "dinov2" else 16)
 
 
 def _synthetic_he(size: int = 32) -> Image.Image:

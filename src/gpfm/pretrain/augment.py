@@ -104,6 +104,11 @@ def hed_jitter(image: Image.Image, amount: float = HED_JITTER) -> Image.Image:
     return Image.fromarray((out * 255.0 + 0.5).astype(np.uint8))
 
 
+#: Columns of a global crop's geometry row (``global_crops_geometry``): box as fractions of the tile, flips, and
+#: counter-clockwise quarter turns applied after the flips.
+GEOMETRY_FIELDS = ("top", "left", "height", "width", "hflip", "vflip", "rot90")
+
+
 class _CropTransform:
     """One crop kind's pipeline (geometric, then photometric, then tensor + normalisation)."""
 
@@ -129,17 +134,28 @@ class _CropTransform:
         )
         self.normalize = normalize
 
-    def geometric(self, image: Image.Image) -> Image.Image:
-        image = self.crop(image)
+    def geometric(self, image: Image.Image) -> tuple[Image.Image, torch.Tensor]:
+        """The geometric crop and its geometry ``[top, left, height, width, hflip, vflip, rot90]``.
+
+        Box coordinates are fractions of the tile's height/width; ``rot90`` counts counter-clockwise quarter
+        turns, applied after the flips (:data:`GEOMETRY_FIELDS`). Same random draws as ``RandomResizedCrop``.
+        """
+        top, left, h, w = T.RandomResizedCrop.get_params(image, self.crop.scale, self.crop.ratio)
+        width, height = image.size
+        image = TF.resized_crop(image, top, left, h, w, self.crop.size, self.crop.interpolation,
+                                antialias=self.crop.antialias)
+        hflip = vflip = k = 0
         if torch.rand(()) < 0.5:
-            image = TF.hflip(image)
+            image, hflip = TF.hflip(image), 1
         if self.preset == "pathology":
             if torch.rand(()) < 0.5:
-                image = TF.vflip(image)
+                image, vflip = TF.vflip(image), 1
             k = int(torch.randint(0, 4, ()))
             if k:
                 image = image.rotate(90 * k)  # exact for square crops
-        return image
+        geometry = torch.tensor([top / height, left / width, h / height, w / width, hflip, vflip, k],
+                                dtype=torch.float64)
+        return image, geometry
 
     def photometric(self, image: Image.Image) -> Image.Image:
         image = self.grayscale(self.jitter(image))
@@ -147,9 +163,15 @@ class _CropTransform:
         return self.solarize(image) if self.solarize is not None else image
 
     def __call__(self, image: Image.Image, clean: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        geo = self.geometric(image)
+        return self.with_geometry(image, clean)[:2]
+
+    def with_geometry(
+        self, image: Image.Image, clean: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(augmented crop, clean crop or None, geometry) — see :meth:`geometric`."""
+        geo, geometry = self.geometric(image)
         clean_tensor = self.normalize(TF.to_tensor(geo)) if clean else None
-        return self.normalize(TF.to_tensor(self.photometric(geo))), clean_tensor
+        return self.normalize(TF.to_tensor(self.photometric(geo))), clean_tensor, geometry
 
 
 class MultiCropAugmentation:
@@ -228,17 +250,22 @@ class MultiCropAugmentation:
     def __call__(self, image: Image.Image, seed: int) -> dict[str, list[torch.Tensor]]:
         """Crops of ``image``: ``{"global_crops": [2 × (3,G,G)], "local_crops": [n × (3,L,L)]}``.
 
-        With ``clean_global_views`` the dict also holds ``global_crops_clean`` (2 × (3,G,G)).
+        ``global_crops_geometry`` holds each global crop's geometry (2 × (7,), :meth:`_CropTransform.geometric`);
+        with ``clean_global_views`` the dict also holds ``global_crops_clean`` (2 × (3,G,G)).
         """
         image = to_rgb(image)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.preset == "pathology" and torch.rand(()) < HED_JITTER_P:
                 image = hed_jitter(image)
-            g1, g1_clean = self.global_1(image, self.clean_global_views)
-            g2, g2_clean = self.global_2(image, self.clean_global_views)
+            g1, g1_clean, geo1 = self.global_1.with_geometry(image, self.clean_global_views)
+            g2, g2_clean, geo2 = self.global_2.with_geometry(image, self.clean_global_views)
             locals_ = [self.local(image)[0] for _ in range(self.local_crops_number)]
-        out: dict[str, list[torch.Tensor]] = {"global_crops": [g1, g2], "local_crops": locals_}
+        out: dict[str, list[torch.Tensor]] = {
+            "global_crops": [g1, g2],
+            "local_crops": locals_,
+            "global_crops_geometry": [geo1, geo2],
+        }
         if self.clean_global_views:
             out["global_crops_clean"] = [g1_clean, g2_clean]
         return out

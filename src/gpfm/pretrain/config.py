@@ -50,6 +50,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill.teacher_feature_norm": ("none", "ema_zscore"),
     "distill.cls_loss": ("cosine", "kl"),
     "distill.expert_view": ("augmented", "clean"),
+    "distill.expert_targets": ("live", "cached"),
+    "distill.expert_cache_dtype": ("fp16", "fp32"),
     "data.source": ("folder", "slides"),
     "data.blur_semantics": ("dinov2_inverted", "intended"),
     "data.aug_preset": ("dinov2", "pathology"),
@@ -295,6 +297,13 @@ def validate(cfg: PretrainConfig) -> None:
     stop = cfg.train.stop_at_iteration
     if stop is not None and not 0 < stop <= cfg.optim.total_iters:
         raise ConfigError(f"train.stop_at_iteration={stop} must lie in (0, {cfg.optim.total_iters}]")
+    if cfg.distill.expert_targets == "cached" and cfg.distill.expert_view != "clean":
+        raise ConfigError(
+            "distill.expert_targets=cached needs distill.expert_view=clean (the experts' view of a tile must not "
+            "change from step to step); set distill.expert_view=clean or distill.expert_targets=live"
+        )
+    if cfg.distill.expert_cache_size < 0:
+        raise ConfigError("distill.expert_cache_size must be ≥ 0 (0: each expert's own input size)")
     for size, name in ((cfg.data.global_crops_size, "global"), (cfg.data.local_crops_size, "local")):
         if size % cfg.student.patch_size:
             raise ConfigError(

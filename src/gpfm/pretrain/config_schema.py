@@ -156,6 +156,15 @@ class DistillConfig:
             dimensions, T = 1, the GPFM code's generic default).
         expert_view: ``augmented`` [F] (experts see the photometrically distorted crops) or ``clean`` [I,
             experimental, switch #14] (the same geometric crops without photometric changes).
+        expert_targets: ``live`` [F] (every step runs every expert on the batch) or ``cached`` [I, needs
+            ``expert_view=clean``]: each expert sees one fixed clean view of each tile (the whole tile at
+            ``expert_cache_size``), computed once and stored in HDF5 (:mod:`gpfm.pretrain.expert_cache`); the CLS
+            target is the tile's, the patch target is the tile's feature map resampled to each global crop's box,
+            flips and rotation. Experts are then not kept in memory while training.
+        expert_cache: folder of the target files (None: ``<train.output_dir>/expert_targets``); share it across
+            runs on the same tiles (a file is keyed by the tile list and the expert's weights).
+        expert_cache_size: side of the fixed view in px (0: each expert's own input size).
+        expert_cache_dtype: storage of the patch maps: ``fp16`` (half the disk; |Δ| ≤ 1e-3 relative) or ``fp32``.
         cos_weight: share of (1 − cos) in the patch loss (0.9).
         smooth_l1_weight: share of SmoothL1(β=1) in the patch loss (0.1).
     """
@@ -170,6 +179,10 @@ class DistillConfig:
     teacher_feature_norm: str = "none"
     cls_loss: str = "cosine"
     expert_view: str = "augmented"
+    expert_targets: str = "live"
+    expert_cache: str | None = None
+    expert_cache_size: int = 0
+    expert_cache_dtype: str = "fp16"
     cos_weight: float = 0.9
     smooth_l1_weight: float = 0.1
 

@@ -384,7 +384,7 @@ def collate_multicrop(
         crop-major; ``masks`` (2B, N) bool; ``n_masked`` int; ``mask_indices`` (n_masked,) flat indices into
         ``masks``; ``masks_weight`` (n_masked,) 1/n_i of each masked token's crop; ``upperbound`` (static
         bound when the mask function has ``upper_bound``); ``indices`` (B,); ``n_failed`` int; plus
-        ``global_crops_clean`` when the samples carry it.
+        ``global_crops_geometry`` (2B, 7) and ``global_crops_clean`` when the samples carry them.
     """
     if not samples:
         raise ValueError("collate_multicrop got an empty batch")
@@ -400,6 +400,10 @@ def collate_multicrop(
         "indices": torch.tensor([int(s.get("index", -1)) for s in samples]),
         "n_failed": int(sum(bool(s.get("failed", False)) for s in samples)),
     }
+    if "global_crops_geometry" in samples[0]:
+        out["global_crops_geometry"] = torch.stack(
+            [s["global_crops_geometry"][c] for c in range(n_global) for s in samples]
+        )
     if "global_crops_clean" in samples[0]:
         out["global_crops_clean"] = torch.stack(
             [s["global_crops_clean"][c] for c in range(n_global) for s in samples]

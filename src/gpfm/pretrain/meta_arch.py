@@ -24,6 +24,7 @@ from torch import nn
 
 from gpfm.pretrain.config import PretrainConfig
 from gpfm.pretrain.dist import reshard
+from gpfm.pretrain.expert_cache import CachedExpert
 from gpfm.pretrain.experts import ExpertTargets
 from gpfm.pretrain.heads import head_gains
 from gpfm.pretrain.losses import DINOLoss, ExpertClsKLLoss, ExpertClsLoss, ExpertPatchLoss, IBOTPatchLoss, KoLeoLoss
@@ -174,16 +175,23 @@ class MetaArch(nn.Module):
     def expert_targets(self, batch: dict) -> dict:
         """Each expert's CLS/patch targets on the same augmented global crops the student sees.
 
+        A :class:`~gpfm.pretrain.expert_cache.CachedExpert` instead looks its targets up by sample index and crop
+        geometry (``distill.expert_targets=cached``).
+
         Experts run under ``inference_mode``; their outputs are cloned into ordinary tensors because the
         losses' autograd graph may save them (SmoothL1).
         """
         crops = batch["global_crops"]
-        if self.cfg.distill.expert_view == "clean":
+        live = any(not isinstance(e, CachedExpert) for e in self._experts.values())
+        if live and self.cfg.distill.expert_view == "clean":
             if batch.get("global_crops_clean") is None:
                 raise ValueError("distill.expert_view=clean needs batches with global_crops_clean")
             crops = batch["global_crops_clean"]
         out = {}
         for name, expert in self._experts.items():
+            if isinstance(expert, CachedExpert):  # distill.expert_targets=cached: looked up, no forward
+                out[name] = expert.targets(batch["indices"], batch["global_crops_geometry"])
+                continue
             t = expert(crops)
             out[name] = t._replace(cls=t.cls.clone(), patch=None if t.patch is None else t.patch.clone())
         return out

