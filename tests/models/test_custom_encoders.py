@@ -85,3 +85,17 @@ def test_a_timm_model_extracts_a_real_slide(tmp_path, shared_data):
     assert state.status == "done", state.error
     feats = read_features(state.outputs["features"]["path"])["features"]
     assert feats.shape == (state.n_tiles, 512) and np.isfinite(feats).all()
+
+
+@pytest.mark.parametrize(("name", "grid", "dim"), [("timm:resnet18", (7, 7), 512),
+                                                   ("timm:vit_tiny_patch16_224", (14, 14), 192)])
+def test_timm_models_expose_their_spatial_tokens_as_patch_tokens(name, grid, dim):
+    """A CNN's map cells and a ViT's patch tokens (prefix dropped) are patch tokens: usable as an expert's patch target."""
+    from gpfm.pretrain.experts import Expert
+
+    enc = create_encoder(name, weights="random", device="cpu", precision="fp32", verbose=False)
+    assert enc.spec.token_dim == dim and enc.spec.patch_size == 224 // grid[0]
+    out = enc.tokens(torch.randn(2, 3, 224, 224))
+    assert out.grid == grid and out.patch.shape == (2, grid[0] * grid[1], dim) and out.pooled.shape == (2, dim)
+    expert = Expert(enc)
+    assert expert.has_patch_target and expert.patch_dim == dim

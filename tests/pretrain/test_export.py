@@ -49,6 +49,43 @@ def test_tiny_export_round_trip(tmp_path):
         load_strict(model, gpfm_to_timm(read_checkpoint(out / "model.safetensors"))[0], "x")
 
 
+def test_an_export_is_an_encoder_by_name_for_create_encoder_and_gpfm_embed(tmp_path):
+    """``pretrained:<folder>`` works wherever an encoder name does: create_encoder and the embed command."""
+    import h5py
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from gpfm.cli import app
+    from gpfm.errors import GpfmError
+
+    cfg = load_config(None, TINY, preset="tiny_cpu")
+    meta = MetaArch(cfg, torch.device("cpu"))
+    with torch.no_grad():
+        for p in meta.teacher.backbone.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = export_teacher(meta, tmp_path / "exp", iteration=3)
+    enc = create_encoder(f"pretrained:{out}", device="cpu", precision="fp32", verbose=False)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        ref = meta.teacher.backbone.forward_tokens(x)[:, 0]
+    assert torch.allclose(enc.embed(x), ref, atol=1e-5) and enc.weights_path.endswith("teacher_checkpoint.pth")
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(tiles / f"t{i}.png")
+    result = CliRunner().invoke(app, ["embed", str(tiles), "-o", str(tmp_path / "f.h5"), "-e", f"pretrained:{out}",
+                                      "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "f.h5", "r") as h5:
+        feats = h5["features"][:]
+    want = enc.embed(torch.stack([enc.transform(Image.open(tiles / f"t{i}.png")) for i in range(3)]))
+    assert feats.shape == (3, 32) and np.allclose(feats, want.numpy(), atol=1e-5)
+    with pytest.raises(GpfmError, match="pretrain-export"):
+        create_encoder(f"pretrained:{tmp_path / 'nothing'}", device="cpu")
+
+
 @pytest.mark.slow
 def test_vitl14_export_loads_through_create_encoder(tmp_path):
     torch.manual_seed(0)

@@ -3,7 +3,8 @@
 An encoder is added by one file in ``gpfm/models/encoders/`` that calls :func:`register_encoder` with an
 :class:`~gpfm.models.spec.EncoderSpec`; the first lookup imports every file of that folder and calls the
 ``gpfm.encoders`` entry points of installed plugins. ``timm:<model_name>`` names any timm model
-(:mod:`gpfm.models.custom`).
+(:mod:`gpfm.models.custom`); ``pretrained:<folder>`` a student exported by ``gpfm pretrain-export``
+(:mod:`gpfm.models.exported`).
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ def list_encoders() -> list[str]:
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
-    """The registry entry for ``name``; ``timm:<model>`` builds one for any timm model (raises when unknown)."""
+    """The registry entry for ``name``; ``timm:<model>`` builds one for any timm model, ``pretrained:<folder>``
+    reads an export folder (raises when unknown)."""
     from gpfm.models.custom import TIMM_PREFIX, timm_spec
+    from gpfm.models.exported import PRETRAINED_PREFIX, exported_spec
 
     _load_plugins()
     if name.startswith(TIMM_PREFIX) and name not in ENCODERS:
         register_encoder(timm_spec(name))
+    if name.startswith(PRETRAINED_PREFIX):  # read afresh: the folder may have been re-exported since
+        return exported_spec(name[len(PRETRAINED_PREFIX):], name=name)
     return ENCODERS.get(name)

@@ -41,7 +41,21 @@ class PluginError(GpfmError):
 
 
 def _pooled_tokens(model: nn.Module, images: torch.Tensor) -> TokenOutput:
-    pooled = model.forward_head(model.forward_features(images), pre_logits=True)
+    """Pooled pre-logits as the embedding; the spatial tokens as patch tokens when the model has them.
+
+    A CNN's ``forward_features`` is a (B, C, h, w) map (its cells are the tokens); a ViT's is (B, prefix + h·w, D)
+    (the prefix tokens are dropped). Other shapes give no patch tokens.
+    """
+    feats = model.forward_features(images)
+    pooled = model.forward_head(feats, pre_logits=True)
+    if feats.ndim == 4:
+        b, c, h, w = feats.shape
+        return TokenOutput(cls=pooled, patch=feats.flatten(2).transpose(1, 2), grid=(h, w), pooled=pooled)
+    prefix = int(getattr(model, "num_prefix_tokens", 0))
+    n = feats.shape[1] - prefix if feats.ndim == 3 else 0
+    side = int(round(n**0.5))
+    if n and side * side == n:
+        return TokenOutput(cls=pooled, patch=feats[:, prefix:], grid=(side, side), pooled=pooled)
     return TokenOutput(cls=pooled, patch=None, grid=None, pooled=pooled)
 
 
@@ -69,9 +83,13 @@ def timm_spec(name: str) -> EncoderSpec:
     size = int((cfg.get("input_size") or (3, 224, 224))[-1])
     mean = tuple(cfg.get("mean") or (0.485, 0.456, 0.406))
     std = tuple(cfg.get("std") or (0.229, 0.224, 0.225))
+    with torch.inference_mode():  # one forward of the random model tells whether it has spatial tokens
+        tokens = _pooled_tokens(probe.eval(), torch.zeros(1, 3, size, size))
+    token_dim = None if tokens.patch is None else int(tokens.patch.shape[-1])
+    stride = None if tokens.grid is None else size // tokens.grid[0]
     return EncoderSpec(
         name=name, architecture=f"timm {model_name}", build=build, convert_state_dict=_convert,
-        forward_tokens=_pooled_tokens, embed_dim=int(probe.num_features), token_dim=None, patch_size=None,
+        forward_tokens=_pooled_tokens, embed_dim=int(probe.num_features), token_dim=token_dim, patch_size=stride,
         num_prefix_tokens=0, pooling="pooled",
         preprocess=Preprocess(input_size=size, mean=mean, std=std, interpolation="bicubic", norm_name="timm"),
         weights=WeightSource(env_var="GPFM_TIMM_WEIGHTS", license="as the weights file's source says",

@@ -28,11 +28,8 @@ from gpfm.models.checkpoints import (
     save_torch_atomic,
     timm_to_gpfm_teacher,
 )
-from gpfm.models.vit import ViTConfig, build_vit, vit_cls_tokens
-
-FORMAT_A_FILE = "teacher_checkpoint.pth"
-FORMAT_B_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from gpfm.models.exported import CONFIG_FILE, FORMAT_A_FILE, FORMAT_B_FILE  # noqa: F401 (decided there)
+from gpfm.models.vit import ViTConfig
 
 
 def _encoder_vit_config(cfg: ViTConfig) -> ViTConfig:
@@ -129,31 +126,15 @@ def load_exported_encoder(
 ):
     """Build the ViT described by ``config.json`` and load the format-A teacher strictly → :class:`Encoder`.
 
+    The same as ``create_encoder("pretrained:<export_dir>")`` (:mod:`gpfm.models.exported`).
+
     Args:
         export_dir: folder written by :func:`export_teacher` / :func:`export_checkpoint`.
         device: where to put the encoder.
         precision: ``fp32``/``bf16``/None (hardware default).
     """
     from gpfm.models import create_encoder
-    from gpfm.models.spec import EncoderSpec, Preprocess, WeightSource
+    from gpfm.models.exported import exported_spec
 
-    folder = Path(export_dir)
-    info = json.loads((folder / CONFIG_FILE).read_text())
-    vit_cfg = ViTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["vit"].items()})
-    path = folder / FORMAT_A_FILE
-    spec = EncoderSpec(
-        name=f"pretrained:{folder.name}",
-        architecture=f"ViT {vit_cfg.embed_dim}x{vit_cfg.depth}/{vit_cfg.patch_size} exported EMA teacher",
-        build=lambda: build_vit(vit_cfg),
-        convert_state_dict=gpfm_to_timm,
-        forward_tokens=vit_cls_tokens,
-        embed_dim=vit_cfg.embed_dim,
-        token_dim=vit_cfg.embed_dim,
-        patch_size=vit_cfg.patch_size,
-        num_prefix_tokens=vit_cfg.num_prefix_tokens,
-        pooling="cls",
-        preprocess=Preprocess(input_size=vit_cfg.img_size, interpolation="bicubic", resize="direct"),
-        weights=WeightSource(env_var="GPFM_PRETRAINED_WEIGHTS", license="as the training data allows"),
-        description="EMA teacher exported by gpfm pretrain-export",
-    )
-    return create_encoder(spec, weights=path, device=device, precision=precision, verbose=False)
+    spec = exported_spec(export_dir, name=f"pretrained:{Path(export_dir).name}")
+    return create_encoder(spec, weights=spec.weights.packaged(), device=device, precision=precision, verbose=False)
