@@ -3,7 +3,11 @@
 Each variant runs ``gpfm.pretrain.train.train`` in its own subprocess (so the peak RSS is its own) on the real
 LC25000 tiles (``../shared/data``), logging every iteration; the first ``--warmup`` iterations are excluded.
 Reported: images/s, seconds per step by phase (data, EMA teacher, experts, student forward + losses,
-backward, optimizer, EMA update), data-wait fraction and peak memory.
+backward, optimizer, EMA update), data-wait fraction, peak memory, and the **compute floor**: the same model
+work on the same crops in plain torch, measured in the same process right after training (teacher forward, each
+live expert's forward, student forward + backward of a plain sum; no data loading, losses, optimizer or EMA),
+and ``step_over_floor`` = step seconds ÷ floor seconds. ``ssl_plus_expert_cached`` reads the expert's targets
+from the cache (``distill.expert_targets=cached``): its floor has no expert forward.
 
 Usage: PYTHONPATH=src python benchmarks/pretrain_throughput.py [--steps 12] [--warmup 2] [--out FILE]
 """
@@ -23,7 +27,54 @@ LC = REPO.parent / "shared" / "data" / "patches" / "lc25000_lung_224"
 VARIANTS = {
     "ssl_only": ["distill.experts=[]"],
     "ssl_plus_expert": [],  # tiny_cpu: EfficientNet-Lite0 ImageNet expert (cls 1.0, patch 0.25)
+    "ssl_plus_expert_cached": ["distill.expert_view=clean", "distill.expert_targets=cached"],
 }
+
+
+def compute_floor(cfg, steps: int, warmup: int) -> float:
+    """Mean seconds of the step's model compute on the run's own first batches, in plain torch.
+
+    The teacher forward (no grad), every live expert's forward and the student's forward + backward of the
+    sum of its outputs, on the batches the run drew (same seed, same crops, same masks).
+    """
+    import time
+
+    import torch
+
+    from gpfm.pretrain.dist import DistInfo
+    from gpfm.pretrain.meta_arch import MetaArch, build_experts
+    from gpfm.pretrain.train import _seed_everything, batch_stream, iteration_masks
+
+    device = torch.device("cpu")
+    _seed_everything(cfg.train.seed, 0)
+    live = cfg.distill.expert_targets == "live"
+    experts = build_experts(cfg, device) if live else {}
+    meta = MetaArch(cfg, device, experts=experts or None) if live else None
+    info = DistInfo(device=device)
+    if meta is None:  # cached targets: the floor has no expert forward; heads sized as in the run
+        from gpfm.pretrain.train import _cached_experts, build_dataset
+
+        meta = MetaArch(cfg, device, experts=_cached_experts(cfg, info, None, build_dataset(cfg)))
+    stream = batch_stream(cfg, info, 0)
+    meta.student.train()
+    times = []
+    for it in range(steps):
+        batch = next(stream)
+        masks = iteration_masks(cfg, 0, it, batch["global_crops"].shape[0])
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            meta.teacher(batch["global_crops"], masks)
+        crops = batch["global_crops_clean"] if cfg.distill.expert_view == "clean" else batch["global_crops"]
+        for expert in (meta.experts.values() if live else ()):
+            expert(crops)
+        out = meta.student(batch["global_crops"], batch["local_crops"], masks)
+        total = out.dino_logits.sum() + out.ibot_logits.sum() + out.global_cls.sum()
+        total = total + sum(v.sum() for v in out.distill_cls.values()) + sum(v.sum() for v in out.distill_patch.values())
+        total.backward()
+        meta.student.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return sum(times[warmup:]) / len(times[warmup:])
+
 
 
 def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
@@ -48,6 +99,7 @@ def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
         )
         train(cfg)
         records = read_metrics(Path(tmp) / "metrics.jsonl")[warmup:]
+        floor = compute_floor(cfg, steps, warmup)
     n = len(records)
     phases = sorted({k for r in records for k in r if k.startswith("time/")})
     step = sum(sum(r[k] for k in phases) for r in records) / n
@@ -64,6 +116,8 @@ def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
         "phase_seconds": {
             k.removeprefix("time/"): round(sum(r.get(k, 0.0) for r in records) / n, 4) for k in phases
         },
+        "compute_floor_seconds": round(floor, 3),
+        "step_over_floor": round(step / floor, 3),
         "data_wait_fraction": round(sum(r["data_wait_fraction"] for r in records) / n, 3),
         "peak_rss_mb": round(max(r["peak_mem_mb"] for r in records), 1),
     }
@@ -102,7 +156,10 @@ def main() -> None:
             cmd += ["--override", o]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    report = {"benchmark": "pretrain_throughput", "machine": machine_info(), "results": results}
+    import torch
+
+    report = {"benchmark": "pretrain_throughput", "machine": machine_info(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "results": results}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

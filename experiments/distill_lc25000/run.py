@@ -36,28 +36,21 @@ LC = DATA / "patches" / "lc25000_lung_224"
 EXPERT = "efficientnet-lite0-imagenet"
 
 
-def dihedral_ahash(path: Path) -> str:
-    """Rotation/flip-invariant average hash: the smallest 8x8 aHash over the 8 dihedral transforms."""
-    img = np.asarray(Image.open(path).convert("L").resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
-    codes = []
-    for k in range(4):
-        for flip in (False, True):
-            a = np.rot90(img, k)
-            a = a[:, ::-1] if flip else a
-            codes.append("".join("1" if v else "0" for v in (a > a.mean()).ravel()))
-    return min(codes)
-
-
 def split_lc25000(seed: int = 0) -> dict:
     """Rows, labels and the duplicate-aware probe split of LC25000."""
-    from gpfm.eval.data.splits import check_groups_disjoint, merge_groups, stratified_group_split
+    from gpfm.eval.data.splits import (
+        check_groups_disjoint,
+        dihedral_average_hash,
+        merge_groups,
+        stratified_group_split,
+    )
 
     with open(LC / "labels.csv", newline="") as fh:
         rows = sorted(csv.DictReader(fh), key=lambda r: r["file"])
     names = sorted({r["label"] for r in rows})
     labels = np.array([names.index(r["label"]) for r in rows])
     paths = [LC / r["file"] for r in rows]
-    groups = merge_groups([r["sha256"] for r in rows], [dihedral_ahash(p) for p in paths])
+    groups = merge_groups([r["sha256"] for r in rows], [dihedral_average_hash(p) for p in paths])
     split = stratified_group_split(labels, groups, test_size=0.3, val_size=0.0, seed=seed)
     check_groups_disjoint(split, groups)
     return {"paths": paths, "labels": labels, "names": names, "split": split, "groups": groups}

@@ -40,6 +40,25 @@ def normalize_split_name(value: str, where: str = "split column") -> str:
     return name
 
 
+def dihedral_average_hash(image) -> str:
+    """Rotation/flip-invariant 8×8 average hash: the smallest aHash over the 8 dihedral transforms.
+
+    Sets augmented by rotating and flipping source images (LC25000) give the same hash for the copies of one
+    source image; pass it to :func:`merge_groups` beside the content hash. ``image`` is a path or a PIL image.
+    """
+    from PIL import Image
+
+    img = image if isinstance(image, Image.Image) else Image.open(image)
+    a0 = np.asarray(img.convert("L").resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
+    codes = []
+    for k in range(4):
+        for flip in (False, True):
+            a = np.rot90(a0, k)
+            a = a[:, ::-1] if flip else a
+            codes.append("".join("1" if v else "0" for v in (a > a.mean()).ravel()))
+    return min(codes)
+
+
 def merge_groups(*keys: Sequence[str] | None) -> np.ndarray:
     """Union-find over several grouping keys: items sharing any key value end up in one group.
 
