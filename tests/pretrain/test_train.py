@@ -137,6 +137,21 @@ def test_resume_is_bit_exact(straight_run, tmp_path, lc25000_dir, expert):
 
 @pytest.mark.slow
 @pytest.mark.realdata
+def test_worker_processes_give_the_same_run_and_resume_bit_exactly(straight_run, tmp_path, lc25000_dir, expert):
+    """Augmentation in 2 worker processes (killed and restarted at the resume) = the in-process run, bit for bit."""
+    run, _ = straight_run
+    workers = ("data.num_workers=2",)
+    train(tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=3", *workers), experts=expert)
+    train(tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=6", *workers), experts=expert)
+    a = load_checkpoint(list_checkpoints(run)[-1])
+    b = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert a["iteration"] == b["iteration"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_nan_stops_with_last_checkpoint_intact(tmp_path, lc25000_dir, expert, monkeypatch):
     cfg = tiny_cfg(tmp_path, lc25000_dir, "train.stop_at_iteration=6")
     real = MetaArch.loss_terms
