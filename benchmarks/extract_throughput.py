@@ -100,6 +100,11 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
         e2e_passes.append(embed_slide(slide, grid, enc, batch_size=batch, workers=args.workers,
                                       block_k=args.block_k, qc=qc_preset(args.qc)))
     n = len(grid)
+    from gpfm.flops import compute_limit, forward_flops_per_item
+
+    size = enc.spec.preprocess.input_size
+    limit = compute_limit(forward_flops_per_item(enc.model, torch.zeros(1, 3, size, size, device=enc.device)),
+                          enc.device, enc.precision)
     encoder_s = min(encoder_passes)
     best = min(e2e_passes, key=lambda r: r.total_s)
     e2e, enc_only = n / best.total_s, n / encoder_s
@@ -115,6 +120,14 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
         "overlap_efficiency": round(best.encode_s / best.total_s, 4),
         "e2e_read_wait_s": round(best.read_wait_s, 3), "e2e_encode_s": round(best.encode_s, 3),
         "read_s_per_encode_s": round(read_s / encoder_s, 4),
+        "gflops_per_tile": round(limit["flops_per_item"] / 1e9, 3),
+        "achieved_tflops_encoder_only": round(enc_only * limit["flops_per_item"] / 1e12, 3),
+        "compute_limit_tiles_per_s": None if limit["compute_limit_per_s"] is None
+        else round(limit["compute_limit_per_s"], 1),
+        "encoder_only_fraction_of_limit": None if limit["compute_limit_per_s"] is None
+        else round(enc_only / limit["compute_limit_per_s"], 3),
+        "end_to_end_fraction_of_limit": None if limit["compute_limit_per_s"] is None
+        else round(e2e / limit["compute_limit_per_s"], 3),
         **_peak_rss_mb(),
     }
 

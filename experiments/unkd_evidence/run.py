@@ -183,6 +183,20 @@ def student_config(variant: str, out: Path, tiles: Path, steps: int, seed: int, 
     return load_config(None, overrides, preset="tiny_cpu")
 
 
+def random_init_export(seed: int, args, tiles: Path) -> Path:
+    """The untrained student (same seed and architecture) exported like the trained ones: the floor to beat."""
+    from gpfm.pretrain.export import export_teacher
+    from gpfm.pretrain.meta_arch import MetaArch
+    from gpfm.pretrain.train import _seed_everything
+
+    export = args.out / "students" / f"random_init_seed{seed}" / "export"
+    if not (export / "config.json").is_file():
+        cfg = student_config("ssl", export.parent, tiles, args.steps, seed, [], args.out / "expert_cache")
+        _seed_everything(seed, 0)
+        export_teacher(MetaArch(cfg, torch.device("cpu"), experts={}), export, iteration=0)
+    return export
+
+
 def train_student(variant: str, seed: int, args, tiles: Path, experts: list[dict]) -> tuple[Path, float]:
     """Train (or reuse) one student and export its EMA teacher; returns (export folder, train seconds)."""
     from gpfm.pretrain.export import export_checkpoint
@@ -331,6 +345,28 @@ def plot_curves(out: Path, runs: dict[str, Path], ln_k: float) -> None:
     plt.close(fig)
 
 
+def write_report(out: Path, summary: dict) -> str:
+    """``results.md``: balanced accuracy (95 % CI) per held-out set and method, mean and average rank."""
+    columns = [f"{n}/{m}" for n in SETS for m in ("linear", "knn")]
+    head = "| model | " + " | ".join(c.replace("/", " · ") for c in columns) + " | mean | avg rank |"
+    lines = [head, "|" + "---|" * (len(columns) + 3)]
+    for model, per in summary["scores"].items():
+        cells = [f"{per[c]['balanced_accuracy']:.3f} ({per[c]['ci95'][0]:.2f}–{per[c]['ci95'][1]:.2f})"
+                 for c in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {summary['mean_balanced_accuracy'][model]:.3f} | "
+                     f"{summary['average_rank'][model]:.2f} |")
+    seeds = summary["seeds"]
+    spread = ["", "Per-seed balanced accuracy of the students (linear · kNN):", ""]
+    for model, per in summary["scores"].items():
+        if model.startswith("student"):
+            spread.append(f"* {model}: " + "; ".join(
+                f"{c}: {', '.join(f'{v:.3f}' for v in per[c]['per_seed'])}" for c in columns))
+    text = "\n".join([f"Students: {len(seeds)} seeds ({', '.join(map(str, seeds))}), {summary['steps']} steps each.", "",
+                      *lines, *spread]) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
 # ---- main -------------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -386,6 +422,10 @@ def main() -> None:
         encoders[f"expert: {name}"] = [lambda n=name: create_encoder(n, device="cpu", precision="fp32", verbose=False)]
     encoders["expert: lite0 fine-tuned on LC25000 (pathology)"] = [
         lambda: create_encoder(PATH_EXPERT, weights=path_weights, device="cpu", precision="fp32", verbose=False)]
+    random_exports = [random_init_export(s, args, tiles) for s in seeds]
+    encoders["student: random init (untrained)"] = [
+        lambda e=e: create_encoder(f"pretrained:{e}", device="cpu", precision="fp32", verbose=False)
+        for e in random_exports]
     for variant in VARIANTS:
         encoders[f"student: {variant}"] = [
             lambda e=exports[(variant, s)]: create_encoder(f"pretrained:{e}", device="cpu", precision="fp32",
@@ -440,6 +480,7 @@ def main() -> None:
             "SSL, previous recipe (seed 0)": old_metrics}
     cfg = student_config("ssl", args.out, tiles, args.steps, 0, [], args.out / "expert_cache")
     plot_curves(args.out, runs, float(np.log(cfg.heads.dino_out_dim)))
+    print(write_report(args.out, summary))
     print(json.dumps({k: summary[k] for k in ("mean_balanced_accuracy", "average_rank", "step_time",
                                               "total_seconds")}, indent=2))
 
