@@ -16,7 +16,7 @@ from tests.faults._helpers import assert_one_line_error, gpfm_cli  # noqa: F401 
 def _packaged_effnet() -> str:
     from gpfm.models.encoders.efficientnet import _packaged_path
 
-    return _packaged_path()
+    return _packaged_path(0)
 
 
 @pytest.fixture(scope="module")

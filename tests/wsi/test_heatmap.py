@@ -3,11 +3,8 @@ viewer page in headless Chromium."""
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -18,6 +15,7 @@ import torch
 from PIL import Image
 
 from gpfm.wsi.heatmap import Heatmap, colorize, make_heatmap, normalize_scores, overlay_image, rasterize
+from tests.browser_pipe import wait_for_page
 from tests.conftest import shared_path
 from tests.faults._helpers import assert_one_line_error, gpfm_cli  # noqa: F401 - fixture
 
@@ -124,7 +122,7 @@ def test_query_image_region_and_point(cmu_features, tmp_path, gpfm_cli):
 
     tum = shared_path("patches", "nct_crc_he_100k_samples", "TUM-AACHEHDV.tif")
     res = gpfm_cli("heatmap", cmu_features, "--out", tmp_path / "a", "--query-image", tum, "--weights",
-                   _packaged_path(), "--formats", "png")
+                   _packaged_path(0), "--formats", "png")
     assert res.code == 0, res.err
     # other weights than those that made the features: refused, named
     res = gpfm_cli("heatmap", cmu_features, "--out", tmp_path / "b", "--query-image", tum, "--formats", "png",
@@ -163,7 +161,7 @@ def test_probe_and_h5_sources(cmu_features, tmp_path, gpfm_cli):
         (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(lung / p, tmp_path / p)
     res = gpfm_cli("heatmap", cmu_features, "--out", tmp_path / "p", "--source", "probe", "--probe-labels", lung_csv,
-                   "--probe-class", "lung_aca", "--weights", _packaged_path(), "--norm", "none", "--formats",
+                   "--probe-class", "lung_aca", "--weights", _packaged_path(0), "--norm", "none", "--formats",
                    "png,geojson")
     assert res.code == 0, res.err
     measurements = [f["properties"]["measurements"]["P(lung_aca)"] for f in
@@ -233,29 +231,17 @@ def test_a_saved_mil_model_draws_attention_on_any_slide(cmu_features, tmp_path, 
 # ----------------------------------------------------------------------------- the viewer in Chromium
 
 
-def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+def _check(url: str, profile: Path, screenshot: Path | None = None) -> tuple[dict, list[str]]:
+    """The page's self-check and console once a tile was drawn (or an error was caught) and the count stopped
+    changing, waited for in real time: a virtual-time budget dumped the page before its first tile in about a
+    third of the runs."""
+    def drawn_or_failed(value) -> bool:
+        check = json.loads(value) if value else {}
+        return check.get("drawn", 0) > 0 or bool(check.get("errors"))
 
-
-def _check(url: str, profile: Path, attempts: int = 3) -> tuple[dict, list[str]]:
-    """The page's self-check and console; reloaded when no tile was drawn yet (image decoding under CPU load can
-    outlast the virtual-time budget — a loaded machine, not a broken page: errors are never retried)."""
-    for attempt in range(attempts):
-        check, console = _check_once(url, profile.with_name(f"{profile.name}-{attempt}"))
-        if check.get("drawn", 0) > 0 or check.get("errors"):
-            break
-    return check, console
-
-
-def _check_once(url: str, profile: Path) -> tuple[dict, list[str]]:
-    dom = _chromium(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom", url], profile)
-    marker = re.search(r'data-viewer-check="([^"]*)"', dom.stdout)
-    check = json.loads(html.unescape(marker.group(1))) if marker else {"ok": False}
-    console = [m.group(1) for line in dom.stderr.splitlines() if (m := re.search(r":CONSOLE[^\]]*\] (.*)$", line))]
-    return check, console
+    value, console = wait_for_page(CHROMIUM, url, profile, "document.body.dataset.viewerCheck", drawn_or_failed,
+                                   timeout=60, settle=1.0, screenshot=screenshot)
+    return (json.loads(value) if value else {"ok": False}), console
 
 
 def _heat_pixels(png: Path) -> int:
@@ -273,17 +259,13 @@ def test_viewer_opens_offline_and_the_layer_toggles(cmu_features, tmp_path, gpfm
     out = tmp_path / "hm"
     assert gpfm_cli("heatmap", cmu_features, "--out", out, "--query-tile", "7", "--formats", "viewer").code == 0
     page = (out / "viewer" / "index.html").resolve()
-    check, console = _check(page.as_uri(), tmp_path / "p1")
+    shots = {"on": tmp_path / "on.png", "off": tmp_path / "off.png"}
+    check, console = _check(page.as_uri(), tmp_path / "p1", shots["on"])
     assert check["ok"] and check["items"] == 2 and check["drawn"] > 0 and check["errors"] == [], check
     assert check["overlayOpacity"] == pytest.approx(0.5) and check["tiles"] > 50
     assert not [c for c in console if "rror" in c], console
-    off, _ = _check(page.as_uri() + "#overlay=off", tmp_path / "p2")
-    assert off["ok"] and off["overlayOpacity"] == 0
-    shots = {}
-    for name, url in (("on", page.as_uri()), ("off", page.as_uri() + "#overlay=off")):
-        shots[name] = tmp_path / f"{name}.png"
-        _chromium([f"--screenshot={shots[name]}", "--window-size=1400,900", "--virtual-time-budget=8000", url],
-                  tmp_path / f"s-{name}")
+    off, _ = _check(page.as_uri() + "#overlay=off", tmp_path / "p2", shots["off"])
+    assert off["ok"] and off["overlayOpacity"] == 0 and off["drawn"] > 0
     on, off_px = _heat_pixels(shots["on"]), _heat_pixels(shots["off"])
     assert on > 20 * max(off_px, 100), (on, off_px)  # the overlay is drawn, and hidden when toggled off
     tissue = np.asarray(Image.open(shots["off"]).convert("RGB"), dtype=np.int32)[60:850, :1050]
