@@ -55,6 +55,7 @@ IMAGENET_EXPERTS = ("efficientnet-lite0-imagenet", "efficientnet-lite1-imagenet"
 PATH_EXPERT = "timm:tf_efficientnet_lite0"
 VARIANTS = ("ssl", "experts", "unkd")
 SETS = ("lc25000-lung", "slide-origin", "tissue-vs-background")
+DIAGNOSTIC = "diagnostic: "  # rows reported beside the comparison but left out of its ranking
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -217,6 +218,17 @@ def train_student(variant: str, seed: int, args, tiles: Path, experts: list[dict
 
 
 # ---- features and scores ----------------------------------------------------------------------------------
+def at_input_size(name: str, size: int):
+    """The registered encoder ``name`` with its whole tile resized to ``size`` px (same weights, same field)."""
+    import dataclasses
+
+    from gpfm.models import get_encoder_spec
+
+    spec = get_encoder_spec(name)
+    return dataclasses.replace(spec, name=f"{spec.name}@{size}px",
+                               preprocess=dataclasses.replace(spec.preprocess, input_size=size))
+
+
 def embed_paths(encoder, paths: list[Path]) -> np.ndarray:
     out = []
     for i in range(0, len(paths), 64):
@@ -328,12 +340,22 @@ def plot_curves(out: Path, runs: dict[str, Path], ln_k: float) -> None:
     from gpfm.pretrain.metrics_log import read_metrics
 
     keys = [("diag/dino_teacher_entropy", "DINO teacher entropy"), ("loss/koleo_loss", "KoLeo"),
-            ("loss/ibot_loss", "iBOT"), ("objective", "objective")]
+            ("loss/ibot_loss", "iBOT"), ("expert_cls", "expert CLS loss (1 − cos, mean of the 4 experts)")]
+
+    def value(rec: dict, key: str) -> float | None:
+        if key == "expert_cls":
+            terms = [v for k, v in rec.items() if k.startswith("loss/distill_") and k.endswith("_cls_loss")]
+            return float(np.mean(terms)) if terms else None
+        return rec.get(key)
+
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.3))
     for label, path in runs.items():
         recs = read_metrics(path)
+        ssl_trained = any(r.get("loss/dino_global_crops_loss") for r in recs)
         for ax, (key, title) in zip(axes, keys, strict=True):
-            pts = [(r["iteration"], r[key]) for r in recs if r.get(key) is not None]
+            if key != "expert_cls" and not ssl_trained:
+                continue  # the experts-only student computes no SSL term: its DINO head is never trained
+            pts = [(r["iteration"], v) for r in recs if (v := value(r, key)) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=label, lw=1)
             ax.set_title(title, fontsize=9)
@@ -354,7 +376,7 @@ def write_report(out: Path, summary: dict) -> str:
         cells = [f"{per[c]['balanced_accuracy']:.3f} ({per[c]['ci95'][0]:.2f}–{per[c]['ci95'][1]:.2f})"
                  for c in columns]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {summary['mean_balanced_accuracy'][model]:.3f} | "
-                     f"{summary['average_rank'][model]:.2f} |")
+                     f"{summary['average_rank'].get(model, float('nan')):.2f} |".replace("nan", "–"))
     seeds = summary["seeds"]
     spread = ["", "Per-seed balanced accuracy of the students (linear · kNN):", ""]
     for model, per in summary["scores"].items():
@@ -430,6 +452,13 @@ def main() -> None:
         encoders[f"student: {variant}"] = [
             lambda e=exports[(variant, s)]: create_encoder(f"pretrained:{e}", device="cpu", precision="fp32",
                                                            verbose=False) for s in seeds]
+    # diagnostic, outside the ranking: the experts fed the students' 96 px input instead of their own 224–260 px
+    size = student_config("ssl", args.out, tiles, args.steps, 0, [], args.out / "expert_cache").data.global_crops_size
+    for name, weights in [(n, None) for n in IMAGENET_EXPERTS] + [(PATH_EXPERT, path_weights)]:
+        label = "lite0 fine-tuned on LC25000" if weights else name
+        encoders[f"{DIAGNOSTIC}{label} at {size} px"] = [
+            lambda n=name, w=weights: create_encoder(at_input_size(n, size), weights=w, device="cpu",
+                                                     precision="fp32", verbose=False)]
     scores: dict[str, dict] = {}
     preds_all: dict[str, dict] = {}
     for model, builders in encoders.items():
@@ -455,7 +484,7 @@ def main() -> None:
     summary = {
         "scores": scores,
         "mean_balanced_accuracy": {m: round(float(np.mean(list(v.values()))), 4) for m, v in flat.items()},
-        "average_rank": average_ranks(flat),
+        "average_rank": average_ranks({m: v for m, v in flat.items() if not m.startswith(DIAGNOSTIC)}),
         "step_time": step_time,
         "train_seconds": timings,
         "sets": {n: {"tiles": len(s["paths"]), "groups": int(len(np.unique(s["groups"]))),
@@ -477,6 +506,7 @@ def main() -> None:
     (args.out / "predictions.json").write_text(json.dumps(preds_all))
     runs = {"UNKD, this recipe (seed 0)": args.out / "students" / f"unkd_seed{seeds[0]}" / "metrics.jsonl",
             "SSL, this recipe (seed 0)": args.out / "students" / f"ssl_seed{seeds[0]}" / "metrics.jsonl",
+            "experts only (seed 0)": args.out / "students" / f"experts_seed{seeds[0]}" / "metrics.jsonl",
             "SSL, previous recipe (seed 0)": old_metrics}
     cfg = student_config("ssl", args.out, tiles, args.steps, 0, [], args.out / "expert_cache")
     plot_curves(args.out, runs, float(np.log(cfg.heads.dino_out_dim)))
