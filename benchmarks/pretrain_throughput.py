@@ -9,7 +9,12 @@ live expert's forward, student forward + backward of a plain sum; no data loadin
 and ``step_over_floor`` = step seconds ÷ floor seconds. ``ssl_plus_expert_cached`` reads the expert's targets
 from the cache (``distill.expert_targets=cached``): its floor has no expert forward.
 
-Usage: PYTHONPATH=src python benchmarks/pretrain_throughput.py [--steps 12] [--warmup 2] [--out FILE]
+On a machine whose cores all run the model (``num_workers 0``, or workers competing with torch's threads), the
+augmentation is extra CPU work that no pipeline can hide; give the loader workers cores of their own to see
+what the pipeline does when the compute has its own device or cores (``--compute-threads``)::
+
+    PYTHONPATH=src python benchmarks/pretrain_throughput.py [--steps 12] [--warmup 2] [--out FILE]
+    PYTHONPATH=src python benchmarks/pretrain_throughput.py --override data.num_workers=1 --compute-threads 1
 """
 
 from __future__ import annotations
@@ -56,10 +61,13 @@ def compute_floor(cfg, steps: int, warmup: int) -> float:
 
         meta = MetaArch(cfg, device, experts=_cached_experts(cfg, info, None, build_dataset(cfg)))
     stream = batch_stream(cfg, info, 0)
+    # all batches drawn before timing: with data.num_workers > 0 the loader's workers would otherwise still be
+    # augmenting while the floor is timed and take cores from it
+    batches = [next(stream) for _ in range(steps)]
+    del stream
     meta.student.train()
     times = []
-    for it in range(steps):
-        batch = next(stream)
+    for it, batch in enumerate(batches):
         masks = iteration_masks(cfg, 0, it, batch["global_crops"].shape[0])
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -79,6 +87,8 @@ def compute_floor(cfg, steps: int, warmup: int) -> float:
 
 def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
     """Train ``steps`` iterations of one variant in-process and summarise its metrics."""
+    import torch
+
     from gpfm.pretrain.config import load_config
     from gpfm.pretrain.metrics_log import read_metrics
     from gpfm.pretrain.train import train
@@ -119,6 +129,8 @@ def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
         "compute_floor_seconds": round(floor, 3),
         "step_over_floor": round(step / floor, 3),
         "data_wait_fraction": round(sum(r["data_wait_fraction"] for r in records) / n, 3),
+        "num_workers": cfg.data.num_workers,
+        "compute_threads": torch.get_num_threads(),
         "peak_rss_mb": round(max(r["peak_mem_mb"] for r in records), 1),
     }
 
@@ -130,6 +142,9 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--override", action="append", default=[], help="extra key=value config overrides")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--compute-threads", type=int, default=None,
+                    help="torch threads of the training process (default: torch's, all cores); with "
+                         "--override data.num_workers=N, cores − N leaves the workers cores of their own")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.single:
@@ -141,6 +156,8 @@ def main() -> None:
         sys.exit(f"{LC} not found: the benchmark uses the real LC25000 tiles from ../shared/data")
     results = []
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if args.compute_threads:
+        env["OMP_NUM_THREADS"] = str(args.compute_threads)  # read by torch at start-up; loader workers use 1
     for name in args.variants.split(","):
         cmd = [
             sys.executable,
