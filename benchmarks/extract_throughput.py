@@ -11,6 +11,10 @@ For each encoder, on CMU-1-Small-Region (or ``--slide``), tiled with the ``gpfm-
   alternating passes; ``overlap_efficiency`` = encode time / wall time within the end-to-end pass (immune to
   load changes between passes on a shared machine); ``read_wait_s`` is the time the encoder waited for reads.
 
+* ``readers``: the end-to-end pass's reader workers alone (block reads + QC, pinned batches copied
+  non-blocking to the device, no encoder): tiles/s per worker and the workers needed for 2,500 tiles/s, the
+  rate one GPU encodes GPFM at — the decode side's sizing.
+
 Tile QC (``--qc``, default ``standard`` as in ``gpfm extract``) runs in the reader workers during the end-to-end
 pass, so its cost is part of the ratio. Peak RSS of this process and of its (reader) children is reported.
 On the 24k px benchmark slide (``benchmarks/make_benchmark_slide.py``)::
@@ -71,6 +75,24 @@ def read_all(slide, grid, block_k: int) -> tuple[torch.Tensor, float]:
     return torch.from_numpy(out), time.perf_counter() - t0
 
 
+#: tiles/s the decode side must sustain for one GPU (spec estimate for GPFM bf16 on an H100: ~1,500–2,500)
+GPU_TILES_PER_S = 2500
+
+
+def _readers_only(slide, grid, args: argparse.Namespace, device: torch.device) -> float:
+    """Seconds for the end-to-end pass's reader workers to deliver every tile to ``device`` with no encoder:
+    block reads + QC in ``args.workers`` processes, pinned batches, non-blocking copies."""
+    from gpfm.extract.dataset import tile_loader
+
+    loader = tile_loader(slide, grid, batch_size=args.batch_size, workers=args.workers, block_k=args.block_k,
+                         pin_memory=device.type == "cuda", qc=qc_preset(args.qc))
+    t0 = time.perf_counter()
+    for batch in loader:
+        batch[0].to(device, non_blocking=True)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def _encoder_only(enc, tiles: torch.Tensor, batch: int) -> float:
     _sync(enc.device)
     t0 = time.perf_counter()
@@ -105,6 +127,7 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
     size = enc.spec.preprocess.input_size
     limit = compute_limit(forward_flops_per_item(enc.model, torch.zeros(1, 3, size, size, device=enc.device)),
                           enc.device, enc.precision)
+    readers_s = min(_readers_only(slide, grid, args, enc.device) for _ in range(args.repeats))
     encoder_s = min(encoder_passes)
     best = min(e2e_passes, key=lambda r: r.total_s)
     e2e, enc_only = n / best.total_s, n / encoder_s
@@ -120,6 +143,11 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
         "overlap_efficiency": round(best.encode_s / best.total_s, 4),
         "e2e_read_wait_s": round(best.read_wait_s, 3), "e2e_encode_s": round(best.encode_s, 3),
         "read_s_per_encode_s": round(read_s / encoder_s, 4),
+        # the decode side alone, as the end-to-end pass runs it (includes reader start-up, so a lower bound)
+        "readers_tiles_per_s": round(n / readers_s, 1),
+        "readers_tiles_per_s_per_worker": round(n / readers_s / max(1, args.workers), 1),
+        f"workers_for_{GPU_TILES_PER_S}_tiles_per_s": int(np.ceil(GPU_TILES_PER_S * readers_s / n
+                                                                   * max(1, args.workers))),
         "gflops_per_tile": round(limit["flops_per_item"] / 1e9, 3),
         "achieved_tflops_encoder_only": round(enc_only * limit["flops_per_item"] / 1e12, 3),
         "compute_limit_tiles_per_s": None if limit["compute_limit_per_s"] is None
