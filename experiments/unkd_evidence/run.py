@@ -37,6 +37,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -349,19 +350,24 @@ def plot_curves(out: Path, runs: dict[str, Path], ln_k: float) -> None:
         return rec.get(key)
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.3))
-    for label, path in runs.items():
+    for n, (label, path) in enumerate(runs.items()):
         recs = read_metrics(path)
+        colour = f"C{n}"  # one colour per run in every panel, whichever panels it has
         ssl_trained = any(r.get("loss/dino_global_crops_loss") for r in recs)
         for ax, (key, title) in zip(axes, keys, strict=True):
             if key != "expert_cls" and not ssl_trained:
                 continue  # the experts-only student computes no SSL term: its DINO head is never trained
             pts = [(r["iteration"], v) for r in recs if (v := value(r, key)) is not None]
             if pts:
-                ax.plot(*zip(*pts, strict=True), label=label, lw=1)
+                ax.plot(*zip(*pts, strict=True), label=label, lw=1, color=colour)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("iteration")
     axes[0].axhline(ln_k, color="k", ls=":", lw=1, label=f"uniform (ln K = {ln_k:.2f})")
-    axes[0].legend(fontsize=7)
+    handles: dict[str, Any] = {}  # every run once, from whichever panel has it
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(name, handle)
+    axes[0].legend(list(handles.values()), list(handles), fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=90)
     plt.close(fig)
