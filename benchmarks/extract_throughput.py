@@ -128,6 +128,7 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
     limit = compute_limit(forward_flops_per_item(enc.model, torch.zeros(1, 3, size, size, device=enc.device)),
                           enc.device, enc.precision)
     readers_s = min(_readers_only(slide, grid, args, enc.device) for _ in range(args.repeats))
+    per_reader = n / readers_s / max(1, args.workers)  # workers=0 reads in this process: one reader
     encoder_s = min(encoder_passes)
     best = min(e2e_passes, key=lambda r: r.total_s)
     e2e, enc_only = n / best.total_s, n / encoder_s
@@ -145,9 +146,8 @@ def measure(name: str, slide, grid, args: argparse.Namespace, max_tiles: int) ->
         "read_s_per_encode_s": round(read_s / encoder_s, 4),
         # the decode side alone, as the end-to-end pass runs it (includes reader start-up, so a lower bound)
         "readers_tiles_per_s": round(n / readers_s, 1),
-        "readers_tiles_per_s_per_worker": round(n / readers_s / max(1, args.workers), 1),
-        f"workers_for_{GPU_TILES_PER_S}_tiles_per_s": int(np.ceil(GPU_TILES_PER_S * readers_s / n
-                                                                   * max(1, args.workers))),
+        "readers_tiles_per_s_per_worker": round(per_reader, 1),
+        f"workers_for_{GPU_TILES_PER_S}_tiles_per_s": int(np.ceil(GPU_TILES_PER_S / per_reader)),
         "gflops_per_tile": round(limit["flops_per_item"] / 1e9, 3),
         "achieved_tflops_encoder_only": round(enc_only * limit["flops_per_item"] / 1e12, 3),
         "compute_limit_tiles_per_s": None if limit["compute_limit_per_s"] is None
@@ -178,6 +178,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.slide.is_file():
         sys.exit(f"{args.slide}: slide not found; pass --slide PATH (e.g. the demo slide from `gpfm demo`)")
+    if args.out is not None and args.out.is_dir():
+        sys.exit(f"{args.out}: --out is a folder; give a file name for the JSON, e.g. {args.out / 'bench.json'}")
     slide = open_slide(args.slide)
     t0 = time.perf_counter()
     grid = tile_slide(slide, segment_tissue(slide), TilingConfig.from_recipe("gpfm-128um", overlap=args.overlap))
@@ -194,7 +196,9 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        from gpfm.atomic import write_text_atomic
+
+        write_text_atomic(args.out, text + "\n")
 
 
 if __name__ == "__main__":

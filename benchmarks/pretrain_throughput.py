@@ -135,6 +135,12 @@ def run_variant(name: str, steps: int, warmup: int, extra: list[str]) -> dict:
     }
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of threads")
+    return int(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
@@ -142,7 +148,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--override", action="append", default=[], help="extra key=value config overrides")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--compute-threads", type=int, default=None,
+    ap.add_argument("--compute-threads", type=_positive_int, default=None,
                     help="torch threads of the training process (default: torch's, all cores); with "
                          "--override data.num_workers=N, cores − N leaves the workers cores of their own")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
@@ -154,6 +160,11 @@ def main() -> None:
 
     if not LC.is_dir():
         sys.exit(f"{LC} not found: the benchmark uses the real LC25000 tiles from ../shared/data")
+    if args.out is not None and args.out.is_dir():
+        sys.exit(f"{args.out}: --out is a folder; give a file name for the JSON, e.g. {args.out / 'bench.json'}")
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:
+        sys.exit(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     results = []
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     if args.compute_threads:
@@ -171,7 +182,10 @@ def main() -> None:
         ]
         for o in args.override:
             cmd += ["--override", o]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if out.returncode != 0:  # the child's own last line says why (bad override, missing data, ...)
+            last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            sys.exit(f"variant {name} failed (exit {out.returncode}): {last}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     import torch
 
@@ -180,7 +194,9 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        from gpfm.atomic import write_text_atomic
+
+        write_text_atomic(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -11,17 +11,30 @@ fd 4 (the transport Puppeteer uses).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: the headless Chromium (Debian package ``chromium``) the browser tests use, or None (they skip)
+CHROMIUM = next((p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
+#: flags of every headless run: no sandbox (containers), no GPU, and nothing that reaches the network
+HEADLESS_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage")
 _CONSOLE = re.compile(r":CONSOLE[^\]]*\] (.*)$")
+
+
+def console_messages(stderr: str) -> list[str]:
+    """The page's console messages in Chromium's ``--enable-logging=stderr`` output."""
+    return [m.group(1) for line in stderr.splitlines() if (m := _CONSOLE.search(line))]
 
 
 class _Pipe:
@@ -75,9 +88,7 @@ def wait_for_page(chromium: str, url: str, profile: Path, expression: str, done:
 
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--remote-debugging-pipe",
+            [chromium, *HEADLESS_FLAGS, "--enable-logging=stderr", "--v=0", "--remote-debugging-pipe",
              f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=child_fds,
             close_fds=False)
@@ -103,8 +114,6 @@ def wait_for_page(chromium: str, url: str, profile: Path, expression: str, done:
                 break
             time.sleep(poll)
         if screenshot is not None:
-            import base64
-
             shot = pipe.call("Page.captureScreenshot", {"format": "png"}, session)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
         try:
@@ -119,5 +128,4 @@ def wait_for_page(chromium: str, url: str, profile: Path, expression: str, done:
             proc.wait()
         os.close(to_chrome_w)
         os.close(from_chrome_r)
-    console = [m.group(1) for line in log.read_text(errors="replace").splitlines() if (m := _CONSOLE.search(line))]
-    return value, console
+    return value, console_messages(log.read_text(errors="replace"))

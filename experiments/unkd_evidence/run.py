@@ -381,8 +381,9 @@ def write_report(out: Path, summary: dict) -> str:
     for model, per in summary["scores"].items():
         cells = [f"{per[c]['balanced_accuracy']:.3f} ({per[c]['ci95'][0]:.2f}–{per[c]['ci95'][1]:.2f})"
                  for c in columns]
+        rank = summary["average_rank"].get(model)  # diagnostic rows are not ranked
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {summary['mean_balanced_accuracy'][model]:.3f} | "
-                     f"{summary['average_rank'].get(model, float('nan')):.2f} |".replace("nan", "–"))
+                     + ("–" if rank is None else f"{rank:.2f}") + " |")
     seeds = summary["seeds"]
     spread = ["", "Per-seed balanced accuracy of the students (linear · kNN):", ""]
     for model, per in summary["scores"].items():
@@ -405,7 +406,14 @@ def main() -> None:
     ap.add_argument("--expert-epochs", type=int, default=4)
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1,2")
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"--out {args.out} is a file; give a folder for the run")
+    if not LC.is_dir():
+        ap.error(f"{LC} not found: the experiment needs the real tiles of ../shared/data beside the checkout")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from gpfm.models import create_encoder
     from gpfm.runtime import machine_info
@@ -459,7 +467,8 @@ def main() -> None:
             lambda e=exports[(variant, s)]: create_encoder(f"pretrained:{e}", device="cpu", precision="fp32",
                                                            verbose=False) for s in seeds]
     # diagnostic, outside the ranking: the experts fed the students' 96 px input instead of their own 224–260 px
-    size = student_config("ssl", args.out, tiles, args.steps, 0, [], args.out / "expert_cache").data.global_crops_size
+    ssl_cfg = student_config("ssl", args.out, tiles, args.steps, 0, [], args.out / "expert_cache")
+    size = ssl_cfg.data.global_crops_size
     for name, weights in [(n, None) for n in IMAGENET_EXPERTS] + [(PATH_EXPERT, path_weights)]:
         label = "lite0 fine-tuned on LC25000" if weights else name
         encoders[f"{DIAGNOSTIC}{label} at {size} px"] = [
@@ -514,8 +523,7 @@ def main() -> None:
             "SSL, this recipe (seed 0)": args.out / "students" / f"ssl_seed{seeds[0]}" / "metrics.jsonl",
             "experts only (seed 0)": args.out / "students" / f"experts_seed{seeds[0]}" / "metrics.jsonl",
             "SSL, previous recipe (seed 0)": old_metrics}
-    cfg = student_config("ssl", args.out, tiles, args.steps, 0, [], args.out / "expert_cache")
-    plot_curves(args.out, runs, float(np.log(cfg.heads.dino_out_dim)))
+    plot_curves(args.out, runs, float(np.log(ssl_cfg.heads.dino_out_dim)))
     print(write_report(args.out, summary))
     print(json.dumps({k: summary[k] for k in ("mean_balanced_accuracy", "average_rank", "step_time",
                                               "total_seconds")}, indent=2))

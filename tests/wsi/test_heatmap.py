@@ -15,11 +15,10 @@ import torch
 from PIL import Image
 
 from gpfm.wsi.heatmap import Heatmap, colorize, make_heatmap, normalize_scores, overlay_image, rasterize
-from tests.browser_pipe import wait_for_page
+from tests.browser_pipe import CHROMIUM, wait_for_page
 from tests.conftest import shared_path
 from tests.faults._helpers import assert_one_line_error, gpfm_cli  # noqa: F401 - fixture
 
-CHROMIUM = next((p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
 EFFNET = "efficientnet-lite0-imagenet"
 
 

@@ -16,8 +16,8 @@ jitter once per source tile with p 0.5 (each of the H, E, D concentrations s ←
 weaker jitter (0.2, 0.2, 0.1, 0.05), grayscale kept, no solarize.
 
 Determinism: every random draw comes from torch's CPU generator, forked and seeded with ``seed`` for the call
-(``torch.random.fork_rng`` + ``torch.default_generator.manual_seed``), so the output is a pure function of (image, seed) and the
-caller's global RNG state is untouched.
+(``torch.random.fork_rng`` + ``torch.default_generator.manual_seed``), so the output is a pure function of
+(image, seed) and the caller's global RNG state is untouched.
 """
 
 from __future__ import annotations

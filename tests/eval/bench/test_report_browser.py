@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +21,14 @@ from bench_fixtures import SUITE_YAML, registered_test_protocols
 from PIL import Image
 
 from gpfm.eval.run.runner import run_suite
+from tests.browser_pipe import CHROMIUM, HEADLESS_FLAGS, console_messages
 
-CHROMIUM = next(
-    (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None
-)
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')"
     ),
 ]
-_CONSOLE = re.compile(r":CONSOLE[^\]]*\] (.*)$")
 
 
 @dataclass
@@ -45,20 +41,7 @@ class BrowserCheck:
 
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
+    cmd = [CHROMIUM, *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -73,7 +56,7 @@ def render(page: Path, workdir: Path) -> BrowserCheck:
     check = (
         json.loads(html.unescape(marker.group(1))) if marker else {"ok": False, "errors": ["no self-check"]}
     )
-    console = [m.group(1) for line in dom.stderr.splitlines() if (m := _CONSOLE.search(line))]
+    console = console_messages(dom.stderr)
     shot = workdir / f"{page.stem}.png"
     _chromium(
         [f"--screenshot={shot}", "--window-size=1400,3000", "--hide-scrollbars", url],
